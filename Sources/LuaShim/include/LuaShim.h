@@ -1,0 +1,73 @@
+// The only C mmlab writes: trampolines that raise, yield and call Lua after
+// the Swift binding has returned, so that Lua never longjmps across Swift.
+#ifndef MMLAB_LUASHIM_H
+#define MMLAB_LUASHIM_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+
+// What a binding returns to its trampoline, besides a count of results (>= 0).
+#define MMLAB_RAISE (-1)              // raise the value on top of the stack
+#define MMLAB_YIELD (-2)              // yield; on resume, call the binding again
+#define MMLAB_ARGERROR_BASE (-16)     // bad argument #(BASE - r); message on top
+#define MMLAB_PCALL_BASE (-1048576)   // protected call of (BASE - r) arguments
+
+// A binding: a Swift function with the lua_CFunction signature that never
+// raises. It returns a result count or one of the sentinels above.
+typedef int (*mmlab_Binding)(lua_State *L);
+
+// Runs after a MMLAB_PCALL: `status` is the pcall's (LUA_YIELD counts as
+// success), results or the error object are at `first`...top. Returns like
+// a binding.
+typedef int (*mmlab_Finisher)(lua_State *L, int status, int first);
+
+// The C function every binding is registered as: upvalue 1 is the binding,
+// upvalue 2 its name for error messages, the binding's own upvalues follow.
+int mmlab_trampoline(lua_State *L);
+#define MMLAB_FIRST_UPVALUE 3
+
+// Pushes a closure named `name` calling `fn` through the trampoline; the
+// `nup` values on top of the stack become its upvalues 3...nup+2.
+void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup);
+
+// For MMLAB_PCALL: the binding pushes mmlab_pushfinisher(fin), then the
+// function, then the arguments.
+void mmlab_pushfinisher(lua_State *L, mmlab_Finisher fin);
+
+// One userdata block per handle. Layout is shared with Swift.
+typedef struct mmlab_Handle {
+    uint64_t magic;      // MMLAB_HANDLE_MAGIC: the block is one of ours
+    void *object;        // the retained Swift object (Unmanaged)
+    uint32_t borrows;    // live borrowers of this handle
+    uint32_t site;       // where it was dropped or moved (a Site id)
+    uint16_t type;       // HandleType
+    uint8_t state;       // HandleState
+    uint8_t flags;
+    uint32_t reserved;
+} mmlab_Handle;
+
+#define MMLAB_HANDLE_MAGIC 0x6d6d6c6162686e64ULL
+
+// The handle at `idx`, or NULL when the value there is not one of ours.
+// The size check comes first so that a foreign userdata is never overread.
+static inline mmlab_Handle *mmlab_tohandle(lua_State *L, int idx) {
+    if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) != sizeof(mmlab_Handle))
+        return NULL;
+    mmlab_Handle *h = (mmlab_Handle *)lua_touserdata(L, idx);
+    return h->magic == MMLAB_HANDLE_MAGIC ? h : NULL;
+}
+
+// Macros Swift cannot import.
+static inline int mmlab_registryindex(void) { return LUA_REGISTRYINDEX; }
+static inline int mmlab_upvalueindex(int i) { return lua_upvalueindex(i); }
+static inline void *mmlab_getextra(lua_State *L) { return *(void **)lua_getextraspace(L); }
+static inline void mmlab_setextra(lua_State *L, void *p) { *(void **)lua_getextraspace(L) = p; }
+static inline int mmlab_gc(lua_State *L, int what) { return lua_gc(L, what, 0); }  // variadic in C
+
+// The message handler of lua.c, as a table {message=, traceback=, error=}:
+// the message (or the error object's __tostring, after its `where`), the
+// traceback and the original error object. C because it allocates.
+int mmlab_msghandler(lua_State *L);
+
+#endif

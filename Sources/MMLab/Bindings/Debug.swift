@@ -1,0 +1,100 @@
+import CLua
+import LuaShim
+import MMCore
+
+/// `kernel.debug`: accounting of native objects (MMCore/Debug).
+extension Runtime {
+    func openDebug(_ lua: Lua) {
+        lua.newTable()
+        lua.setFunctions([
+            ("live", DebugBindings.live),
+            ("stats", DebugBindings.stats),
+            ("leaks", DebugBindings.leaks),
+            ("assert_no_leaks", DebugBindings.assertNoLeaks),
+        ])
+        lua.setField(-2, "debug")
+    }
+}
+
+enum DebugBindings {
+    /// `live()` → `{Page=3, ...}`.
+    static let live: Binding = { L in
+        bind(L) { lua in
+            let counts = lua.runtime.booted?.accounting.liveCounts() ?? [:]
+            lua.newTable(hash: Int32(counts.count))
+            for (name, count) in counts {
+                lua.push(count)
+                lua.setField(-2, name)
+            }
+            return 1
+        }
+    }
+
+    /// `stats()` → `{dropped_by_close=, dropped_by_drop=, dropped_by_gc=, live=}`.
+    static let stats: Binding = { L in
+        bind(L) { lua in
+            let runtime = lua.runtime
+            lua.newTable(hash: 4)
+            lua.setConstants([
+                ("dropped_by_close", runtime.stats.byClose), ("dropped_by_drop", runtime.stats.byDrop),
+                ("dropped_by_gc", runtime.stats.byGC), ("live", runtime.booted?.accounting.count ?? 0),
+            ])
+            return 1
+        }
+    }
+
+    /// `leaks()` → `{{type=, object=, site=}, ...}`, oldest first.
+    static let leaks: Binding = { L in
+        bind(L) { lua in
+            let runtime = lua.runtime
+            pushLeaks(lua, runtime.booted?.accounting.leaks() ?? [], runtime.sites)
+            return 1
+        }
+    }
+
+    private static func pushLeaks(_ lua: Lua, _ objects: [NativeObject], _ sites: SiteTable) {
+        lua.newTable(array: Int32(objects.count))
+        for (i, object) in objects.enumerated() {
+            lua.newTable(hash: 3)
+            lua.push(object.typeName)
+            lua.setField(-2, "type")
+            lua.push(object.description)
+            lua.setField(-2, "object")
+            lua.push(sites.name(object.site))
+            lua.setField(-2, "site")
+            lua_rawseti(lua.L, -2, lua_Integer(i + 1))
+        }
+    }
+
+    /// `assert_no_leaks(fn, ...)`: runs `fn(...)`, collects garbage, and
+    /// raises listing the native objects `fn` created that are still
+    /// alive; otherwise returns `fn`'s results.
+    static let assertNoLeaks: Binding = { L in
+        bind(L) { lua in
+            try lua.checkFunction(1)
+            let n = lua.top
+            let mark = lua.runtime.booted?.accounting.serial ?? 0
+            lua.push(mark)  // n+1
+            mmlab_pushfinisher(L, finishAssertNoLeaks)
+            for i in 1...n { lua_pushvalue(L, i) }
+            return MMLAB_PCALL_BASE - (n - 1)
+        }
+    }
+
+    private static let finishAssertNoLeaks: Finisher = { L, status, first in
+        let lua = Lua(L)
+        guard status == LUA_OK else { return MMLAB_RAISE }
+        _ = mmlab_gc(L, LUA_GCCOLLECT)
+        let runtime = lua.runtime
+        let mark = UInt64(bitPattern: lua_tointegerx(L, first - 2, nil))
+        let leaks = runtime.booted?.accounting.leaks(since: mark) ?? []
+        guard leaks.isEmpty else {
+            let position = lua.position().map { "\($0.shortSource):\($0.line): " } ?? ""
+            var message = "\(position)assert_no_leaks: \(leaks.count) native object\(leaks.count == 1 ? "" : "s") created inside \(leaks.count == 1 ? "is" : "are") still alive:"
+            for object in leaks { message += "\n  \(object) created at \(runtime.sites.name(object.site))" }
+            lua.push(message)
+            return MMLAB_RAISE
+        }
+        return lua.top - first + 1
+    }
+}

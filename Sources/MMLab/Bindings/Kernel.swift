@@ -1,0 +1,324 @@
+import CLua
+import LuaShim
+import MMCore
+
+/// The `kernel` table: the machine, handles and errors. Each MMCore module
+/// adds its own part (Memory.swift, Debug.swift).
+extension Runtime {
+    func openKernel(_ lua: Lua) {
+        let L = lua.L
+        openErrors(lua)
+        for cls in [HandleClass.page, .pagePointer] { register(cls, in: lua) }
+
+        lua.newTable()
+        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))
+        lua.setField(-2, "Error")
+        lua.setFunctions([
+            ("boot", KernelBindings.boot),
+            ("machine", KernelBindings.machine),
+            ("drop", KernelBindings.drop),
+            ("state", KernelBindings.state),
+        ])
+        lua.newTable(hash: Int32(Errno.all.count))
+        for (name, errno) in Errno.all {
+            lua.push(Int(errno.rawValue))
+            lua.setField(-2, name)
+        }
+        lua.setField(-2, "errno")
+        openMemory(lua)
+        openDebug(lua)
+
+        lua_pushvalue(L, -1)
+        lua_setglobal(L, "kernel")
+        lua_getglobal(L, "package")
+        lua.getField(-1, "loaded")
+        lua_rotate(L, -3, -1)
+        lua.setField(-2, "kernel")
+        lua.pop(2)
+
+        // `pairs` visits keys in an order that does not depend on the
+        // string hash seed, which Lua draws from the clock and ASLR.
+        lua_getglobal(L, "next")
+        lua.pushBinding(KernelBindings.pairs, name: "pairs", upvalues: 1)
+        lua_setglobal(L, "pairs")
+
+        // math.random follows the machine's seed.
+        lua_getglobal(L, "math")
+        lua.getField(-1, "randomseed")
+        lua.push(configuration.seed)
+        if lua_pcallk(L, 1, 0, 0, 0, nil) != LUA_OK { lua.pop() }
+        lua.pop()
+    }
+
+    /// The `kernel.Error` metatable.
+    private func openErrors(_ lua: Lua) {
+        lua.newTable(hash: 2)
+        lua.push("kernel.Error")
+        lua.setField(-2, "__name")
+        lua.pushBinding(KernelBindings.errorToString, name: "__tostring")
+        lua.setField(-2, "__tostring")
+        errorMetatable = luaL_ref(lua.L, mmlab_registryindex())
+    }
+
+    /// The KernelError a `kernel.Error` value at `idx` describes, if it is one.
+    func kernelError(_ lua: Lua, at idx: Int32) -> KernelError? {
+        let idx = lua.absIndex(idx)
+        guard lua.type(idx) == LUA_TTABLE, lua_getmetatable(lua.L, idx) != 0 else { return nil }
+        lua_rawgeti(lua.L, mmlab_registryindex(), lua_Integer(errorMetatable))
+        let isError = lua_rawequal(lua.L, -1, -2) != 0
+        lua.pop(2)
+        guard isError else { return nil }
+        lua.getField(idx, "message")
+        let message = lua.string(at: -1) ?? ""
+        lua.getField(idx, "errno")
+        let name = lua.string(at: -1)
+        lua.pop(2)
+        guard let name, let errno = Errno.all.first(where: { $0.0 == name })?.1 else { return .bug(message) }
+        return KernelError(errno, message)
+    }
+}
+
+extension Lua {
+    /// Sets each binding as a field of the table on top.
+    func setFunctions(_ functions: [(String, Binding)]) {
+        for (name, fn) in functions {
+            pushBinding(fn, name: name)
+            setField(-2, name)
+        }
+    }
+
+    /// Sets each integer as a field of the table on top.
+    func setConstants(_ constants: [(String, Int)]) {
+        for (name, value) in constants {
+            push(value)
+            setField(-2, name)
+        }
+    }
+}
+
+enum KernelBindings {
+    /// `kernel.boot{memory=, cpus=, seed=}`.
+    static let boot: Binding = { L in
+        bind(L) { lua in
+            var config = lua.runtime.configuration.machine
+            if !lua.isNoneOrNil(1) {
+                try lua.checkTable(1)
+                try lua.checkFields(1, arg: 1, known: ["memory", "cpus", "seed"])
+                lua.getField(1, "memory")
+                if !lua.isNoneOrNil(-1) { config.memory = try lua.size(-1, arg: 1, field: "memory") }
+                lua.pop()
+                config.cpus = try lua.integerField(1, "cpus", arg: 1, default: config.cpus) ?? config.cpus
+                if let seed = try lua.integerField(1, "seed", arg: 1, default: nil) {
+                    config.seed = UInt64(bitPattern: Int64(seed))
+                }
+            }
+            _ = try lua.runtime.boot(config)
+            return 0
+        }
+    }
+
+    /// `kernel.machine()` → the configuration as a table.
+    static let machine: Binding = { L in
+        bind(L) { lua in
+            let machine = try lua.runtime.machine()
+            let config = machine.config
+            lua.newTable(hash: 4)
+            lua.push(config.memory)
+            lua.setField(-2, "memory")
+            lua.push(config.cpus)
+            lua.setField(-2, "cpus")
+            lua.push(config.seed)
+            lua.setField(-2, "seed")
+            lua.newTable(array: Int32(machine.memory.regions.count))
+            for (i, region) in machine.memory.regions.enumerated() {
+                lua.newTable(hash: 3)
+                lua.push(region.start.rawValue)
+                lua.setField(-2, "start")
+                lua.push(region.size)
+                lua.setField(-2, "size")
+                lua.push(region.kind.rawValue)
+                lua.setField(-2, "type")
+                lua_rawseti(lua.L, -2, lua_Integer(i + 1))
+            }
+            lua.setField(-2, "memmap")
+            return 1
+        }
+    }
+
+    /// `kernel.drop(x)`: drops now; a dead handle is a double drop.
+    static let drop: Binding = { L in
+        bind(L) { lua in
+            let h = try lua.anyHandle(1)
+            try lua.drop(1, h, .drop)
+            return 0
+        }
+    }
+
+    /// `kernel.state(x)` → "owned", "borrowed", "dropped" or "moved".
+    static let state: Binding = { L in
+        bind(L) { lua in
+            lua.push(Handles.state(try lua.anyHandle(1)).name)
+            return 1
+        }
+    }
+
+    /// `kernel.Error.__tostring` → `EINVAL: message` or `BUG: message`.
+    static let errorToString: Binding = { L in
+        bind(L) { lua in
+            try lua.checkTable(1)
+            lua.getField(1, "message")
+            let message = lua.describe(-1)
+            lua.getField(1, "errno")
+            let errno = lua.string(at: -1) ?? "BUG"
+            lua.push("\(errno): \(message)")
+            return 1
+        }
+    }
+
+    /// `pairs(t)`: array part and numeric keys in order, then strings in
+    /// byte order, booleans, and other keys in table order. Tables with no
+    /// string or reference keys iterate with `next` as usual.
+    static let pairs: Binding = { L in
+        bind(L) { lua in
+            if luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL {
+                lua_settop(L, 2)
+                mmlab_pushfinisher(L, finishMetaPairs)
+                lua_pushvalue(L, 2)
+                lua_pushvalue(L, 1)
+                return MMLAB_PCALL_BASE - 1
+            }
+            try lua.checkTable(1)
+            lua_settop(L, 1)
+            guard needsOrdering(lua) else {
+                lua_pushvalue(L, Lua.upvalue(1))
+                lua_pushvalue(L, 1)
+                lua.pushNil()
+                return 3
+            }
+            lua.newTable()  // 2: the keys as `next` finds them
+            var keys: [OrderedKey] = []
+            lua.pushNil()
+            while lua_next(L, 1) != 0 {
+                lua.pop()
+                keys.append(OrderedKey(lua, index: keys.count + 1))
+                lua_pushvalue(L, -1)
+                lua_rawseti(L, 2, lua_Integer(keys.count))
+            }
+            keys.sort()
+            lua.newTable(array: Int32(keys.count))  // 3: the keys in order
+            for (i, key) in keys.enumerated() {
+                lua_rawgeti(L, 2, lua_Integer(key.index))
+                lua_rawseti(L, 3, lua_Integer(i + 1))
+            }
+            lua.push(0)
+            lua.pushBinding(orderedNext, name: "next", upvalues: 2)
+            lua_pushvalue(L, 1)
+            lua.pushNil()
+            return 3
+        }
+    }
+
+    private static func needsOrdering(_ lua: Lua) -> Bool {
+        lua.pushNil()
+        while lua_next(lua.L, 1) != 0 {
+            let t = lua.type(-2)
+            lua.pop()
+            if t != LUA_TNUMBER && t != LUA_TBOOLEAN {
+                lua.pop()
+                return true
+            }
+        }
+        return false
+    }
+
+    /// The iterator `pairs` returns: upvalue 1 holds the ordered keys,
+    /// upvalue 2 the position. Keys whose value became nil are skipped.
+    private static let orderedNext: Binding = { L in
+        bind(L) { lua in
+            try lua.checkTable(1)
+            var i = lua_tointegerx(L, Lua.upvalue(2), nil)
+            while true {
+                i += 1
+                if lua_rawgeti(L, Lua.upvalue(1), i) == LUA_TNIL {
+                    lua.push(Int64(i))
+                    lua_copy(L, -1, Lua.upvalue(2))
+                    lua.pop()
+                    return 1
+                }
+                lua_pushvalue(L, -1)
+                if lua_rawget(L, 1) != LUA_TNIL {
+                    lua.push(Int64(i))
+                    lua_copy(L, -1, Lua.upvalue(2))
+                    lua.pop()
+                    return 2
+                }
+                lua.pop(2)
+            }
+        }
+    }
+
+    /// After a `__pairs` metamethod: exactly three results, as `pairs` gives.
+    private static let finishMetaPairs: Finisher = { L, status, first in
+        guard status == LUA_OK else { return MMLAB_RAISE }
+        lua_settop(L, first + 2)
+        return 3
+    }
+}
+
+/// A table key's place in `pairs` order.
+private struct OrderedKey: Comparable {
+    let rank: Int
+    let integer: Int64?
+    let number: Double
+    let bytes: [UInt8]
+    let index: Int
+
+    /// The key on top of the stack.
+    init(_ lua: Lua, index: Int) {
+        self.index = index
+        var isInt: Int32 = 0
+        switch lua.type(-1) {
+        case LUA_TNUMBER:
+            rank = 0
+            let i = lua_tointegerx(lua.L, -1, &isInt)
+            integer = lua_isinteger(lua.L, -1) != 0 ? i : nil
+            number = lua_tonumberx(lua.L, -1, nil)
+            bytes = []
+        case LUA_TSTRING:
+            rank = 1
+            integer = nil
+            number = 0
+            var len = 0
+            let p = lua_tolstring(lua.L, -1, &len)
+            // SAFETY: the string stays on the stack while we copy it.
+            bytes = Array(UnsafeRawBufferPointer(start: p, count: len))
+        case LUA_TBOOLEAN:
+            rank = 2
+            integer = nil
+            number = lua.boolean(-1) ? 1 : 0
+            bytes = []
+        default:
+            rank = 3
+            integer = nil
+            number = 0
+            bytes = []
+        }
+    }
+
+    static func < (a: OrderedKey, b: OrderedKey) -> Bool {
+        if a.rank != b.rank { return a.rank < b.rank }
+        switch a.rank {
+        case 0:
+            if let x = a.integer, let y = b.integer { return x < y }
+            if a.number != b.number { return a.number < b.number }
+        case 1:
+            if a.bytes != b.bytes { return a.bytes.lexicographicallyPrecedes(b.bytes) }
+        case 2:
+            if a.number != b.number { return a.number < b.number }
+        default: break
+        }
+        return a.index < b.index
+    }
+
+    static func == (a: OrderedKey, b: OrderedKey) -> Bool { a.index == b.index }
+}

@@ -1,0 +1,233 @@
+import CLua
+import LuaShim
+import MMCore
+
+/// A script failed: the Lua message, its traceback and, when the script
+/// raised a `kernel.Error`, that error.
+public struct EngineError: Error, CustomStringConvertible {
+    public let message: String
+    public let traceback: String
+    public let kernelError: KernelError?
+
+    public init(message: String, traceback: String = "", kernelError: KernelError? = nil) {
+        self.message = message
+        self.traceback = traceback
+        self.kernelError = kernelError
+    }
+
+    public var description: String { traceback.isEmpty ? message : message + "\n" + traceback }
+}
+
+/// mmlab embedded in Swift: one Lua state and one simulated machine.
+///
+/// ```swift
+/// let engine = try Engine(configuration: .init(memory: 256 << 20, cpus: 4, seed: 1))
+/// try engine.run(file: "experiment.lua", arguments: [])
+/// let free = try engine.evaluate("return kernel.mem.stats().free_pages")
+/// ```
+///
+/// An engine is not thread safe, like the `lua_State` it wraps.
+public final class Engine {
+    public struct Configuration: Sendable {
+        /// Bytes of RAM of the machine that boots on first use.
+        public var memory: UInt64
+        public var cpus: Int
+        public var seed: UInt64
+        /// Leaks (and guards dropped by the collector) fail the run.
+        public var strict: Bool
+        /// `lua -E`: ignore LUA_INIT, LUA_PATH and LUA_CPATH.
+        public var ignoreEnvironment: Bool
+        /// `lua -W`: turn Lua warnings on.
+        public var warnings: Bool
+
+        public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0, strict: Bool = false,
+                    ignoreEnvironment: Bool = false, warnings: Bool = false) {
+            self.memory = memory
+            self.cpus = cpus
+            self.seed = seed
+            self.strict = strict
+            self.ignoreEnvironment = ignoreEnvironment
+            self.warnings = warnings
+        }
+
+        /// The machine this configuration boots.
+        public var machine: MachineConfig { MachineConfig(memory: memory, cpus: cpus, seed: seed) }
+    }
+
+    let runtime: Runtime
+
+    public init(configuration: Configuration = Configuration()) throws(EngineError) {
+        runtime = try Runtime(configuration: configuration)
+    }
+
+    deinit { runtime.close() }
+
+    public var configuration: Configuration { runtime.configuration }
+
+    /// The machine the script sees, booted now if the script has not used it yet.
+    public var machine: Machine {
+        get throws(EngineError) {
+            do { return try runtime.machine() } catch { throw EngineError(message: "\(error)", kernelError: error) }
+        }
+    }
+
+    /// Runs a Lua file (`nil`: standard input) with `arguments` as `...`.
+    public func run(file path: String?, arguments: [String] = []) throws(EngineError) {
+        let L = runtime.L
+        try check(load: luaL_loadfilex(L, path, nil))
+        for argument in arguments { Lua(L).push(argument) }
+        try call(arguments: Int32(arguments.count), results: 0)
+    }
+
+    /// Runs a chunk of Lua source.
+    public func run(string code: String, name: String = "=(string)") throws(EngineError) {
+        try load(code, name: name)
+        try call(arguments: 0, results: 0)
+    }
+
+    /// Evaluates an expression (or runs a chunk that returns values) and
+    /// returns its first value.
+    @discardableResult
+    public func evaluate(_ code: String) throws(EngineError) -> LuaValue {
+        let L = runtime.L
+        let base = lua_gettop(L)
+        defer { lua_settop(L, base) }
+        do { try load("return " + code, name: "=(evaluate)") } catch { try load(code, name: "=(evaluate)") }
+        try call(arguments: 0, results: LUA_MULTRET)
+        return lua_gettop(L) > base ? LuaValue(Lua(L), at: base + 1) : .nil
+    }
+
+    /// Native objects still alive once the collector has dropped every
+    /// handle nothing references: what the leak report lists.
+    public func leaks() -> [NativeObject] {
+        _ = mmlab_gc(runtime.L, LUA_GCCOLLECT)
+        return runtime.booted?.accounting.leaks() ?? []
+    }
+
+    /// The leak report printed at exit, or nil when nothing leaked.
+    public func leakReport() -> String? {
+        let leaks = leaks()
+        guard !leaks.isEmpty else { return nil }
+        let sites = runtime.sites
+        var lines = ["mmlab: \(leaks.count) native object\(leaks.count == 1 ? "" : "s") leaked (still alive at exit):"]
+        for object in leaks { lines.append("  \(object) created at \(sites.name(object.site))") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Ends the Lua state: every remaining handle is dropped by the collector.
+    public func close() { runtime.close() }
+
+    // MARK: Loading and calling, for the command line and the REPL.
+
+    /// Loads `code` as a chunk and leaves it on the stack.
+    func load(_ code: String, name: String) throws(EngineError) {
+        var code = code
+        let status = code.withUTF8 {
+            luaL_loadbufferx(runtime.L, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self),
+                             $0.count, name, nil)
+        }
+        try check(load: status)
+    }
+
+    private func check(load status: Int32) throws(EngineError) {
+        guard status != LUA_OK else { return }
+        let lua = Lua(runtime.L)
+        let message = lua.string(at: -1) ?? "cannot load chunk"
+        lua.pop()
+        throw EngineError(message: message)
+    }
+
+    /// Calls the function below `arguments` values with the message handler
+    /// of lua.c; leaves `results` values (all with LUA_MULTRET).
+    func call(arguments: Int32, results: Int32) throws(EngineError) {
+        let L = runtime.L
+        let base = lua_gettop(L) - arguments
+        lua_pushcclosure(L, mmlab_msghandler, 0)
+        lua_rotate(L, base, 1)
+        let status = lua_pcallk(L, arguments, results, base, 0, nil)
+        lua_rotate(L, base, -1)
+        lua_settop(L, -2)
+        guard status != LUA_OK else { return }
+        throw popError()
+    }
+
+    /// Turns the message handler's table (or a bare message) on top into an EngineError.
+    private func popError() -> EngineError {
+        let lua = Lua(runtime.L)
+        defer { lua.pop() }
+        guard lua.type(-1) == LUA_TTABLE else { return EngineError(message: lua.describe(-1)) }
+        lua.getField(-1, "message")
+        let message = lua.string(at: -1) ?? "?"
+        lua.pop()
+        lua.getField(-1, "traceback")
+        let traceback = lua.string(at: -1) ?? ""
+        lua.pop()
+        lua.getField(-1, "error")
+        let kernelError = runtime.kernelError(lua, at: -1)
+        lua.pop()
+        return EngineError(message: message, traceback: traceback, kernelError: kernelError)
+    }
+}
+
+/// A Lua value copied out to Swift.
+public indirect enum LuaValue: Hashable, CustomStringConvertible {
+    case `nil`
+    case boolean(Bool)
+    case integer(Int64)
+    case number(Double)
+    case string(String)
+    case table([LuaValue: LuaValue])
+    /// A function, thread or userdata, by its `tostring`-like description.
+    case other(String)
+
+    init(_ lua: Lua, at idx: Int32, depth: Int = 0) {
+        let idx = lua.absIndex(idx)
+        switch lua.type(idx) {
+        case LUA_TNIL, LUA_TNONE: self = .nil
+        case LUA_TBOOLEAN: self = .boolean(lua.boolean(idx))
+        case LUA_TNUMBER:
+            self = lua_isinteger(lua.L, idx) != 0 ? .integer(lua_tointegerx(lua.L, idx, nil))
+                                                    : .number(lua_tonumberx(lua.L, idx, nil))
+        case LUA_TSTRING: self = .string(lua.string(at: idx) ?? "")
+        case LUA_TTABLE where depth < 8:
+            var table: [LuaValue: LuaValue] = [:]
+            lua.pushNil()
+            while lua_next(lua.L, idx) != 0 {
+                table[LuaValue(lua, at: -2, depth: depth + 1)] = LuaValue(lua, at: -1, depth: depth + 1)
+                lua.pop()
+            }
+            self = .table(table)
+        default: self = .other(lua.describe(idx))
+        }
+    }
+
+    public var intValue: Int? {
+        switch self {
+        case .integer(let i): Int(i)
+        case .number(let d): Int(exactly: d)
+        default: nil
+        }
+    }
+
+    public var stringValue: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public subscript(key: String) -> LuaValue {
+        if case .table(let t) = self { return t[.string(key)] ?? .nil }
+        return .nil
+    }
+
+    public var description: String {
+        switch self {
+        case .nil: "nil"
+        case .boolean(let b): "\(b)"
+        case .integer(let i): "\(i)"
+        case .number(let d): "\(d)"
+        case .string(let s): s
+        case .table(let t): "{" + t.map { "[\($0.key)]=\($0.value)" }.sorted().joined(separator: ", ") + "}"
+        case .other(let s): s
+        }
+    }
+}

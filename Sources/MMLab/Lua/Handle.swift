@@ -1,0 +1,229 @@
+import CLua
+import LuaShim
+import MMCore
+
+/// Every native type that reaches Lua as a handle.
+enum HandleType: UInt16, CaseIterable {
+    case page = 1
+    case pagePointer
+
+    /// The name `__tostring`, `__name` and error messages use.
+    var name: String {
+        switch self {
+        case .page: "Page"
+        case .pagePointer: "Pointer"
+        }
+    }
+}
+
+/// A handle's life, as `kernel.state` reports it.
+enum HandleState: UInt8 {
+    /// Dropping it releases what it owns.
+    case owned
+    /// Dropping it releases nothing: another object owns the target.
+    case borrowed
+    case dropped
+    /// A consuming operation (`into_phys`, `downgrade`) took it.
+    case moved
+
+    var name: String {
+        switch self {
+        case .owned: "owned"
+        case .borrowed: "borrowed"
+        case .dropped: "dropped"
+        case .moved: "moved"
+        }
+    }
+}
+
+/// How a handle went: `kernel.debug.stats()` counts each.
+enum DropReason {
+    case drop, close, gc
+}
+
+/// Handle flags.
+enum HandleFlag {
+    /// It ended with the scope that lent it (a callback returned), not by a drop.
+    static let expired: UInt8 = 1
+}
+
+/// One handle type's behaviour in Lua: its methods, and what dropping an
+/// owned handle releases (Rust's `Drop`).
+struct HandleClass {
+    let type: HandleType
+    let methods: [(String, Binding)]
+    let drop: (Lua, AnyObject, Site) throws -> Void
+
+    init(_ type: HandleType, methods: [(String, Binding)],
+         drop: @escaping (Lua, AnyObject, Site) throws -> Void = { _, _, _ in }) {
+        self.type = type
+        self.methods = methods
+        self.drop = drop
+    }
+}
+
+typealias HandlePointer = UnsafeMutablePointer<mmlab_Handle>
+
+/// Reading handle blocks.
+enum Handles {
+    static func state(_ h: HandlePointer) -> HandleState {
+        HandleState(rawValue: h.pointee.state) ?? .dropped
+    }
+
+    static func type(_ h: HandlePointer) -> HandleType? {
+        HandleType(rawValue: h.pointee.type)
+    }
+
+    static func object(_ h: HandlePointer) -> AnyObject? {
+        guard let p = h.pointee.object else { return nil }
+        // SAFETY: `object` holds the retain taken in `pushHandle` until `__gc` clears it.
+        return Unmanaged<AnyObject>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    /// `Page{pfn=0x1a2, order=0}`: the object's description.
+    static func describe(_ h: HandlePointer) -> String {
+        if let object = object(h) { return String(describing: object) }
+        return type(h)?.name ?? "handle"
+    }
+}
+
+extension Lua {
+    /// The handle at `arg` if it is a live handle of `type`; otherwise the
+    /// argument error or the use-after-drop bug.
+    @inline(__always)
+    func handle(_ arg: Int32, _ type: HandleType) throws -> HandlePointer {
+        guard let h = mmlab_tohandle(L, arg), h.pointee.type == type.rawValue else {
+            throw typeError(arg, type.name)
+        }
+        guard h.pointee.state <= HandleState.borrowed.rawValue else { throw useAfterDrop(h) }
+        return h
+    }
+
+    /// The object of the live handle at `arg` of `type`.
+    @inline(__always)
+    func object<T: AnyObject>(_ arg: Int32, _ type: HandleType, as: T.Type = T.self) throws -> T {
+        let h = try handle(arg, type)
+        guard let p = h.pointee.object else { throw useAfterDrop(h) }
+        // SAFETY: handles of `type` are only ever created over a `T` (see the
+        // binding that pushes them), and a live handle holds its object.
+        return Unmanaged<T>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    /// Any of our handles at `arg`, in any state.
+    func anyHandle(_ arg: Int32) throws(LuaFailure) -> HandlePointer {
+        guard let h = mmlab_tohandle(L, arg) else { throw typeError(arg, "handle") }
+        return h
+    }
+
+    func useAfterDrop(_ h: HandlePointer) -> KernelError {
+        let site = runtime.sites.name(Site(id: h.pointee.site))
+        let what = Handles.describe(h)
+        if Handles.state(h) == .moved { return .bug("use after move: \(what) moved at \(site)") }
+        if h.pointee.flags & HandleFlag.expired != 0 {
+            return .bug("use after scope: \(what) was valid only inside the callback at \(site)")
+        }
+        return .bug("use after drop: \(what) dropped at \(site)")
+    }
+
+    /// Pushes a new handle over `object`. A handle with a `lender` (a stack
+    /// index) borrows it: the lender stays reachable while the handle lives
+    /// and cannot be dropped until the borrow ends.
+    @discardableResult
+    func pushHandle(_ object: AnyObject, _ type: HandleType, state: HandleState = .owned,
+                    lender: Int32? = nil) -> HandlePointer {
+        let lender = lender.map(absIndex)
+        let raw = lua_newuserdatauv(L, MemoryLayout<mmlab_Handle>.size, lender == nil ? 0 : 1)
+        // SAFETY: Lua returned a fresh block of exactly this size, aligned for any C type.
+        let h = raw.unsafelyUnwrapped.bindMemory(to: mmlab_Handle.self, capacity: 1)
+        h.initialize(to: mmlab_Handle(
+            magic: MMLAB_HANDLE_MAGIC, object: Unmanaged.passRetained(object).toOpaque(),
+            borrows: 0, site: 0, type: type.rawValue, state: state.rawValue, flags: 0, reserved: 0))
+        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(runtime.metatables[Int(type.rawValue)]))
+        lua_setmetatable(L, -2)
+        if let lender, let lent = mmlab_tohandle(L, lender) {
+            lua_pushvalue(L, lender)
+            lua_setiuservalue(L, -2, 1)
+            lent.pointee.borrows += 1
+        }
+        return h
+    }
+
+    /// Ends the borrow the handle at `idx` holds on its lender, if any.
+    private func endBorrow(_ idx: Int32) {
+        if lua_getiuservalue(L, idx, 1) != LUA_TNONE, let lender = mmlab_tohandle(L, -1),
+           lender.pointee.borrows > 0 {
+            lender.pointee.borrows -= 1
+        }
+        pop()
+    }
+
+    /// Drops the handle at `idx`: an owned one releases what it owns.
+    /// `kernel.drop` of a dead handle is a bug; `__close` and `__gc` of one
+    /// do nothing.
+    func drop(_ idx: Int32, _ h: HandlePointer, _ reason: DropReason) throws {
+        let idx = absIndex(idx)
+        let state = Handles.state(h)
+        guard state == .owned || state == .borrowed else {
+            guard reason == .drop else { return }
+            let site = runtime.sites.name(Site(id: h.pointee.site))
+            throw KernelError.bug("double drop: \(Handles.describe(h)) \(state.name) at \(site)")
+        }
+        if h.pointee.borrows > 0, reason != .gc {
+            throw KernelError.bug("dropped while borrowed: \(Handles.describe(h)) has \(h.pointee.borrows) live borrow(s)")
+        }
+        let runtime = self.runtime
+        let site = reason == .gc ? Site.unknown : runtime.currentSite(self)
+        h.pointee.state = HandleState.dropped.rawValue
+        h.pointee.site = site.id
+        endBorrow(idx)
+        runtime.stats.count(reason)
+        if state == .owned, let type = Handles.type(h), let object = Handles.object(h) {
+            try runtime.classes[Int(type.rawValue)]?.drop(self, object, site)
+        }
+    }
+
+    /// Ends the handle at `idx` without releasing anything: a consuming
+    /// operation took what it owned (`moved`), or its scope ended (`expired`).
+    func end(_ idx: Int32, _ h: HandlePointer, as state: HandleState, flags: UInt8 = 0) {
+        h.pointee.state = state.rawValue
+        h.pointee.flags |= flags
+        h.pointee.site = runtime.currentSite(self).id
+        endBorrow(absIndex(idx))
+    }
+}
+
+/// The metamethods every handle type shares.
+enum HandleMetamethods {
+    static let gc: Binding = { L in
+        bind(L) { lua in
+            guard let h = mmlab_tohandle(lua.L, 1) else { return 0 }
+            defer {
+                if let p = h.pointee.object {
+                    h.pointee.object = nil
+                    // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
+                    Unmanaged<AnyObject>.fromOpaque(p).release()
+                }
+            }
+            try lua.drop(1, h, .gc)
+            return 0
+        }
+    }
+
+    static let close: Binding = { L in
+        bind(L) { lua in
+            guard let h = mmlab_tohandle(lua.L, 1) else { return 0 }
+            try lua.drop(1, h, .close)
+            return 0
+        }
+    }
+
+    static let tostring: Binding = { L in
+        bind(L) { lua in
+            let h = try lua.anyHandle(1)
+            let state = Handles.state(h)
+            let suffix = state == .dropped || state == .moved ? " (\(state.name))" : ""
+            lua.push(Handles.describe(h) + suffix)
+            return 1
+        }
+    }
+}

@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLua
+import LuaShim
+import MMCore
+
+/// Counts of handle drops by how they happened (`kernel.debug.stats()`).
+struct DropStats {
+    var byDrop = 0, byClose = 0, byGC = 0
+
+    mutating func count(_ reason: DropReason) {
+        switch reason {
+        case .drop: byDrop += 1
+        case .close: byClose += 1
+        case .gc: byGC += 1
+        }
+    }
+}
+
+/// The engine's core: one Lua state, its machine, and what the bindings
+/// share. The state's extra space points here; `close` ends the state
+/// before the runtime goes.
+final class Runtime {
+    let L: OpaquePointer
+    let configuration: Engine.Configuration
+    let sites = SiteTable()
+    var stats = DropStats()
+    /// Registry references of each handle type's metatable, by raw type.
+    var metatables: [Int32]
+    /// Each handle type's class, by raw type.
+    var classes: [HandleClass?]
+    var errorMetatable: Int32 = LUA_NOREF
+    /// The machine `kernel.boot` or first use created.
+    private(set) var booted: Machine?
+    private var closed = false
+
+    private struct SiteKey: Hashable {
+        let source: UnsafeRawPointer
+        let line: Int32
+    }
+    private var siteCache: [SiteKey: (site: Site, source: UnsafeMutablePointer<CChar>)] = [:]
+
+    init(configuration: Engine.Configuration) throws(EngineError) {
+        guard let L = luaL_newstate() else { throw EngineError(message: "cannot create a Lua state: out of memory") }
+        self.L = L
+        self.configuration = configuration
+        let count = Int((HandleType.allCases.map(\.rawValue).max() ?? 0) + 1)
+        metatables = Array(repeating: LUA_NOREF, count: count)
+        classes = Array(repeating: nil, count: count)
+        mmlab_setextra(L, Unmanaged.passUnretained(self).toOpaque())
+        let lua = Lua(L)
+        if configuration.ignoreEnvironment {
+            lua.push(true)
+            lua_setfield(L, mmlab_registryindex(), "LUA_NOENV")
+        }
+        // Raises only when the host is out of memory, which ends us anyway.
+        luaL_openlibs(L)
+        if configuration.warnings { lua_warning(L, "@on", 0) }
+        openKernel(lua)
+    }
+
+    deinit {
+        close()
+        for entry in siteCache.values { free(entry.source) }
+    }
+
+    /// Closes the state: every live handle is dropped by its `__gc`.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        lua_close(L)
+    }
+
+    /// The machine, booted with the configured defaults on first use.
+    func machine() throws(KernelError) -> Machine {
+        if let booted { return booted }
+        let machine = try Machine(configuration.machine, sites: sites)
+        booted = machine
+        return machine
+    }
+
+    /// `kernel.boot`: EBUSY once a machine is in use.
+    func boot(_ config: MachineConfig) throws(KernelError) -> Machine {
+        guard booted == nil else { throw KernelError(.EBUSY, "the machine is already booted and in use") }
+        let machine = try Machine(config, sites: sites)
+        booted = machine
+        return machine
+    }
+
+    /// Registers a handle type's metatable: `__name`, `__index` (its
+    /// methods), `__gc`, `__close`, `__tostring`.
+    func register(_ cls: HandleClass, in lua: Lua) {
+        lua.newTable(hash: 5)
+        lua.push(cls.type.name)
+        lua.setField(-2, "__name")
+        lua.newTable(hash: Int32(cls.methods.count))
+        for (name, fn) in cls.methods {
+            lua.pushBinding(fn, name: name)
+            lua.setField(-2, name)
+        }
+        lua.setField(-2, "__index")
+        for (name, fn) in [("__gc", HandleMetamethods.gc), ("__close", HandleMetamethods.close),
+                           ("__tostring", HandleMetamethods.tostring)] {
+            lua.pushBinding(fn, name: name)
+            lua.setField(-2, name)
+        }
+        metatables[Int(cls.type.rawValue)] = luaL_ref(L, mmlab_registryindex())
+        classes[Int(cls.type.rawValue)] = cls
+    }
+
+    /// The script position running now, interned: where a handle was
+    /// created or dropped. Cached by chunk and line: this runs on every
+    /// allocation.
+    func currentSite(_ lua: Lua) -> Site {
+        var ar = lua_Debug()
+        guard lua.luaFrame(&ar), let source = ar.source else { return .unknown }
+        let key = SiteKey(source: UnsafeRawPointer(source), line: ar.currentline)
+        // A chunk's source may be collected and its address reused: compare.
+        if let entry = siteCache[key], strcmp(entry.source, source) == 0 { return entry.site }
+        let site = sites.intern("\(Lua.shortSource(&ar)):\(ar.currentline)")
+        if let old = siteCache[key] { free(old.source) }
+        siteCache[key] = (site, strdup(source))
+        return site
+    }
+
+    /// Pushes a `kernel.Error` for `error`, saying where it was raised.
+    func pushError(_ lua: Lua, _ error: KernelError) {
+        lua.newTable(hash: 6)
+        if let errno = error.errno {
+            lua.push(errno.name)
+            lua.setField(-2, "errno")
+            lua.push(Int(errno.rawValue))
+            lua.setField(-2, "code")
+        }
+        lua.push(error.isBug)
+        lua.setField(-2, "bug")
+        lua.push(error.message)
+        lua.setField(-2, "message")
+        if let position = lua.position() {
+            lua.push("\(position.shortSource):\(position.line):")
+            lua.setField(-2, "where")
+        }
+        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))
+        lua_setmetatable(L, -2)
+    }
+}
+
+extension Lua {
+    /// Fills `ar` for the first Lua frame above the running C function.
+    func luaFrame(_ ar: inout lua_Debug) -> Bool {
+        var level: Int32 = 1
+        while lua_getstack(L, level, &ar) != 0 {
+            lua_getinfo(L, "Sl", &ar)
+            if ar.currentline > 0 { return true }
+            level += 1
+        }
+        return false
+    }
+
+    /// `exp.lua`, `[string "..."]`: the chunk name as messages show it.
+    static func shortSource(_ ar: inout lua_Debug) -> String {
+        withUnsafePointer(to: &ar.short_src) {
+            $0.withMemoryRebound(to: CChar.self, capacity: Int(LUA_IDSIZE)) { String(cString: $0) }
+        }
+    }
+
+    /// Where the running Lua code is: `("exp.lua", 12)`.
+    func position() -> (shortSource: String, line: Int32)? {
+        var ar = lua_Debug()
+        guard luaFrame(&ar) else { return nil }
+        return (Lua.shortSource(&ar), ar.currentline)
+    }
+}

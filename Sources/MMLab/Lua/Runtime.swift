@@ -34,6 +34,8 @@ final class Runtime {
     /// The machine `kernel.boot` or first use created.
     private(set) var booted: Machine?
     private var closed = false
+    /// Where `test(name, fn)` reports, under `mmlab test`.
+    var testReport: TestRunner.Report?
 
     private struct SiteKey: Hashable {
         let source: UnsafeRawPointer

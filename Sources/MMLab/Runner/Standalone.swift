@@ -1,0 +1,254 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLua
+import LuaShim
+import MMCore
+
+/// mmlab's version.
+public let mmlabVersion = "0.1.0"
+
+/// The version line `-v` and the REPL print.
+public var versionLine: String {
+    "mmlab \(mmlabVersion) (\(String(cString: mmlab_lua_release()))): Linux memory management in Lua"
+}
+
+/// A command line the interpreter cannot run: exit status 2.
+public struct UsageError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The standalone interpreter, as lua.c: `mmlab [options] [script [args]]`.
+public struct Standalone {
+    /// What `-e`, `-l` and `-W` ask for, run in command-line order.
+    public enum Action: Equatable {
+        case execute(String)
+        case require(module: String, global: String)
+        case warnings
+    }
+
+    public var configuration = Engine.Configuration()
+    public var actions: [Action] = []
+    /// The script to run: a path, or "-" for standard input.
+    public var script: String?
+    public var scriptArguments: [String] = []
+    /// `-i`: the REPL after the script.
+    public var interactive = false
+    /// `-v`
+    public var version = false
+    /// The whole command line, for the `arg` table, and the script's index in it.
+    public var argv: [String] = ["mmlab"]
+    public var scriptIndex = 0
+
+    public init() {}
+
+    public static let usage = """
+        usage: mmlab [options] [script [args]]
+               mmlab run|repl|test|examples ...   (mmlab --help explains them)
+        Available options are:
+          -e stat        execute string 'stat'
+          -i             enter interactive mode after executing 'script'
+          -l mod         require library 'mod' into global 'mod'
+          -l g=mod       require library 'mod' into global 'g'
+          -v             show version information
+          -E             ignore environment variables
+          -W             turn warnings on
+          --             stop handling options
+          -              stop handling options and execute stdin
+          --seed N       the machine's seed (default 0)
+          --cpus N       simulated CPUs (default 4)
+          --memory SIZE  RAM, e.g. 256M or 4G (default 256M)
+          --strict       leaks and guards dropped by the collector fail the run
+        """
+
+    /// Parses a lua.c command line (`arguments` without the program name).
+    public static func parse(_ arguments: [String]) throws(UsageError) -> Standalone {
+        var s = Standalone()
+        s.argv = ["mmlab"] + arguments
+        var i = 0
+        func value(_ option: String) throws(UsageError) -> String {
+            i += 1
+            guard i < arguments.count else { throw UsageError("'\(option)' needs an argument") }
+            return arguments[i]
+        }
+        scan: while i < arguments.count {
+            let a = arguments[i]
+            if !a.hasPrefix("-") {
+                s.script = a
+                break scan
+            }
+            switch a {
+            case "--":
+                if i + 1 < arguments.count { s.script = arguments[i + 1]; i += 1 }
+                break scan
+            case "-":
+                s.script = "-"
+                break scan
+            case "-E": s.configuration.ignoreEnvironment = true
+            case "-W": s.actions.append(.warnings)
+            case "-i": s.interactive = true; s.version = true
+            case "-v": s.version = true
+            case "--strict": s.configuration.strict = true
+            default:
+                if let (name, v) = longOption(a) {
+                    try s.set(name, v != nil ? v ?? "" : value(name))
+                } else if a.hasPrefix("-e") || a.hasPrefix("-l") {
+                    var text = String(a.dropFirst(2))
+                    if text.isEmpty {
+                        text = try value(String(a.prefix(2)))
+                        guard !text.hasPrefix("-") else { throw UsageError("'\(a)' needs an argument") }
+                    }
+                    s.actions.append(a.hasPrefix("-e") ? .execute(text) : requireAction(text))
+                } else {
+                    throw UsageError("unrecognized option '\(a)'")
+                }
+            }
+            i += 1
+        }
+        if s.script != nil {
+            s.scriptIndex = i + 1
+            s.scriptArguments = Array(arguments[(i + 1)...])
+        }
+        return s
+    }
+
+    private static func longOption(_ a: String) -> (String, String?)? {
+        for name in ["--seed", "--cpus", "--memory"] {
+            if a == name { return (name, nil) }
+            if a.hasPrefix(name + "=") { return (name, String(a.dropFirst(name.count + 1))) }
+        }
+        return nil
+    }
+
+    /// Sets `--seed`, `--cpus` or `--memory` from its text.
+    public mutating func set(_ option: String, _ text: String) throws(UsageError) {
+        switch option {
+        case "--seed":
+            guard let seed = Int64(text) ?? UInt64(text).map({ Int64(bitPattern: $0) }) else {
+                throw UsageError("--seed takes an integer, got '\(text)'")
+            }
+            configuration.seed = UInt64(bitPattern: seed)
+        case "--cpus":
+            guard let cpus = Int(text), (1...MachineConfig.maxCpus).contains(cpus) else {
+                throw UsageError("--cpus takes a number from 1 to \(MachineConfig.maxCpus), got '\(text)'")
+            }
+            configuration.cpus = cpus
+        case "--memory":
+            guard let bytes = MachineConfig.parseSize(text), bytes >= UInt64(MMCore.PAGE_SIZE),
+                  bytes <= MachineConfig.maxMemory else {
+                throw UsageError("--memory takes a size from 4K to 1T such as 256M or 4G, got '\(text)'")
+            }
+            configuration.memory = bytes
+        default:
+            throw UsageError("unrecognized option '\(option)'")
+        }
+    }
+
+    /// `-l mod`, `-l g=mod`, and `-l mod-v2` (global `mod`), as lua.c.
+    private static func requireAction(_ text: String) -> Action {
+        if let eq = text.firstIndex(of: "=") {
+            return .require(module: String(text[text.index(after: eq)...]), global: String(text[..<eq]))
+        }
+        let global = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? text
+        return .require(module: text, global: global)
+    }
+
+    /// Runs the command line; returns the exit status.
+    public func run() -> Int32 {
+        if version { print(versionLine) }
+        let engine: Engine
+        do { engine = try Engine(configuration: configuration) } catch {
+            report(error)
+            return 1
+        }
+        defer { engine.close() }
+        engine.setArgTable(argv, scriptIndex: scriptIndex)
+        var status: Int32 = 0
+        do {
+            if !configuration.ignoreEnvironment { try runInit(engine) }
+            for action in actions {
+                switch action {
+                case .execute(let code): try engine.run(string: code, name: "=(command line)")
+                case .require(let module, let global): try engine.require(module, as: global)
+                case .warnings: engine.warnings(on: true)
+                }
+            }
+            if let script {
+                try engine.run(file: script == "-" && argv[scriptIndex - 1] != "--" ? nil : script,
+                               arguments: scriptArguments)
+            }
+            if interactive {
+                Repl(engine: engine).run()
+            } else if script == nil && !version && !actions.contains(where: { if case .execute = $0 { true } else { false } }) {
+                if isatty(0) != 0 {
+                    print(versionLine)
+                    Repl(engine: engine).run()
+                } else {
+                    try engine.run(file: nil)
+                }
+            }
+        } catch {
+            report(error)
+            status = 1
+        }
+        return finish(engine, status: status)
+    }
+
+    /// `LUA_INIT_5_4` or `LUA_INIT`: `@file` runs the file, anything else runs as code.
+    private func runInit(_ engine: Engine) throws(EngineError) {
+        for name in ["LUA_INIT_5_4", "LUA_INIT"] {
+            guard let value = getenv(name).map({ String(cString: $0) }) else { continue }
+            if value.hasPrefix("@") {
+                try engine.run(file: String(value.dropFirst()))
+            } else {
+                try engine.run(string: value, name: "=\(name)")
+            }
+            return
+        }
+    }
+
+    /// The leak report and `--strict`: the exit status after the run.
+    func finish(_ engine: Engine, status: Int32) -> Int32 {
+        var status = status
+        if let report = engine.leakReport() {
+            fputs(report + "\n", stderr)
+            if configuration.strict { status = 1 }
+        }
+        return status
+    }
+
+    func report(_ error: any Error) {
+        fflush(stdout)
+        fputs("mmlab: \(error)\n", stderr)
+    }
+}
+
+extension Engine {
+    /// The `arg` table of lua.c: the script at 0, its arguments from 1,
+    /// the interpreter and options below 0.
+    public func setArgTable(_ argv: [String], scriptIndex: Int) {
+        let lua = Lua(runtime.L)
+        lua.newTable(array: Int32(max(0, argv.count - scriptIndex - 1)), hash: Int32(scriptIndex + 1))
+        for (i, a) in argv.enumerated() {
+            lua.push(a)
+            lua_rawseti(lua.L, -2, lua_Integer(i - scriptIndex))
+        }
+        lua_setglobal(lua.L, "arg")
+    }
+
+    /// `-l`: `global = require(module)`.
+    public func require(_ module: String, as global: String) throws(EngineError) {
+        let L = runtime.L
+        lua_getglobal(L, "require")
+        Lua(L).push(module)
+        try call(arguments: 1, results: 1)
+        lua_setglobal(L, global)
+    }
+
+    /// `-W`: Lua warnings on or off.
+    public func warnings(on: Bool) {
+        lua_warning(runtime.L, on ? "@on" : "@off", 0)
+    }
+}

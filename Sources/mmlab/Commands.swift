@@ -1,0 +1,203 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import MMLab
+
+/// The `mmlab` command and its subcommands.
+struct MMLab: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mmlab",
+        abstract: "Experiment with Linux kernel memory management in Lua, without booting a kernel.",
+        usage: """
+            mmlab [options] [script [args]]
+              mmlab <subcommand> [options] ...
+            """,
+        discussion: """
+            With no subcommand, mmlab is the standalone Lua 5.4 interpreter with a simulated machine behind the `kernel` table: -e stat, -l mod, -l g=mod, -i, -v, -E, -W, -- and - work as in `lua`, and so do `arg`, LUA_INIT and LUA_PATH. With no arguments it starts the REPL on a terminal and reads a script from standard input otherwise.
+
+            The machine boots on first use with --memory SIZE (256M), --cpus N (4) and --seed N (0); the same script, arguments and seed print the same bytes. --strict makes leaked native objects fail the run.
+
+            Examples:
+              mmlab -e 'local p = kernel.page.Page.alloc_page(); print(p, p:phys())'
+              mmlab --seed 7 experiment.lua arg1 arg2
+              mmlab repl
+              mmlab test Tests/lua
+              mmlab examples pages
+
+            Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
+            """,
+        version: versionLine,
+        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self]
+    )
+}
+
+/// The machine every subcommand boots.
+struct MachineOptions: ParsableArguments {
+    @Option(help: "The machine's seed; the same seed replays the same run.")
+    var seed: String?
+    @Option(help: "Simulated CPUs, 1 to 64.")
+    var cpus: String?
+    @Option(help: "RAM, such as 256M or 4G.")
+    var memory: String?
+    @Flag(help: "Leaks, and lock guards dropped by the collector, fail the run.")
+    var strict = false
+
+    func standalone() throws -> Standalone {
+        var s = Standalone()
+        do {
+            if let seed { try s.set("--seed", seed) }
+            if let cpus { try s.set("--cpus", cpus) }
+            if let memory { try s.set("--memory", memory) }
+        } catch {
+            throw ValidationError(error.message)
+        }
+        s.configuration.strict = strict
+        return s
+    }
+}
+
+/// Runs `script` with `arguments` as lua.c would; exits with its status.
+func runScript(_ script: String, _ arguments: [String], _ options: MachineOptions) throws {
+    var s = try options.standalone()
+    s.script = script
+    s.scriptArguments = arguments
+    s.argv = ["mmlab", script] + arguments
+    s.scriptIndex = 1
+    let status = s.run()
+    if status != 0 { throw ExitCode(status) }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Lua script (the same as `mmlab SCRIPT`).")
+    @OptionGroup var machine: MachineOptions
+    @Argument(help: "The script; - reads standard input.") var script: String
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for the script (`...` and `arg`).")
+    var arguments: [String] = []
+
+    func run() throws { try runScript(script, arguments, machine) }
+}
+
+struct ReplCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repl",
+        abstract: "Explore interactively: expressions print their values, `>>` continues a statement.",
+        discussion: "History is kept in $MMLAB_HISTORY, or ~/.mmlab_history. Ctrl-D ends the session.")
+    @OptionGroup var machine: MachineOptions
+
+    func run() throws {
+        var s = try machine.standalone()
+        s.interactive = true
+        s.version = true
+        let status = s.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+struct TestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test",
+        abstract: "Run regression files, each in a fresh engine.",
+        discussion: """
+            Inside a file, test(name, fn) declares a case; a file without cases is one case. Prints a line per case and last `N passed, N failed`; exits 1 if any failed.
+            """)
+    @Flag(help: "Print TAP.") var tap = false
+    @OptionGroup var machine: MachineOptions
+    @Argument(help: "Files or directories (default: Tests/lua).") var paths: [String] = []
+
+    func run() throws {
+        let configuration = try machine.standalone().configuration
+        let paths = self.paths.isEmpty ? [defaultTestPath()] : self.paths
+        let files: [String]
+        do { files = try TestRunner.files(paths) } catch { throw ValidationError(error.message) }
+        let result = TestRunner(configuration: configuration, tap: tap).run(files: files)
+        if result.failed > 0 { throw ExitCode(1) }
+    }
+
+    private func defaultTestPath() -> String {
+        if isDirectory("Tests/lua") { return "Tests/lua" }
+        return projectDirectory(containing: "Tests/lua").map { $0 + "/Tests/lua" } ?? "Tests/lua"
+    }
+}
+
+struct ExamplesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "examples",
+        abstract: "List the shipped scenarios, or run one: mmlab examples NAME [args].")
+    @OptionGroup var machine: MachineOptions
+    @Argument(help: "The scenario to run; none lists them.") var name: String?
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for the scenario.")
+    var arguments: [String] = []
+
+    func run() throws {
+        guard let directory = Self.directory() else {
+            throw ValidationError("cannot find the examples folder; set MMLAB_EXAMPLES")
+        }
+        guard let name else {
+            print("Scenarios (mmlab examples NAME):")
+            for file in (try? TestRunner.files([directory])) ?? [] {
+                let stem = String(file.split(separator: "/").last ?? "").replacingSuffix(".lua")
+                print("  " + stem.padding(20) + summary(of: file))
+            }
+            return
+        }
+        let path = directory + "/" + name.replacingSuffix(".lua") + ".lua"
+        guard access(path, R_OK) == 0 else {
+            throw ValidationError("no scenario named '\(name)' (mmlab examples lists them)")
+        }
+        try runScript(path, arguments, machine)
+    }
+
+    static func directory() -> String? {
+        if let env = getenv("MMLAB_EXAMPLES") { return String(cString: env) }
+        if let dir = projectDirectory(containing: "examples") { return dir + "/examples" }
+        return isDirectory("examples") ? "examples" : nil
+    }
+
+    /// The first comment line of a scenario, without `--`.
+    private func summary(of file: String) -> String {
+        guard let f = fopen(file, "r") else { return "" }
+        defer { fclose(f) }
+        var buffer = [CChar](repeating: 0, count: 512)
+        while fgets(&buffer, 512, f) != nil {
+            let line = String(cString: buffer).trimmingWhitespace()
+            if line.hasPrefix("--") {
+                return String(line.drop { $0 == "-" || $0 == " " })
+            }
+        }
+        return ""
+    }
+}
+
+/// The folder holding `relative`, from the executable's folder upward
+/// (so that a build inside a checkout finds the checkout's files).
+func projectDirectory(containing relative: String) -> String? {
+    guard let exe = realpath("/proc/self/exe", nil) else { return nil }
+    var dir = String(cString: exe)
+    free(exe)
+    while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
+        dir = String(dir[..<slash])
+        if isDirectory(dir + "/" + relative) { return dir }
+    }
+    return nil
+}
+
+func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+}
+
+extension String {
+    func replacingSuffix(_ suffix: String) -> String {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) : self
+    }
+
+    func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+
+    func trimmingWhitespace() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\n" || $0 == "\t" }.reversed())
+    }
+}

@@ -1,0 +1,41 @@
+-- kernel.boot: configure before first use; EBUSY after. Bad configurations
+-- are rejected before the machine exists, so each case still boots.
+test("bad configurations are rejected", function()
+  expect_error("bad argument #1 to 'boot' (table expected, got number)", kernel.boot, 5)
+  expect_error("unknown field 'memroy'", kernel.boot, {memroy = "1G"})
+  expect_error("field 'memory': size expected", kernel.boot, {memory = "lots"})
+  expect_error("field 'memory': size expected", kernel.boot, {memory = -1})
+  expect_error("field 'memory': size expected", kernel.boot, {memory = 0/0})
+  expect_error("EINVAL", kernel.boot, {memory = 0})
+  expect_error("EINVAL", kernel.boot, {memory = "2T"})
+  expect_error("EINVAL", kernel.boot, {cpus = 0})
+  expect_error("EINVAL", kernel.boot, {cpus = 65})
+  expect_error("field 'cpus': integer expected", kernel.boot, {cpus = "four"})
+end)
+
+test("boot configures the machine", function()
+  kernel.boot{memory = "64M", cpus = 2, seed = 42}
+  local m = kernel.machine()
+  expect_eq(m.memory, 64 << 20)
+  expect_eq(m.cpus, 2)
+  expect_eq(m.seed, 42)
+  expect_eq(#m.memmap, 1)
+  expect_eq(m.memmap[1].start, 0x100000)
+  expect_eq(m.memmap[1].size, 64 << 20)
+  expect_eq(m.memmap[1].type, "ram")
+end)
+
+test("a machine in use cannot boot again", function()
+  local err = expect_error("EBUSY", kernel.boot, {memory = "1G"})
+  expect_eq(err.code, 16)
+  expect_eq(kernel.machine().memory, 64 << 20)
+end)
+
+test("a small machine runs out of memory with ENOMEM", function()
+  -- 64M is 16384 pages; keep them all, then one more fails.
+  local pages = {}
+  for i = 1, 16384 do pages[i] = kernel.page.Page.alloc_page() end
+  expect_error("ENOMEM", kernel.page.Page.alloc_page)
+  for i = 1, #pages do kernel.drop(pages[i]) end
+  kernel.drop(kernel.page.Page.alloc_page())
+end)

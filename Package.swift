@@ -24,6 +24,8 @@ let package = Package(
             name: "mmlab",
             dependencies: ["MMLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        .testTarget(name: "MMCoreTests", dependencies: ["MMCore"]),
+        .testTarget(name: "MMLabTests", dependencies: ["MMLab", "MMCore"]),
     ],
     swiftLanguageModes: [.v5]
 )

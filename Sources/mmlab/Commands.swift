@@ -149,13 +149,17 @@ struct ExamplesCommand: ParsableCommand {
         try runScript(path, arguments, machine)
     }
 
+    /// `$MMLAB_EXAMPLES`, else the checkout's `examples`, named relative to
+    /// the current folder when it is that checkout (messages stay short).
     static func directory() -> String? {
         if let env = getenv("MMLAB_EXAMPLES") { return String(cString: env) }
-        if let dir = projectDirectory(containing: "examples") { return dir + "/examples" }
-        return isDirectory("examples") ? "examples" : nil
+        guard let dir = projectDirectory(containing: "examples") else {
+            return isDirectory("examples") ? "examples" : nil
+        }
+        return realPath("examples") == realPath(dir + "/examples") ? "examples" : dir + "/examples"
     }
 
-    /// The first comment line of a scenario, without `--`.
+    /// The first comment line of a scenario, without `--` and its name.
     private func summary(of file: String) -> String {
         guard let f = fopen(file, "r") else { return "" }
         defer { fclose(f) }
@@ -163,7 +167,9 @@ struct ExamplesCommand: ParsableCommand {
         while fgets(&buffer, 512, f) != nil {
             let line = String(cString: buffer).trimmingWhitespace()
             if line.hasPrefix("--") {
-                return String(line.drop { $0 == "-" || $0 == " " })
+                let text = line.drop { $0 == "-" || $0 == " " }
+                let colon = text.firstIndex(of: ":").map { text.index(after: $0) }
+                return String((colon.map { text[$0...] } ?? text).drop { $0 == " " })
             }
         }
         return ""
@@ -181,6 +187,12 @@ func projectDirectory(containing relative: String) -> String? {
         if isDirectory(dir + "/" + relative) { return dir }
     }
     return nil
+}
+
+func realPath(_ path: String) -> String? {
+    guard let p = realpath(path, nil) else { return nil }
+    defer { free(p) }
+    return String(cString: p)
 }
 
 func isDirectory(_ path: String) -> Bool {

@@ -168,7 +168,9 @@ extension Lua {
             let site = runtime.sites.name(Site(id: h.pointee.site))
             throw KernelError.bug("double drop: \(Handles.describe(h)) \(state.name) at \(site)")
         }
-        if h.pointee.borrows > 0, reason != .gc {
+        // The collector finalizes borrowers before their lenders, so only a
+        // script calling __gc by hand gets here with a live borrow.
+        if h.pointee.borrows > 0 {
             throw KernelError.bug("dropped while borrowed: \(Handles.describe(h)) has \(h.pointee.borrows) live borrow(s)")
         }
         let runtime = self.runtime
@@ -197,14 +199,12 @@ enum HandleMetamethods {
     static let gc: Binding = { L in
         bind(L) { lua in
             guard let h = mmlab_tohandle(lua.L, 1) else { return 0 }
-            defer {
-                if let p = h.pointee.object {
-                    h.pointee.object = nil
-                    // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
-                    Unmanaged<AnyObject>.fromOpaque(p).release()
-                }
-            }
             try lua.drop(1, h, .gc)
+            if let p = h.pointee.object {
+                h.pointee.object = nil
+                // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
+                Unmanaged<AnyObject>.fromOpaque(p).release()
+            }
             return 0
         }
     }

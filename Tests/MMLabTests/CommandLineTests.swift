@@ -1,0 +1,212 @@
+import Foundation
+import Testing
+
+@Suite("The mmlab command")
+struct CommandLineTests {
+    @Test("-e prints with the C meaning of PAGE_MASK")
+    func execute() throws {
+        let r = try mmlab(["-e", "print(kernel.PAGE_SIZE, kernel.PAGE_MASK)"])
+        #expect(r.stdout == "4096\t-4096\n")
+        #expect(r.status == 0)
+    }
+
+    @Test("a script on standard input")
+    func stdin() throws {
+        #expect(try mmlab([], stdin: "print(1+1)\n").stdout == "2\n")
+        let r = try mmlab(["-", "x", "y"], stdin: "print(arg[0], arg[1], select('#', ...), ...)\n")
+        #expect(r.stdout == "-\tx\t2\tx\ty\n")
+    }
+
+    @Test("a failing script exits 1 with the message and a traceback")
+    func failure() throws {
+        let script = try temporaryFile("local p = kernel.page.Page.alloc_page()\np:write_raw('xx', 4095)\n")
+        let r = try mmlab([script])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("mmlab: \(script):2: EINVAL: offset 4095 + length 2 exceeds the page (4096)\nstack traceback:"))
+        #expect(r.stderr.contains("\(script):2: in main chunk"))
+        let syntax = try mmlab(["-e", "this is not lua"])
+        #expect(syntax.status == 1)
+        #expect(syntax.stderr.contains("syntax error"))
+        #expect(try mmlab(["/nonexistent/script.lua"]).status == 1)
+    }
+
+    @Test("usage errors exit 2", arguments: [
+        ["--bogus"], ["-x"], ["-e"], ["--seed", "x"], ["--memory", "lots"], ["run"], ["run", "--cpus", "0", "x.lua"],
+        ["test", "--bogus"], ["test", "/nonexistent"], ["examples", "no-such-scenario"],
+    ])
+    func usage(arguments: [String]) throws {
+        let r = try mmlab(arguments)
+        #expect(r.status == 2)
+        #expect(!r.stderr.isEmpty)
+    }
+
+    @Test("--help and --version")
+    func help() throws {
+        let r = try mmlab(["--help"])
+        #expect(r.status == 0)
+        for word in ["run", "repl", "test", "examples", "-e stat", "--seed"] { #expect(r.stdout.contains(word)) }
+        #expect(try mmlab(["-v"]).stdout.hasPrefix("mmlab 0.1.0 (Lua 5.4"))
+        #expect(try mmlab(["test", "--help"]).stdout.contains("--tap"))
+    }
+
+    @Test("arg, ... and the script's arguments")
+    func arguments() throws {
+        let script = try temporaryFile("print(arg[-2], arg[-1], arg[0], arg[1], arg[2], select('#', ...), ...)")
+        let r = try mmlab(["-e", "x=1", script, "a", "-b"])
+        #expect(r.stdout == "-e\tx=1\t\(script)\ta\t-b\t2\ta\t-b\n")
+        #expect(try mmlab(["run", script, "a"]).stdout == "nil\tmmlab\t\(script)\ta\tnil\t1\ta\n")
+        #expect(try mmlab(["--", script]).stdout.contains(script))
+    }
+
+    @Test("-l mod and -l g=mod with LUA_PATH; -E ignores the environment")
+    func require() throws {
+        let dir = NSTemporaryDirectory() + "mmlab-modules-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let name = "answers"
+        try "return {answer = 42}".write(toFile: "\(dir)/\(name).lua", atomically: true, encoding: .utf8)
+        let env = ["LUA_PATH": "\(dir)/?.lua"]
+        #expect(try mmlab(["-l", "g=\(name)", "-e", "print(g.answer)"], environment: env).stdout == "42\n")
+        #expect(try mmlab(["-l\(name)", "-e", "print(\(name).answer)"], environment: env).stdout == "42\n")
+        #expect(try mmlab(["-l", "\(name)-v2=\(name)", "-e", "print(_G['\(name)-v2'].answer)"], environment: env).stdout == "42\n")
+        let ignored = try mmlab(["-E", "-l", "g=\(name)"], environment: env)
+        #expect(ignored.status == 1)
+        #expect(ignored.stderr.contains("module '\(name)' not found"))
+    }
+
+    @Test("LUA_INIT runs first, as code or @file; -E skips it")
+    func luaInit() throws {
+        #expect(try mmlab(["-e", "print(X)"], environment: ["LUA_INIT": "X = 'init'"]).stdout == "init\n")
+        #expect(try mmlab(["-e", "print(X)"], environment: ["LUA_INIT_5_4": "X = 5.4", "LUA_INIT": "X = 0"]).stdout == "5.4\n")
+        let file = try temporaryFile("X = 'file'")
+        #expect(try mmlab(["-e", "print(X)"], environment: ["LUA_INIT": "@\(file)"]).stdout == "file\n")
+        #expect(try mmlab(["-E", "-e", "print(X)"], environment: ["LUA_INIT": "X = 1"]).stdout == "nil\n")
+        #expect(try mmlab(["-e", "print(1)"], environment: ["LUA_INIT": "error('bad init')"]).status == 1)
+    }
+
+    @Test("-W turns warnings on")
+    func warnings() throws {
+        #expect(try mmlab(["-W", "-e", "warn('careful')"]).stderr.contains("Lua warning: careful"))
+        #expect(try mmlab(["-e", "warn('careful')"]).stderr.isEmpty)
+    }
+
+    @Test("the leak report at exit; --strict makes it fail")
+    func leaks() throws {
+        let script = try temporaryFile("LEAK = kernel.page.Page.alloc_page()\nlocal fine = kernel.page.Page.alloc_page()\n")
+        let r = try mmlab([script])
+        #expect(r.status == 0)
+        #expect(r.stderr == "mmlab: 1 native object leaked (still alive at exit):\n  Page{pfn=0x100, order=0} created at \(script):1\n")
+        #expect(try mmlab(["--strict", script]).status == 1)
+        #expect(try mmlab(["run", "--strict", script]).status == 1)
+        #expect(try mmlab(["--strict", "-e", "local p <close> = kernel.page.Page.alloc_page()"]).status == 0)
+    }
+
+    @Test("--memory, --cpus and --seed configure the machine")
+    func machine() throws {
+        let show = "local m = kernel.machine() print(m.memory, m.cpus, m.seed)"
+        #expect(try mmlab(["--memory", "1G", "--cpus", "8", "--seed", "5", "-e", show]).stdout == "1073741824\t8\t5\n")
+        #expect(try mmlab(["-e", show]).stdout == "268435456\t4\t0\n")
+        let random = "print(math.random(1 << 40), math.random(1 << 40))"
+        let a = try mmlab(["--seed", "3", "-e", random]).stdout, b = try mmlab(["--seed", "3", "-e", random]).stdout
+        #expect(a == b)
+        #expect(a != (try mmlab(["--seed", "4", "-e", random]).stdout))
+    }
+
+    @Test("the same script and seed print the same bytes")
+    func determinism() throws {
+        let script = """
+            local t = {}
+            for i = 1, 50 do t["key" .. i] = kernel.page.Page.alloc_page() end
+            for k, p in pairs(t) do io.write(k, "=", p:pfn(), " ") end
+            for k, v in pairs(kernel.debug.stats()) do io.write(k, "=", v, " ") end
+            print(math.random(100))
+            """
+        let first = try mmlab(["-e", script]).stdout
+        for _ in 0..<3 { #expect(try mmlab(["-e", script]).stdout == first) }
+    }
+}
+
+@Suite("mmlab test, examples and repl")
+struct SubcommandTests {
+    @Test("test prints a line per case and the summary last")
+    func tests() throws {
+        let file = try temporaryFile("""
+            test("adds", function() assert(1 + 1 == 2) end)
+            test("fails", function() expect_eq(1, 2, "sum") end)
+            test("raises", function() kernel.page.Page.alloc_page():read_u8(-1) end)
+            """)
+        let r = try mmlab(["test", file])
+        #expect(r.status == 1)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "ok   \(file): adds")
+        #expect(lines.contains("FAIL \(file): fails"))
+        #expect(lines.contains { $0.contains(":2: sum: expected 2, got 1") })
+        #expect(lines.contains { $0.contains(":3: EINVAL: offset -1 + length 1 exceeds the page (4096)") })
+        #expect(lines.last == "1 passed, 2 failed")
+        let tap = try mmlab(["test", "--tap", file]).stdout.split(separator: "\n").map(String.init)
+        #expect(tap.first == "TAP version 13")
+        #expect(tap.contains("ok 1 - \(file): adds"))
+        #expect(tap.contains("not ok 2 - \(file): fails"))
+        #expect(tap.contains("1..3"))
+        #expect(tap.last == "1 passed, 2 failed")
+    }
+
+    @Test("a file without cases is one case; a file that errors fails")
+    func files() throws {
+        let plain = try temporaryFile("assert(true)")
+        let broken = try temporaryFile("error('top level')")
+        let r = try mmlab(["test", plain, broken])
+        #expect(r.stdout.contains("ok   \(plain): (file)"))
+        #expect(r.stdout.contains("FAIL \(broken): (file)"))
+        #expect(r.stdout.hasSuffix("1 passed, 1 failed\n"))
+        #expect(try mmlab(["test", plain]).status == 0)
+        let leaky = try temporaryFile("KEEP = kernel.page.Page.alloc_page()")
+        #expect(try mmlab(["test", leaky]).status == 0)
+        #expect(try mmlab(["test", "--strict", leaky]).stdout.contains("FAIL \(leaky): (leaks)"))
+    }
+
+    @Test("the shipped regressions pass")
+    func regressions() throws {
+        let r = try mmlab(["test", "Tests/lua"])
+        #expect(r.status == 0, "\(r.stdout)")
+        #expect(r.stdout.hasSuffix(" passed, 0 failed\n"))
+    }
+
+    @Test("examples lists and runs the scenarios")
+    func examples() throws {
+        let list = try mmlab(["examples"])
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("pages"))
+        let run = try mmlab(["--strict", "examples/pages.lua"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(try mmlab(["examples", "pages"]).stdout == run.stdout)
+    }
+
+    @Test("the REPL prints expressions, continues statements and survives errors")
+    func repl() throws {
+        let history = NSTemporaryDirectory() + "mmlab-history-\(UUID().uuidString)"
+        let input = """
+            x = 20
+            x + 1
+            function f()
+              return kernel.PAGE_SIZE
+            end
+            f()
+            kernel.page.Page.alloc_page():read_u8(9999)
+            local p = kernel.page.Page.alloc_page() return p, p:size()
+            1, nil, "three"
+
+            """
+        let r = try mmlab(["repl"], stdin: input, environment: ["MMLAB_HISTORY": history])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("> 21\n"))
+        #expect(r.stdout.contains(">> >> > 4096\n"))
+        #expect(r.stdout.contains(", order=0}\t4096\n"))
+        #expect(r.stdout.contains("1\tnil\tthree\n"))
+        #expect(r.stderr.contains("stdin:1: EINVAL: offset 9999 + length 1 exceeds the page (4096)"))
+        let saved = try String(contentsOfFile: history, encoding: .utf8)
+        #expect(saved.hasPrefix("x = 20\nx + 1\nfunction f()\n"))
+        let again = try mmlab(["-i"], stdin: "1+1\n", environment: ["MMLAB_HISTORY": history])
+        #expect(again.stdout.hasPrefix("mmlab 0.1.0"))
+        #expect(again.stdout.contains("> 2\n"))
+    }
+}

@@ -12,8 +12,9 @@ public final class Page: NativeObject {
     @usableFromInline let base: UnsafeMutableRawPointer
     /// `PAGE_SIZE << order` bytes.
     public let size: Int
-    /// Where it was freed, once it is.
-    public private(set) var freedAt: Site?
+    /// Where it was freed, once it is. Read on every access, written once
+    /// by `free`: no dynamic exclusivity check is needed.
+    @exclusivity(unchecked) public private(set) var freedAt: Site?
 
     private init(machine: Machine, pfn: Pfn, order: Int, base: UnsafeMutableRawPointer, site: Site) {
         self.machine = machine

@@ -58,7 +58,7 @@ public final class PhysicalMemory {
             let p = mmap(nil, Int(region.size), PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let p, p != MAP_FAILED else {
-                for case let mapped? in backing { munmap(mapped, 0) }
+                for (mapped, r) in zip(backing, regions) { if let mapped { munmap(mapped, Int(r.size)) } }
                 throw KernelError(.ENOMEM, "cannot reserve \(region.size) bytes of host address space")
             }
             backing.append(p)

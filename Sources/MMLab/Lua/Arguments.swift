@@ -62,12 +62,12 @@ extension Lua {
     /// Any value's truth, as Lua sees it (absent is false).
     func boolean(_ arg: Int32) -> Bool { lua_toboolean(L, arg) != 0 }
 
-    /// `luaL_checktype(L, arg, LUA_TTABLE)`.
+    /// A table, as `luaL_checktype` with LUA_TTABLE.
     func checkTable(_ arg: Int32) throws(LuaFailure) {
         guard lua_type(L, arg) == LUA_TTABLE else { throw typeError(arg, "table") }
     }
 
-    /// `luaL_checktype(L, arg, LUA_TFUNCTION)`.
+    /// A function, as `luaL_checktype` with LUA_TFUNCTION.
     func checkFunction(_ arg: Int32) throws(LuaFailure) {
         guard lua_type(L, arg) == LUA_TFUNCTION else { throw typeError(arg, "function") }
     }

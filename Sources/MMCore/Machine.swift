@@ -7,6 +7,10 @@ public final class Machine {
     public let accounting = Accounting()
     public let memory: PhysicalMemory
     public let pageAllocator: PageAllocator
+    /// The kmap_local stack of the running context.
+    public let kmap = KmapLocal()
+    /// Pages whose owners gave them away with `into_phys`, by frame.
+    var givenAway: [Pfn: Page] = [:]
 
     /// Boots a machine. `sites` names script positions for its reports;
     /// an engine passes its own.
@@ -15,47 +19,88 @@ public final class Machine {
         self.config = config
         self.sites = sites
         memory = try PhysicalMemory(regions: config.regions)
-        pageAllocator = PageAllocator(memory: memory)
+        pageAllocator = try PageAllocator(memory: memory, config: config)
     }
 }
 
 /// How a machine is built (`kernel.boot{...}`, the CLI's `--memory`,
 /// `--cpus`, `--seed`).
 public struct MachineConfig: Equatable, Sendable {
-    /// Bytes of RAM, in one region at `ramStart`.
+    /// Bytes of RAM. Without a `memmap`, one RAM region of this size at
+    /// `ramStart`; with one, the RAM it lists.
     public var memory: UInt64
     public var cpus: Int
     public var seed: UInt64
+    /// The physical memory map (`memmap=`), or nil for the default.
+    public var memmap: [MemoryRegion]?
+    /// Bytes at the top of RAM in the HighMem zone (`highmem=`): no
+    /// permanent kernel mapping, reached through kmap.
+    public var highmem: UInt64
+    /// Zero pages on allocation (`init_on_alloc=1`).
+    public var initOnAlloc: Bool
+    /// Zero pages on free instead of poisoning them (`init_on_free=1`).
+    public var initOnFree: Bool
 
     /// Where the default RAM region starts, as on a PC above the BIOS area.
     public static let ramStart = PhysAddr(0x100000)
-    /// The largest machine mmlab boots: 1 TiB of physical address space.
+    /// The most RAM mmlab boots: 1 TiB.
     public static let maxMemory: UInt64 = 1 << 40
     /// `NR_CPUS`.
     public static let maxCpus = 64
 
-    public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0) {
-        self.memory = memory
+    public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0, memmap: [MemoryRegion]? = nil,
+                highmem: UInt64 = 0, initOnAlloc: Bool = false, initOnFree: Bool = false) {
+        self.memory = memmap.map(MachineConfig.ram) ?? memory
         self.cpus = cpus
         self.seed = seed
+        self.memmap = memmap
+        self.highmem = highmem
+        self.initOnAlloc = initOnAlloc
+        self.initOnFree = initOnFree
     }
 
-    /// The physical memory map this configuration describes.
+    /// RAM bytes in a memory map.
+    public static func ram(_ regions: [MemoryRegion]) -> UInt64 {
+        regions.filter { $0.kind == .ram }.reduce(0) { $0 &+ $1.size }
+    }
+
+    /// The physical memory map, sorted by address.
     public var regions: [MemoryRegion] {
-        [MemoryRegion(start: MachineConfig.ramStart, size: memory, kind: .ram)]
+        (memmap ?? [MemoryRegion(start: MachineConfig.ramStart, size: memory, kind: .ram)])
+            .sorted { $0.start < $1.start }
     }
 
     func validate() throws(KernelError) {
-        guard memory >= UInt64(PAGE_SIZE), memory <= MachineConfig.maxMemory else {
-            throw KernelError(.EINVAL, "memory must be between 4K and 1T, got \(memory) bytes")
-        }
         guard (1...MachineConfig.maxCpus).contains(cpus) else {
             throw KernelError(.EINVAL, "cpus must be between 1 and \(MachineConfig.maxCpus), got \(cpus)")
         }
+        var end = PhysAddr(0)
+        for region in regions {
+            guard region.size > 0, region.start.isPageAligned, region.size & UInt64(PAGE_SIZE - 1) == 0 else {
+                throw KernelError(.EINVAL, "memmap: region at \(region.start) of \(region.size) bytes is not page aligned or empty")
+            }
+            guard region.start.rawValue <= maxPhysAddr, region.size <= maxPhysAddr - region.start.rawValue else {
+                throw KernelError(.EINVAL, "memmap: region at \(region.start) of \(region.size) bytes ends past the 1 TiB physical address space")
+            }
+            guard region.start >= end else {
+                throw KernelError(.EINVAL, "memmap: region at \(region.start) overlaps the one before it")
+            }
+            end = region.end
+        }
+        let ram = MachineConfig.ram(regions)
+        guard ram >= UInt64(PAGE_SIZE), ram <= MachineConfig.maxMemory else {
+            throw KernelError(.EINVAL, "memory must be between 4K and 1T of RAM, got \(ram) bytes")
+        }
+        guard memory == ram else {
+            throw KernelError(.EINVAL, "memory (\(memory) bytes) does not match the RAM in memmap (\(ram) bytes)")
+        }
+        guard highmem & UInt64(PAGE_SIZE - 1) == 0, highmem < ram else {
+            throw KernelError(.EINVAL, "highmem must be page aligned and smaller than RAM (\(ram) bytes), got \(highmem)")
+        }
     }
 
-    /// Parses a size: bytes, or a number with a K, M or G suffix (`"256M"`).
-    /// `nil` when it is not one.
+    /// Parses a size: bytes, or a number with a K, M, G or T suffix
+    /// (`"256M"`). `nil` when it is not one.
     public static func parseSize(_ text: String) -> UInt64? {
         var digits = Substring(text)
         var shift: UInt64 = 0

@@ -100,7 +100,7 @@ public final class Engine {
     /// Native objects still alive once the collector has dropped every
     /// handle nothing references: what the leak report lists.
     public func leaks() -> [NativeObject] {
-        _ = mmlab_gc(runtime.L, LUA_GCCOLLECT)
+        _ = mmlab_gc(runtime.L, LUA_GCCOLLECT, 0)
         return runtime.booted?.accounting.leaks() ?? []
     }
 

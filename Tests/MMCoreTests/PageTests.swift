@@ -17,9 +17,10 @@ struct PageTests {
         #expect(page.pfn == Pfn(0x100))
         #expect(page.phys == PhysAddr(0x100000))
         #expect(page.description == "Page{pfn=0x100, order=0}")
-        #expect(machine.pageAllocator.freePages == machine.pageAllocator.totalPages - 1)
+        let allocator = machine.pageAllocator
+        #expect(allocator.freePages + UInt64(allocator.pcpPages) == allocator.totalPages - 1)
         try page.free()
-        #expect(machine.pageAllocator.freePages == machine.pageAllocator.totalPages)
+        #expect(allocator.freePages + UInt64(allocator.pcpPages) == allocator.totalPages)
     }
 
     @Test("__GFP_ZERO zeroes a reused frame")
@@ -76,7 +77,8 @@ struct PageTests {
         #expect(throws: KernelError.bug("use after free: Page{pfn=0x100, order=0} freed at exp.lua:12")) {
             try page.read(UInt8.self, at: 0)
         }
-        #expect(machine.pageAllocator.freePages == machine.pageAllocator.totalPages, "freed once")
+        let allocator = machine.pageAllocator
+        #expect(allocator.freePages + UInt64(allocator.pcpPages) == allocator.totalPages, "freed once")
     }
 }
 
@@ -95,9 +97,216 @@ struct PageAllocatorTests {
         #expect(try Page.allocPage(machine, .kernel).pfn == pages[10].pfn)
     }
 
-    @Test("orders above 0 wait for the buddy allocator")
-    func orders() throws {
-        let machine = try Machine(MachineConfig(memory: 1 << 20))
-        #expect(throws: KernelError.self) { try machine.pageAllocator.allocPages(order: 1) }
+    @Test("a random workload keeps every invariant and merges back to boot", arguments: [UInt64(1), 2, 3])
+    func randomWorkload(seed: UInt64) throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20, cpus: 2, seed: seed))
+        let allocator = machine.pageAllocator
+        let boot = (allocator.freePages, allocator.nrFree)
+        var random = Random(seed: seed)
+        var held: [Page] = []
+        for step in 0..<3000 {
+            allocator.currentCpu = Int(random.below(2))
+            if random.below(3) != 0 || held.isEmpty {
+                let order = Int(random.below(random.below(4) == 0 ? 11 : 3))
+                if let page = try? Page.allocPages(machine, random.below(5) == 0 ? [.kernel, .comp] : .kernel, order: order) {
+                    #expect(page.pfn.rawValue % (1 << UInt64(order)) == 0)
+                    held.append(page)
+                }
+            } else {
+                try held.remove(at: Int(random.below(UInt64(held.count)))).free()
+            }
+            if step % 100 == 0 { try allocator.checkConsistency() }
+        }
+        for page in held { try page.free() }
+        allocator.drainPages()
+        try allocator.checkConsistency()
+        #expect(allocator.freePages == boot.0)
+        #expect(allocator.nrFree == boot.1)
+    }
+
+    @Test("an extra reference keeps a block; a block that is not compound keeps only its first page")
+    func references() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let allocator = machine.pageAllocator
+        let compound = try Page.allocPages(machine, [.kernel, .comp], order: 2)
+        try allocator.getPage(compound.pfn)
+        #expect(compound.refcount == 2)
+        let free = allocator.freePages + UInt64(allocator.pcpPages)
+        try compound.free()
+        #expect(allocator.freePages + UInt64(allocator.pcpPages) == free, "still referenced: nothing freed")
+        try allocator.putPage(compound.pfn)
+        #expect(allocator.freePages + UInt64(allocator.pcpPages) == free + 4)
+
+        let plain = try Page.allocPages(machine, .kernel, order: 2)
+        try allocator.getPage(plain.pfn)
+        let before = allocator.freePages + UInt64(allocator.pcpPages)
+        try plain.free()
+        #expect(allocator.freePages + UInt64(allocator.pcpPages) == before + 3, "__free_pages frees the tail pages")
+        #expect(allocator.refcount(plain.pfn) == 1)
+        try allocator.putPage(plain.pfn)
+        #expect(allocator.refcount(plain.pfn) == 0)
+        #expect(throws: KernelError.self) { try allocator.putPage(plain.pfn) }
+        try allocator.checkConsistency()
+    }
+
+    @Test("freeing with the wrong order is a bug")
+    func wrongOrder() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let pfn = try machine.pageAllocator.allocPages(.kernel, order: 2)
+        #expect(throws: KernelError.self) { try machine.pageAllocator.freePages(pfn, order: 1) }
+        try machine.pageAllocator.freePages(pfn, order: 2)
+    }
+
+    final class CountingShrinker: Shrinker {
+        var held: [Page]
+        var log: [String]
+        init(_ pages: [Page], log: [String]) { held = pages; self.log = log }
+        func countObjects() -> Int { held.count }
+        func scanObjects(_ n: Int) -> Int {
+            log.append("shrink \(n)")
+            let freed = held.prefix(n)
+            for page in freed { try? page.free() }
+            held.removeFirst(freed.count)
+            return freed.count
+        }
+    }
+
+    @Test("reclaim: per-CPU lists and shrinkers first, then the collector, then ENOMEM")
+    func reclaim() throws {
+        let machine = try Machine(MachineConfig(memory: 64 << 12))
+        let allocator = machine.pageAllocator
+        var pages: [Page] = []
+        for _ in 0..<64 { pages.append(try Page.allocPage(machine, .kernel)) }
+        let shrinker = CountingShrinker(Array(pages.prefix(2)), log: [])
+        allocator.register(shrinker)
+        var collected = 0
+        allocator.collector = { collected += 1 }
+        _ = try Page.allocPage(machine, .kernel)
+        #expect(shrinker.log == ["shrink 2"])
+        #expect(collected == 0, "the shrinker freed enough")
+        _ = try Page.allocPage(machine, .kernel)  // the other page the shrinker freed, on the pcp list
+        #expect(throws: KernelError.self) { try Page.allocPage(machine, .kernel) }
+        #expect(collected == 1)
+        #expect(throws: KernelError.self) { try Page.allocPage(machine, .atomic) }
+        #expect(collected == 1, "atomic allocations do not reclaim")
+        allocator.unregister(shrinker)
+        #expect(allocator.shrinkers.isEmpty)
+    }
+
+    @Test("pressure is reported in batches of pages")
+    func pressure() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        var reports: [Int] = []
+        machine.pageAllocator.pressure = { reports.append($0) }
+        for _ in 0..<600 { try Page.allocPage(machine, .kernel).free() }
+        _ = try Page.allocPages(machine, .kernel, order: 10)
+        #expect(reports == [256, 256, 1112])
+    }
+
+    @Test("fault injection follows should_fail_ex")
+    func faultInjection() throws {
+        var random = Random(seed: 1)
+        var attr = FaultAttr(interval: 2, times: 2)
+        let pattern = (0..<8).map { _ in attr.shouldFailAllocPage(.kernel, order: 0, random: &random) }
+        #expect(pattern == [false, true, false, true, false, false, false, false])
+        #expect(attr.failures == 2)
+        var nofail = FaultAttr()
+        #expect(!nofail.shouldFailAllocPage([.kernel, .nofail], order: 0, random: &random))
+        var ignoreReclaim = FaultAttr(ignoreGfpReclaim: true)
+        #expect(!ignoreReclaim.shouldFailAllocPage(.kernel, order: 0, random: &random))
+        #expect(ignoreReclaim.shouldFailAllocPage(.atomic, order: 0, random: &random))
+        var minOrder = FaultAttr(minOrder: 3)
+        #expect(!minOrder.shouldFailAllocPage(.kernel, order: 2, random: &random))
+        #expect(minOrder.shouldFailAllocPage(.kernel, order: 3, random: &random))
+    }
+}
+
+@Suite("Physical memory")
+struct PhysicalMemoryTests {
+    @Test("a 64 GiB machine touches two sections of page structs to boot and allocate a page")
+    func large() throws {
+        let machine = try Machine(MachineConfig(memory: 64 << 30))
+        #expect(machine.pageAllocator.totalPages == 16 << 20)
+        // RAM starts at 1 MiB: its unaligned head and tail are the only
+        // blocks on free lists; the 16383 whole blocks between stay pristine.
+        #expect(machine.memory.allocatedSections == 2)
+        let page = try Page.allocPage(machine, .kernel)
+        try page.write(UInt8(1), at: 0)
+        #expect(machine.memory.allocatedSections == 2)
+        try page.free()
+        try machine.pageAllocator.checkConsistency()
+    }
+
+    @Test("a memory map: RAM, reserved and MMIO regions and holes")
+    func memmap() throws {
+        let M: UInt64 = 1 << 20
+        let machine = try Machine(MachineConfig(memmap: [
+            MemoryRegion(start: PhysAddr(0), size: 4 * M, kind: .ram),
+            MemoryRegion(start: PhysAddr(8 * M), size: M, kind: .reserved),
+            MemoryRegion(start: PhysAddr(16 * M), size: M, kind: .mmio),
+        ]))
+        #expect(machine.config.memory == 4 * M)
+        #expect(machine.pageAllocator.totalPages == 1024)
+        #expect(machine.pageAllocator.nrFree[10] == 1)
+        let memory = machine.memory
+        #expect(memory.pfnValid(Pfn(0)) && memory.pageIsRam(Pfn(0)))
+        #expect(memory.pfnValid(PhysAddr(8 * M).pfn) && memory.pageIsRam(PhysAddr(8 * M).pfn))
+        #expect(!memory.pfnValid(PhysAddr(16 * M).pfn) && !memory.pageIsRam(PhysAddr(16 * M).pfn))
+        #expect(!memory.pfnValid(PhysAddr(5 * M).pfn), "a hole")
+        #expect(Page.borrowPhys(machine, PhysAddr(16 * M)) == nil)
+        #expect(throws: KernelError.self) { try Page.borrowPhysUnchecked(machine, PhysAddr(5 * M)) }
+        let firmware = try Page.borrowPhysUnchecked(machine, PhysAddr(8 * M))
+        try firmware.write(UInt32(7), at: 0)
+        #expect(try firmware.read(UInt32.self, at: 0) == 7)
+    }
+
+    @Test("bad memory maps are EINVAL", arguments: [
+        [MemoryRegion(start: PhysAddr(1), size: 1 << 20, kind: .ram)],
+        [MemoryRegion(start: PhysAddr(0), size: 0, kind: .ram)],
+        [MemoryRegion(start: PhysAddr(0), size: 2 << 20, kind: .ram), MemoryRegion(start: PhysAddr(1 << 20), size: 1 << 20, kind: .ram)],
+        [MemoryRegion(start: PhysAddr(1 << 40), size: 1 << 20, kind: .ram)],
+        [MemoryRegion(start: PhysAddr(UInt64.max - 4095), size: 4096, kind: .ram)],
+        [MemoryRegion(start: PhysAddr(0), size: 1 << 20, kind: .mmio)],
+    ])
+    func badMemmap(regions: [MemoryRegion]) {
+        #expect(throws: KernelError.self) { try Machine(MachineConfig(memmap: regions)) }
+    }
+
+    @Test("into_phys, from_phys and borrows")
+    func ownership() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let page = try Page.allocPages(machine, .kernel, order: 1)
+        try page.write(UInt64(42), at: 4096)
+        let pa = try Page.intoPhys(page)
+        #expect(page.isGivenAway)
+        #expect(throws: KernelError.self) { try page.free() }
+        #expect(throws: KernelError.self) { try Page.intoPhys(page) }
+        let borrowed = try #require(Page.borrowPhys(machine, PhysAddr(pa.rawValue + 4096 + 8)))
+        #expect(try borrowed.read(UInt64.self, at: 0) == 42)
+        #expect(throws: KernelError.self) { try Page.fromPhys(machine, PhysAddr(pa.rawValue + 8)) }
+        let back = try Page.fromPhys(machine, pa)
+        #expect(back === page)
+        #expect(throws: KernelError.self) { try Page.fromPhys(machine, pa) }
+        try back.free(site: machine.sites.intern("t.lua:3"))
+        #expect(throws: KernelError.bug("use after free: BorrowedPage{pfn=0x101} freed at t.lua:3")) {
+            try borrowed.read(UInt8.self, at: 0)
+        }
+    }
+
+    @Test("kmap_local nests 16 deep and unmaps in reverse order")
+    func kmap() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let page = try Page.allocPage(machine, .kernel)
+        var maps: [KmapMapping] = []
+        for _ in 0..<KmapLocal.maxDepth { maps.append(try page.map()) }
+        #expect(maps[0].address == KmapLocal.pageOffset + page.phys.rawValue)
+        #expect(throws: KernelError.self) { try page.map() }
+        #expect(throws: KernelError.self) { try page.read(UInt8.self, at: 0) }
+        #expect(throws: KernelError.self) { try machine.kmap.unmap(maps[0]) }
+        #expect(machine.kmap.depth == 15, "an out-of-order unmap still unmaps")
+        for map in maps.dropFirst().reversed() { try machine.kmap.unmap(map) }
+        #expect(machine.kmap.depth == 0)
+        #expect(throws: KernelError.self) { try maps[1].pointer(0, 1) }
+        #expect(try page.read(UInt8.self, at: 0) == page.read(UInt8.self, at: 0))
     }
 }

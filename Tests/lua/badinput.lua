@@ -52,6 +52,7 @@ local function callback_that_misbehaves(ptr)
 end
 
 test("every Page method on a live page", function()
+  collectgarbage()
   local live = kernel.debug.live().Page or 0
   local p <close> = Page.alloc_page()
   local dead = Page.alloc_page()
@@ -125,6 +126,7 @@ test("metamethods called by hand", function()
 end)
 
 test("every kernel function", function()
+  collectgarbage()
   local live = kernel.debug.live().Page or 0
   local p <close> = Page.alloc_page()
   local values = hostile_values{p}
@@ -139,4 +141,65 @@ test("every kernel function", function()
   expect_eq(kernel.state(p), "owned")
   exercise(kernel.drop, 2, {nil, nil}, values)  -- drops p among the rest
   expect_eq(kernel.state(p), "dropped")
+end)
+
+test("every method of borrowed pages and mappings, live and dead", function()
+  collectgarbage()
+  local live = kernel.debug.live().Page or 0
+  local p <close> = Page.alloc_page()
+  local b = kernel.page.borrow_phys(p:phys())
+  local values = hostile_values{p, b}
+  for _, name in ipairs(methods(b)) do
+    exercise(function(...) return b[name](b, ...) end, 3, {0, 8, callback_that_misbehaves}, values)
+  end
+  local saved
+  p:with_page_mapped(function(map)
+    saved = map
+    for _, name in ipairs(methods(map)) do
+      exercise(map[name], 3, {map, 0, 8}, hostile_values{map, p})
+    end
+  end)
+  for _, name in ipairs(methods(saved)) do expect_error("use after scope", saved[name], saved, 0, 1) end
+  local q = Page.alloc_page()
+  local stale = kernel.page.borrow_phys(q:phys())
+  kernel.drop(q)
+  for _, name in ipairs(methods(stale)) do
+    if name ~= "pfn" and name ~= "phys" and name ~= "order" and name ~= "size" and name ~= "nid" and name ~= "refcount" then
+      local args = name == "with_page_mapped" and {function() end} or {0, 0, function() end}
+      expect_error("use after free", stale[name], stale, table.unpack(args, 1, 3))
+    end
+  end
+  collectgarbage()
+  expect_eq(kernel.debug.live().Page, live + 1)
+end)
+
+test("every Page method on a moved page is a use-after-move bug", function()
+  local p = Page.alloc_page()
+  local pa = kernel.page.into_phys(p)
+  for _, name in ipairs(methods(p)) do
+    expect_error("use after move", p[name], p, 0, 0, function() end)
+  end
+  expect_error("double drop", kernel.drop, p)
+  kernel.drop(kernel.page.from_phys(pa))
+end)
+
+test("every kernel.mem and kernel.page function", function()
+  collectgarbage()
+  local live = kernel.debug.live().Page or 0
+  local p <close> = Page.alloc_page()
+  local values = hostile_values{p, kernel.page.borrow_phys(p:phys())}
+  local fns = {Page.alloc_pages, kernel.page.from_phys, kernel.page.borrow_phys,
+               kernel.page.borrow_phys_unchecked, kernel.debug.check}
+  for _, fn in pairs(kernel.mem) do
+    if type(fn) == "function" then fns[#fns + 1] = fn end
+  end
+  for _, fn in ipairs(fns) do exercise(fn, 2, {0, 0}, values) end
+  kernel.mem.fail_page_alloc(nil)
+  collectgarbage()
+  expect_eq(kernel.debug.live().Page, live + 1)
+  kernel.debug.check()
+  -- into_phys moves what it is given: a fresh page for each hostile value.
+  for _, v in ipairs(hostile_values{}) do try(kernel.page.into_phys, v) end
+  local q = Page.alloc_page()
+  kernel.drop(kernel.page.from_phys(kernel.page.into_phys(q)))
 end)

@@ -4,7 +4,7 @@ test("bad configurations are rejected", function()
   expect_error("bad argument #1 to 'boot' (table expected, got number)", kernel.boot, 5)
   expect_error("unknown field 'memroy'", kernel.boot, {memroy = "1G"})
   expect_error("field 'memory': size expected", kernel.boot, {memory = "lots"})
-  expect_error("field 'memory': size expected", kernel.boot, {memory = -1})
+  expect_error("EINVAL", kernel.boot, {memory = -1})  -- sizes are unsigned: 2^64-1
   expect_error("field 'memory': size expected", kernel.boot, {memory = 0/0})
   expect_error("EINVAL", kernel.boot, {memory = 0})
   expect_error("EINVAL", kernel.boot, {memory = "2T"})
@@ -12,6 +12,32 @@ test("bad configurations are rejected", function()
   expect_error("EINVAL", kernel.boot, {cpus = 65})
   expect_error("field 'cpus': integer expected", kernel.boot, {cpus = "four"})
 end)
+
+-- A fresh engine per case would be needed to boot each of these; they are
+-- rejected before anything boots, so one engine checks them all.
+test("bad memory maps are rejected", function()
+  local M = 1 << 20
+  for _, case in ipairs{
+    {{{start = 0x100001, size = M}}, "EINVAL"},                          -- unaligned start
+    {{{start = 0x100000, size = M + 1}}, "EINVAL"},                      -- unaligned size
+    {{{start = 0x100000, size = 0}}, "EINVAL"},                          -- empty
+    {{{start = 0, size = 2 * M}, {start = M, size = M}}, "EINVAL"},      -- overlap
+    {{{start = 1 << 40, size = M}}, "EINVAL"},                           -- past 1 TiB
+    {{{start = -4096, size = 4096}}, "EINVAL"},                          -- wraps
+    {{{start = 0, size = M, type = "mmio"}}, "EINVAL"},                  -- no RAM
+    {{{start = 0, size = M, type = "rom"}}, "\"ram\", \"reserved\" or \"mmio\" expected"},
+    {{{start = 0, size = M, kind = "ram"}}, "unknown field 'kind'"},
+    {{"ram"}, "field 'memmap[1]': table expected"},
+    {"ram", "field 'memmap': list of regions expected"},
+  } do
+    expect_error(case[2], kernel.boot, {memmap = case[1]})
+  end
+  expect_error("EINVAL", kernel.boot, {memory = "2M", memmap = {{start = 0, size = M}}})
+  expect_error("EINVAL", kernel.boot, {memory = "16M", highmem = "16M"})
+  expect_error("EINVAL", kernel.boot, {memory = "16M", highmem = 4097})
+  expect_error("field 'init_on_free': boolean expected", kernel.boot, {init_on_free = 1})
+end)
+
 
 test("boot configures the machine", function()
   kernel.boot{memory = "64M", cpus = 2, seed = 42}

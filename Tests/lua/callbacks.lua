@@ -39,6 +39,7 @@ end)
 
 test("an error in fn propagates and leaks nothing", function()
   local p <close> = Page.alloc_page()
+  collectgarbage()
   local live = kernel.debug.live()
   local saved
   local ok, err = pcall(p.with_pointer_into_page, p, 0, 8, function(ptr)

@@ -26,6 +26,7 @@ end)
 
 test("double drop is a bug; __close and __gc of a dropped handle do nothing", function()
   local p <close> = Page.alloc_page()
+  collectgarbage()
   local live = kernel.debug.live().Page
   kernel.drop(p)
   local err = expect_error("BUG", kernel.drop, p)

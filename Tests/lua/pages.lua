@@ -135,6 +135,7 @@ test("integer accessors obey the same rule", function()
 end)
 
 test("accounting follows allocation and drop", function()
+  collectgarbage()
   local before = kernel.debug.live().Page or 0
   local pages = {}
   for i = 1, 32 do pages[i] = Page.alloc_page() end

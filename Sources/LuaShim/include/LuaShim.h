@@ -63,7 +63,7 @@ static inline int mmlab_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int mmlab_upvalueindex(int i) { return lua_upvalueindex(i); }
 static inline void *mmlab_getextra(lua_State *L) { return *(void **)lua_getextraspace(L); }
 static inline void mmlab_setextra(lua_State *L, void *p) { *(void **)lua_getextraspace(L) = p; }
-static inline int mmlab_gc(lua_State *L, int what) { return lua_gc(L, what, 0); }  // variadic in C
+static inline int mmlab_gc(lua_State *L, int what, int data) { return lua_gc(L, what, data); }  // variadic in C
 static inline const char *mmlab_lua_release(void) { return LUA_RELEASE; }
 
 // The message handler of lua.c, as a table {message=, traceback=, error=}:

@@ -1,43 +1,553 @@
-/// The page allocator: hands out the machine's RAM frames.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `MAX_PAGE_ORDER`: the largest block is `1 << MAX_ORDER` pages (4 MiB).
+public let MAX_ORDER = 10
+
+/// A memory zone (`struct zone`): its free areas, per-CPU lists and the
+/// RAM it manages. mmlab has Normal and, when booted with `highmem`, HighMem.
+public final class Zone {
+    public let name: String
+    /// The zone's RAM, as half-open pfn ranges in address order.
+    public let spans: [Range<UInt64>]
+    /// RAM pages the zone manages.
+    public let managedPages: UInt64
+    /// Pages in the buddy free lists (`NR_FREE_PAGES`), pcp pages excluded.
+    public internal(set) var freePages: UInt64 = 0
+    /// Pages moved to or from the per-CPU lists at once.
+    public let batch: Int
+    /// A per-CPU list holding this many pages returns `batch` of them.
+    public let high: Int
+
+    /// Free lists by order, linked through `struct page`.
+    var freeLists = [FreeList](repeating: FreeList(), count: MAX_ORDER + 1)
+    /// Max-order free blocks never touched since boot, lowest first: they
+    /// are on no list so that booting touches no page structs.
+    var pristine: [Range<UInt64>] = []
+    var pristineBlocks = 0
+    /// Per-CPU lists of free order-0 pages; the last element is the head.
+    var pcp: [[UInt32]]
+
+    init(name: String, spans: [Range<UInt64>], cpus: Int) {
+        self.name = name
+        self.spans = spans
+        managedPages = spans.reduce(0) { $0 + UInt64($1.count) }
+        // zone_batchsize: ~0.1% of the zone or 1 MiB, clamped to 2^n - 1.
+        var batch = Int(min(managedPages >> 10, UInt64(1 << 20) / UInt64(PAGE_SIZE))) / 4
+        batch = max(batch, 1)
+        batch = max(1 << (Int.bitWidth - 1 - (batch + batch / 2).leadingZeroBitCount) - 1, 1)
+        self.batch = batch
+        high = 6 * batch
+        pcp = Array(repeating: [], count: cpus)
+    }
+
+    @inline(__always)
+    func contains(_ pfn: UInt64) -> Bool {
+        if spans.count == 1 { return spans[0].contains(pfn) }
+        return spans.contains { $0.contains(pfn) }
+    }
+
+    /// Free blocks of `order` (a column of /proc/buddyinfo).
+    public func nrFree(_ order: Int) -> Int {
+        freeLists[order].count + (order == MAX_ORDER ? pristineBlocks : 0)
+    }
+
+    public var pcpPages: Int { pcp.reduce(0) { $0 + $1.count } }
+}
+
+struct FreeList {
+    var head = StructPage.none
+    var tail = StructPage.none
+    var count = 0
+}
+
+/// Reclaims memory on request, as a shrinker does (`struct shrinker`):
+/// binder's LRU registers one.
+public protocol Shrinker: AnyObject {
+    /// Objects it could free now (`count_objects`).
+    func countObjects() -> Int
+    /// Frees up to `n` of them; returns how many (`scan_objects`).
+    func scanObjects(_ n: Int) -> Int
+}
+
+/// The buddy allocator, orders 0 ... MAX_ORDER, with per-CPU lists for
+/// order 0 in front (mm/page_alloc.c).
 ///
-/// This first cut serves order-0 pages from a free stack, taking frames
-/// never used before from a cursor so that boot touches nothing.
+/// # Invariants
+///
+/// Every managed frame is in exactly one of: a free block on a free list
+/// (its head flagged `buddy`, with the block's order), a pristine block, a
+/// per-CPU list (flagged `pcp`), or an allocated block (flagged
+/// `allocated`, its head flagged `head` with the allocation's order and a
+/// positive refcount). Free blocks are aligned to their size and never
+/// have a free buddy of the same order: they are merged.
 public final class PageAllocator {
     public let memory: PhysicalMemory
+    /// Normal first, then HighMem if the machine has it.
+    public let zones: [Zone]
     /// RAM pages the allocator manages.
     public let totalPages: UInt64
-    /// Pages free right now (`NR_FREE_PAGES`).
-    public private(set) var freePages: UInt64
+    public let initOnAlloc: Bool
+    public let initOnFree: Bool
+    /// `fail_page_alloc`, when on.
+    public var faultInjection: FaultAttr?
+    /// The CPU allocations run on, for the per-CPU lists.
+    public var currentCpu = 0
+    /// Frees memory others hold when an allocation that may sleep fails:
+    /// the engine runs the garbage collector here.
+    public var collector: (() -> Void)?
+    /// Called with the pages allocated since the last call, every
+    /// `pressureBatch` pages: the engine steps its collector.
+    public var pressure: ((Int) -> Void)?
+    public var pressureBatch = 256
+    public private(set) var shrinkers: [Shrinker] = []
 
-    private var freed: [Pfn] = []
-    private var region = 0
-    private var cursor: UInt64 = 0
+    var random: Random
+    private var generation: UInt32 = 0
+    private var pressurePages = 0
 
-    init(memory: PhysicalMemory) {
+    /// The freed-memory pattern (`POISON_FREE`).
+    public static let poison: UInt8 = 0x6b
+
+    init(memory: PhysicalMemory, config: MachineConfig) throws(KernelError) {
         self.memory = memory
-        totalPages = memory.regions.filter { $0.kind == .ram }.reduce(0) { $0 + $1.pageCount }
-        freePages = totalPages
+        initOnAlloc = config.initOnAlloc
+        initOnFree = config.initOnFree
+        random = Random(seed: config.seed ^ 0x6661_696c_5f70_6167)
+        let ram = PageAllocator.ramSpans(memory.regions)
+        totalPages = ram.reduce(0) { $0 + UInt64($1.count) }
+        let boundary = PageAllocator.highmemStart(ram, highmemPages: config.highmem >> UInt64(PAGE_SHIFT))
+        let normal = ram.compactMap { $0.clamped(to: 0..<boundary).nonEmpty }
+        let high = ram.compactMap { $0.clamped(to: boundary..<UInt64.max).nonEmpty }
+        var zones = [Zone(name: "Normal", spans: normal, cpus: config.cpus)]
+        if !high.isEmpty { zones.append(Zone(name: "HighMem", spans: high, cpus: config.cpus)) }
+        self.zones = zones
+        for zone in zones {
+            for span in zone.spans { try addFreeRange(span, to: zone) }
+        }
     }
 
-    /// Allocates `1 << order` contiguous frames (`alloc_pages`).
-    public func allocPages(order: Int) throws(KernelError) -> Pfn {
-        guard order == 0 else {
-            throw KernelError(.EINVAL, "order \(order) is not supported by this allocator")
+    /// RAM as maximal runs of contiguous frames, so that blocks merge
+    /// across adjacent regions.
+    private static func ramSpans(_ regions: [MemoryRegion]) -> [Range<UInt64>] {
+        var spans: [Range<UInt64>] = []
+        for r in regions where r.kind == .ram {
+            let span = r.startPfn.rawValue..<r.endPfn.rawValue
+            if let last = spans.last, last.upperBound == span.lowerBound {
+                spans[spans.count - 1] = last.lowerBound..<span.upperBound
+            } else {
+                spans.append(span)
+            }
         }
-        guard freePages > 0 else { throw KernelError(.ENOMEM, "out of memory: no free pages") }
-        freePages -= 1
-        if let pfn = freed.popLast() { return pfn }
-        while memory.regions[region].kind != .ram || cursor == memory.regions[region].pageCount {
-            region += 1
-            cursor = 0
-        }
-        cursor += 1
-        return memory.regions[region].startPfn + (cursor - 1)
+        return spans
     }
 
-    /// Returns frames to the allocator (`__free_pages`).
-    public func freePages(_ pfn: Pfn, order: Int) {
-        freed.append(pfn)
-        freePages += 1
+    /// The first pfn of HighMem: the top `highmemPages` of RAM.
+    private static func highmemStart(_ ram: [Range<UInt64>], highmemPages: UInt64) -> UInt64 {
+        var left = highmemPages
+        for span in ram.reversed() {
+            if left == 0 { return span.upperBound }
+            if UInt64(span.count) >= left { return span.upperBound - left }
+            left -= UInt64(span.count)
+        }
+        return ram.first?.lowerBound ?? 0
     }
+
+    /// Frees a range at boot as memblock does: the largest aligned blocks.
+    private func addFreeRange(_ span: Range<UInt64>, to zone: Zone) throws(KernelError) {
+        var pfn = span.lowerBound
+        let maxBlock = UInt64(1) << MAX_ORDER
+        while pfn < span.upperBound {
+            let alignment = pfn == 0 ? MAX_ORDER : min(MAX_ORDER, pfn.trailingZeroBitCount)
+            var order = min(alignment, Int.bitWidth - 1 - Int(span.upperBound - pfn).leadingZeroBitCount)
+            order = min(order, MAX_ORDER)
+            if order == MAX_ORDER {
+                // A run of whole max-order blocks stays pristine.
+                let end = span.upperBound & ~(maxBlock - 1)
+                zone.pristine.append(pfn..<end)
+                zone.pristineBlocks += Int((end - pfn) >> UInt64(MAX_ORDER))
+                zone.freePages += end - pfn
+                pfn = end
+                continue
+            }
+            let page = try memory.page(Pfn(pfn))
+            page.pointee.flags = StructPage.Flag.buddy
+            page.pointee.order = UInt8(order)
+            addToFreeList(pfn, order: order, zone: zone, tail: true)
+            zone.freePages += UInt64(1) << UInt64(order)
+            pfn += UInt64(1) << UInt64(order)
+        }
+    }
+
+    // MARK: Allocation
+
+    /// Allocates `1 << order` frames (`alloc_pages`). Order-0 pages come from
+    /// the per-CPU list. When nothing is free and `gfp` may sleep, the
+    /// per-CPU lists are drained and the shrinkers run, then the collector,
+    /// before ENOMEM. An injected failure is final.
+    public func allocPages(_ gfp: Gfp, order: Int, site: Site = .unknown) throws(KernelError) -> Pfn {
+        guard (0...MAX_ORDER).contains(order) else {
+            throw KernelError(.EINVAL, "order \(order) is out of range (0 to \(MAX_ORDER))")
+        }
+        if faultInjection?.shouldFailAllocPage(gfp, order: order, random: &random) == true {
+            throw KernelError(.ENOMEM, "fail_page_alloc: injected failure of an order-\(order) allocation")
+        }
+        var pfn = try allocate(gfp, order: order)
+        if pfn == nil, gfp.allowsBlocking {
+            drainPages()
+            for shrinker in shrinkers { _ = shrinker.scanObjects(shrinker.countObjects()) }
+            pfn = try allocate(gfp, order: order)
+            if pfn == nil, let collector {
+                collector()
+                drainPages()
+                pfn = try allocate(gfp, order: order)
+            }
+        }
+        guard let pfn else {
+            throw KernelError(.ENOMEM, "out of memory: no free block of order \(order) (\(freePages) pages free)")
+        }
+        prepare(pfn, order: order, gfp: gfp)
+        pressurePages += 1 << order
+        if pressurePages >= pressureBatch, let pressure {
+            let pages = pressurePages
+            pressurePages = 0
+            pressure(pages)
+        }
+        return pfn
+    }
+
+    /// Tries the zones `gfp` may use, in zonelist order: HighMem first when
+    /// `__GFP_HIGHMEM` allows it, then Normal.
+    private func allocate(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
+        if gfp.contains(.highmem), zones.count > 1, let pfn = try allocate(from: zones[1], order: order) {
+            return Pfn(pfn)
+        }
+        return try allocate(from: zones[0], order: order).map { Pfn($0) }
+    }
+
+    private func allocate(from zone: Zone, order: Int) throws(KernelError) -> UInt64? {
+        try order == 0 ? allocatePcp(zone) : removeSmallest(zone, order: order)
+    }
+
+    /// `rmqueue_pcplist`: the head of this CPU's list, refilled by a batch
+    /// from the buddy allocator when empty (what is left, if less).
+    private func allocatePcp(_ zone: Zone) throws(KernelError) -> UInt64? {
+        let cpu = currentCpu
+        if zone.pcp[cpu].isEmpty {
+            var refill: [UInt32] = []
+            for _ in 0..<zone.batch {
+                guard let pfn = try removeSmallest(zone, order: 0) else { break }
+                memory.existingPage(Pfn(pfn))?.pointee.flags = StructPage.Flag.pcp
+                refill.append(UInt32(pfn))
+            }
+            zone.pcp[cpu] = refill.reversed()
+        }
+        guard let pfn = zone.pcp[cpu].popLast() else { return nil }
+        return UInt64(pfn)
+    }
+
+    /// `__rmqueue_smallest`: the smallest free block that fits, split down
+    /// to `order` with the upper halves returned to the free lists.
+    private func removeSmallest(_ zone: Zone, order: Int) throws(KernelError) -> UInt64? {
+        for current in order...MAX_ORDER {
+            var pfn: UInt64
+            if zone.freeLists[current].count > 0 {
+                pfn = UInt64(zone.freeLists[current].head)
+                removeFromFreeList(pfn, order: current, zone: zone)
+            } else if current == MAX_ORDER, let range = zone.pristine.first {
+                pfn = range.lowerBound
+                _ = try memory.page(Pfn(pfn))  // the block's section, before anything changes
+                let next = pfn + (UInt64(1) << UInt64(MAX_ORDER))
+                if next == range.upperBound { zone.pristine.removeFirst() } else { zone.pristine[0] = next..<range.upperBound }
+                zone.pristineBlocks -= 1
+            } else {
+                continue
+            }
+            zone.freePages -= UInt64(1) << UInt64(current)
+            // expand(): hand back the upper halves. A block never crosses a
+            // section, so their page structs exist.
+            var size = UInt64(1) << UInt64(current)
+            var high = current
+            while high > order {
+                high -= 1
+                size >>= 1
+                guard let buddy = memory.existingPage(Pfn(pfn + size)) else { continue }
+                buddy.pointee.flags = StructPage.Flag.buddy
+                buddy.pointee.order = UInt8(high)
+                addToFreeList(pfn + size, order: high, zone: zone, tail: false)
+                zone.freePages += size
+            }
+            return pfn
+        }
+        return nil
+    }
+
+    /// `prep_new_page`: marks the block allocated, one reference on its head.
+    private func prepare(_ pfn: Pfn, order: Int, gfp: Gfp) {
+        generation &+= 1
+        let count = 1 << order
+        var flags = StructPage.Flag.allocated
+        if gfp.contains(.comp) { flags |= StructPage.Flag.compound }
+        for i in 0..<count {
+            // The block came off a free list or a pristine block whose section exists.
+            guard let page = memory.existingPage(pfn + UInt64(i)) else { continue }
+            page.pointee.flags = i == 0 ? flags | StructPage.Flag.head : flags
+            page.pointee.generation = generation
+            page.pointee.refcount = i == 0 ? 1 : 0
+            page.pointee.order = i == 0 ? UInt8(order) : 0
+        }
+        if (gfp.contains(.zero) || initOnAlloc) && !initOnFree, let base = memory.address(of: pfn) {
+            // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: count * PAGE_SIZE)
+        }
+    }
+
+    // MARK: Freeing
+
+    /// `__free_pages`: drops the reference the caller holds. At zero the
+    /// block is freed; a block that is not compound frees all but its first
+    /// page while others still reference that one.
+    public func freePages(_ pfn: Pfn, order: Int, site: Site = .unknown) throws(KernelError) {
+        let head = try checkedHead(pfn, "__free_pages")
+        guard Int(head.pointee.order) == order else {
+            throw KernelError.bug("__free_pages of pfn \(pfn) with order \(order); it was allocated with order \(head.pointee.order)")
+        }
+        let compound = head.pointee.has(StructPage.Flag.compound)
+        head.pointee.refcount -= 1
+        if head.pointee.refcount == 0 {
+            freeBlock(pfn, order: Int(head.pointee.order), site: site)
+        } else if !compound && head.pointee.order > 0 {
+            var o = Int(head.pointee.order)
+            head.pointee.order = 0
+            while o > 0 {
+                o -= 1
+                freeBlock(pfn + (UInt64(1) << UInt64(o)), order: o, site: site)
+            }
+        }
+    }
+
+    /// `get_page`: another reference to an allocated head page.
+    public func getPage(_ pfn: Pfn) throws(KernelError) {
+        try checkedHead(pfn, "get_page").pointee.refcount += 1
+    }
+
+    /// `put_page`: drops a reference; the block is freed at zero.
+    public func putPage(_ pfn: Pfn, site: Site = .unknown) throws(KernelError) {
+        let head = try checkedHead(pfn, "put_page")
+        head.pointee.refcount -= 1
+        if head.pointee.refcount == 0 { freeBlock(pfn, order: Int(head.pointee.order), site: site) }
+    }
+
+    /// `page_ref_count`: 0 for a frame that is not an allocated head.
+    public func refcount(_ pfn: Pfn) -> Int {
+        guard let page = memory.existingPage(pfn), page.pointee.has(StructPage.Flag.head) else { return 0 }
+        return Int(page.pointee.refcount)
+    }
+
+    private func checkedHead(_ pfn: Pfn, _ what: String) throws(KernelError) -> UnsafeMutablePointer<StructPage> {
+        guard memory.isManaged(pfn), let page = memory.existingPage(pfn),
+              page.pointee.has(StructPage.Flag.head), page.pointee.refcount > 0 else {
+            throw KernelError.bug("\(what) of pfn \(pfn), which is not an allocated page")
+        }
+        return page
+    }
+
+    /// `free_the_page`: poisons (or zeroes, with init_on_free) and returns
+    /// the block: order 0 to this CPU's list, larger blocks to the buddy
+    /// allocator.
+    private func freeBlock(_ pfn: Pfn, order: Int, site: Site) {
+        let count = 1 << order
+        for i in 0..<count {
+            // The block was allocated, so its section exists.
+            guard let page = memory.existingPage(pfn + UInt64(i)) else { continue }
+            page.pointee.flags = 0
+            page.pointee.refcount = 0
+            page.pointee.order = 0
+            page.pointee.freedAt = site.id
+        }
+        if let base = memory.address(of: pfn) {
+            // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
+            base.initializeMemory(as: UInt8.self, repeating: initOnFree ? 0 : PageAllocator.poison,
+                                  count: count * PAGE_SIZE)
+        }
+        guard let zone = zones.first(where: { $0.contains(pfn.rawValue) }) else { return }
+        if order == 0 {
+            freePcp(pfn.rawValue, zone: zone)
+        } else {
+            freeOne(pfn.rawValue, order: order, zone: zone)
+        }
+    }
+
+    /// `free_unref_page`: onto this CPU's list; past `high`, a batch of the
+    /// coldest pages goes back to the buddy allocator.
+    private func freePcp(_ pfn: UInt64, zone: Zone) {
+        memory.existingPage(Pfn(pfn))?.pointee.flags = StructPage.Flag.pcp
+        let cpu = currentCpu
+        zone.pcp[cpu].append(UInt32(pfn))
+        if zone.pcp[cpu].count >= zone.high {
+            let cold = zone.pcp[cpu].prefix(zone.batch)
+            zone.pcp[cpu].removeFirst(cold.count)
+            for pfn in cold { freeOne(UInt64(pfn), order: 0, zone: zone) }
+        }
+    }
+
+    /// `__free_one_page`: merges with free buddies while it can, then goes
+    /// on the free list, at the tail when the next merge looks likely.
+    private func freeOne(_ pfn: UInt64, order: Int, zone: Zone) {
+        memory.existingPage(Pfn(pfn))?.pointee.flags = 0
+        var pfn = pfn, order = order
+        zone.freePages += UInt64(1) << UInt64(order)
+        var buddy = pfn
+        while order < MAX_ORDER {
+            buddy = pfn ^ (UInt64(1) << UInt64(order))
+            guard isFreeBuddy(buddy, order: order, zone: zone) else { break }
+            removeFromFreeList(buddy, order: order, zone: zone)
+            memory.existingPage(Pfn(buddy))?.pointee.flags = 0
+            pfn &= buddy
+            order += 1
+        }
+        guard let page = memory.existingPage(Pfn(pfn)) else { return }
+        page.pointee.flags = StructPage.Flag.buddy
+        page.pointee.order = UInt8(order)
+        // buddy_merge_likely: the block this one would merge into next has a free buddy.
+        var tail = false
+        if order < MAX_ORDER - 1 {
+            let higher = buddy & pfn
+            tail = isFreeBuddy(higher ^ (UInt64(1) << UInt64(order + 1)), order: order + 1, zone: zone)
+        }
+        addToFreeList(pfn, order: order, zone: zone, tail: tail)
+    }
+
+    private func isFreeBuddy(_ pfn: UInt64, order: Int, zone: Zone) -> Bool {
+        guard zone.contains(pfn), let page = memory.existingPage(Pfn(pfn)) else { return false }
+        return page.pointee.has(StructPage.Flag.buddy) && Int(page.pointee.order) == order
+    }
+
+    /// `drain_all_pages`: every per-CPU list back to the buddy allocator.
+    public func drainPages() {
+        for zone in zones {
+            for cpu in zone.pcp.indices {
+                let pages = zone.pcp[cpu]
+                zone.pcp[cpu] = []
+                for pfn in pages { freeOne(UInt64(pfn), order: 0, zone: zone) }
+            }
+        }
+    }
+
+    // MARK: Free lists, linked through struct page.
+
+    private func addToFreeList(_ pfn: UInt64, order: Int, zone: Zone, tail: Bool) {
+        guard let page = memory.existingPage(Pfn(pfn)) else { return }
+        let p = UInt32(pfn)
+        var list = zone.freeLists[order]
+        if list.count == 0 {
+            page.pointee.next = StructPage.none
+            page.pointee.prev = StructPage.none
+            list.head = p
+            list.tail = p
+        } else if tail {
+            page.pointee.prev = list.tail
+            page.pointee.next = StructPage.none
+            memory.existingPage(Pfn(UInt64(list.tail)))?.pointee.next = p
+            list.tail = p
+        } else {
+            page.pointee.next = list.head
+            page.pointee.prev = StructPage.none
+            memory.existingPage(Pfn(UInt64(list.head)))?.pointee.prev = p
+            list.head = p
+        }
+        list.count += 1
+        zone.freeLists[order] = list
+    }
+
+    private func removeFromFreeList(_ pfn: UInt64, order: Int, zone: Zone) {
+        guard let page = memory.existingPage(Pfn(pfn)) else { return }
+        var list = zone.freeLists[order]
+        let next = page.pointee.next, prev = page.pointee.prev
+        if prev == StructPage.none { list.head = next } else { memory.existingPage(Pfn(UInt64(prev)))?.pointee.next = next }
+        if next == StructPage.none { list.tail = prev } else { memory.existingPage(Pfn(UInt64(next)))?.pointee.prev = prev }
+        page.pointee.flags &= ~StructPage.Flag.buddy
+        list.count -= 1
+        zone.freeLists[order] = list
+    }
+
+    // MARK: Shrinkers and statistics
+
+    /// `register_shrinker`.
+    public func register(_ shrinker: Shrinker) { shrinkers.append(shrinker) }
+
+    /// `unregister_shrinker`.
+    public func unregister(_ shrinker: Shrinker) { shrinkers.removeAll { $0 === shrinker } }
+
+    /// Pages in the buddy free lists, per-CPU pages excluded.
+    public var freePages: UInt64 { zones.reduce(0) { $0 + $1.freePages } }
+    /// Pages on the per-CPU lists.
+    public var pcpPages: Int { zones.reduce(0) { $0 + $1.pcpPages } }
+    /// Free blocks per order, over all zones.
+    public var nrFree: [Int] { (0...MAX_ORDER).map { order in zones.reduce(0) { $0 + $1.nrFree(order) } } }
+
+    /// `/proc/buddyinfo`: a line per zone.
+    public var buddyinfo: String {
+        zones.filter { $0.managedPages > 0 }.map { zone in
+            let name = String(repeating: " ", count: max(0, 8 - zone.name.count)) + zone.name
+            return "Node 0, zone \(name) " + (0...MAX_ORDER).map { order in
+                let n = String(zone.nrFree(order))
+                return String(repeating: " ", count: max(0, 6 - n.count)) + n + " "
+            }.joined() + "\n"
+        }.joined()
+    }
+
+    /// Checks the invariants: every free list well linked and counted, its
+    /// blocks aligned, in their zone, flagged, and without a free buddy;
+    /// per-CPU pages flagged; the free page count adds up. A violation is a bug.
+    public func checkConsistency() throws(KernelError) {
+        for zone in zones {
+            var pages = UInt64(zone.pristineBlocks) << UInt64(MAX_ORDER)
+            for order in 0...MAX_ORDER {
+                var count = 0, pfn = zone.freeLists[order].head, prev = StructPage.none
+                while pfn != StructPage.none {
+                    let p = UInt64(pfn)
+                    guard let page = memory.existingPage(Pfn(p)), count <= Int(zone.managedPages) else {
+                        throw .bug("\(zone.name) free list \(order): pfn 0x\(String(p, radix: 16)) has no page struct")
+                    }
+                    guard page.pointee.has(StructPage.Flag.buddy), Int(page.pointee.order) == order,
+                          page.pointee.prev == prev, p & ((UInt64(1) << UInt64(order)) - 1) == 0, zone.contains(p) else {
+                        throw .bug("\(zone.name) free list \(order): block at pfn 0x\(String(p, radix: 16)) is corrupt")
+                    }
+                    if order < MAX_ORDER, isFreeBuddy(p ^ (UInt64(1) << UInt64(order)), order: order, zone: zone) {
+                        throw .bug("\(zone.name): free block at pfn 0x\(String(p, radix: 16)) has a free buddy of order \(order)")
+                    }
+                    count += 1
+                    prev = pfn
+                    pfn = page.pointee.next
+                }
+                guard count == zone.freeLists[order].count, prev == zone.freeLists[order].tail else {
+                    throw .bug("\(zone.name) free list \(order): \(count) blocks linked, \(zone.freeLists[order].count) counted")
+                }
+                pages += UInt64(count) << UInt64(order)
+            }
+            guard pages == zone.freePages else {
+                throw .bug("\(zone.name): \(pages) pages on the free lists, \(zone.freePages) counted free")
+            }
+            for list in zone.pcp {
+                for pfn in list where memory.existingPage(Pfn(UInt64(pfn)))?.pointee.has(StructPage.Flag.pcp) != true {
+                    throw .bug("\(zone.name): per-CPU page 0x\(String(pfn, radix: 16)) is not flagged")
+                }
+            }
+        }
+    }
+
+    /// The zone holding a managed frame.
+    public func zone(of pfn: Pfn) -> Zone? { zones.first { $0.contains(pfn.rawValue) } }
+
+    /// Whether a frame is part of an allocated block, and which allocation.
+    func allocation(of pfn: Pfn) -> (allocated: Bool, generation: UInt32, freedAt: Site) {
+        guard let page = memory.existingPage(pfn) else { return (false, 0, .unknown) }
+        return (page.pointee.has(StructPage.Flag.allocated), page.pointee.generation, Site(id: page.pointee.freedAt))
+    }
+}
+
+extension Range where Bound == UInt64 {
+    var nonEmpty: Range? { isEmpty ? nil : self }
 }

@@ -5,7 +5,7 @@ import Darwin
 #endif
 
 /// What a range of physical addresses is (the e820 / `memmap=` types).
-public enum MemoryKind: String, Sendable {
+public enum MemoryKind: String, Sendable, CaseIterable {
     /// RAM the page allocator hands out.
     case ram
     /// RAM with page structs and a direct mapping that the allocator never
@@ -28,27 +28,30 @@ public struct MemoryRegion: Equatable, Sendable {
 
     public var end: PhysAddr { PhysAddr(start.rawValue + size) }
     public var startPfn: Pfn { start.pfn }
+    public var endPfn: Pfn { end.pfn }
     public var pageCount: UInt64 { size >> UInt64(PAGE_SHIFT) }
-    public func contains(_ pfn: Pfn) -> Bool {
-        pfn >= startPfn && pfn.rawValue < startPfn.rawValue + pageCount
-    }
+    public func contains(_ pfn: Pfn) -> Bool { pfn >= startPfn && pfn < endPfn }
 }
 
-/// The machine's physical memory and its direct map.
+/// The machine's physical memory: its map, the host memory behind RAM and
+/// reserved regions, and their `struct page`s.
 ///
-/// RAM and reserved regions are backed by anonymous mappings that the host
-/// populates on first touch, so a machine with 64 GiB costs what it uses.
+/// RAM and reserved regions are backed by anonymous mappings the host
+/// populates on first touch, and page structs are allocated a section at a
+/// time when first used, so a machine with 64 GiB costs what it uses.
 ///
 /// # Invariants
 ///
-/// `backing[i]` maps all of `regions[i]` when it is RAM or reserved, and is
-/// `nil` for MMIO. Regions are page aligned, sorted and disjoint.
+/// Regions are page aligned, sorted, disjoint and below `maxPhysAddr`.
+/// `backing[i]` maps all of `regions[i]` unless it is MMIO (`nil`).
 public final class PhysicalMemory {
     public let regions: [MemoryRegion]
     private let backing: [UnsafeMutableRawPointer?]
+    private var sections: [UnsafeMutablePointer<StructPage>?]
 
     init(regions: [MemoryRegion]) throws(KernelError) {
         self.regions = regions
+        sections = Array(repeating: nil, count: Int(maxPhysAddr >> UInt64(PAGE_SHIFT + sectionShift)))
         var backing: [UnsafeMutableRawPointer?] = []
         for region in regions {
             guard region.kind != .mmio else {
@@ -71,18 +74,69 @@ public final class PhysicalMemory {
             // SAFETY: `p` is the mapping `init` made for exactly this region.
             if let p { munmap(p, Int(region.size)) }
         }
+        for case let section? in sections { free(section) }
     }
 
-    /// The index of the region holding `pfn`.
-    public func regionIndex(of pfn: Pfn) -> Int? {
-        regions.firstIndex { $0.contains(pfn) }
+    /// The region holding `pfn`.
+    public func region(of pfn: Pfn) -> MemoryRegion? {
+        regionIndex(of: pfn).map { regions[$0] }
     }
 
-    /// The direct-map address of a RAM or reserved frame (`page_address`).
+    func regionIndex(of pfn: Pfn) -> Int? {
+        var lo = 0, hi = regions.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if regions[mid].endPfn <= pfn { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < regions.count && regions[lo].contains(pfn) ? lo : nil
+    }
+
+    /// Whether `pfn` has a `struct page` (`pfn_valid`): RAM or reserved.
+    public func pfnValid(_ pfn: Pfn) -> Bool {
+        guard let kind = region(of: pfn)?.kind else { return false }
+        return kind != .mmio
+    }
+
+    /// Whether `pfn` is System RAM (`page_is_ram`); reserved RAM counts.
+    public func pageIsRam(_ pfn: Pfn) -> Bool { pfnValid(pfn) }
+
+    /// Whether `pfn` is RAM the allocator manages.
+    func isManaged(_ pfn: Pfn) -> Bool { region(of: pfn)?.kind == .ram }
+
+    /// The host memory behind a valid frame: what the direct map and
+    /// kmap both reach.
     public func address(of pfn: Pfn) -> UnsafeMutableRawPointer? {
         guard let i = regionIndex(of: pfn), let base = backing[i] else { return nil }
         let offset = (pfn.rawValue - regions[i].startPfn.rawValue) << UInt64(PAGE_SHIFT)
         // SAFETY: `pfn` lies in region `i`, so the offset is inside its mapping.
         return base + Int(offset)
     }
+
+    /// The `struct page` of a valid frame if its section exists; a missing
+    /// section holds only never-used frames.
+    @inline(__always)
+    func existingPage(_ pfn: Pfn) -> UnsafeMutablePointer<StructPage>? {
+        let index = Int(pfn.rawValue >> UInt64(sectionShift))
+        guard index < sections.count, let section = sections[index] else { return nil }
+        // SAFETY: a section holds `1 << sectionShift` entries and the mask keeps the index inside.
+        return section + Int(pfn.rawValue & UInt64((1 << sectionShift) - 1))
+    }
+
+    /// The `struct page` of a valid frame, allocating its section on first
+    /// use: ENOMEM when the host has no memory for it.
+    @inline(__always)
+    func page(_ pfn: Pfn) throws(KernelError) -> UnsafeMutablePointer<StructPage> {
+        if let page = existingPage(pfn) { return page }
+        let index = Int(pfn.rawValue >> UInt64(sectionShift))
+        let count = 1 << sectionShift
+        // calloc of this size maps zero pages lazily; zero is a never-used frame.
+        guard let raw = calloc(count, MemoryLayout<StructPage>.stride) else {
+            throw KernelError(.ENOMEM, "no host memory for the page structs of section \(index)")
+        }
+        sections[index] = raw.bindMemory(to: StructPage.self, capacity: count)
+        return try page(pfn)
+    }
+
+    /// Sections of page structs allocated so far.
+    public var allocatedSections: Int { sections.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
 }

@@ -11,12 +11,22 @@ extension Runtime {
             ("stats", DebugBindings.stats),
             ("leaks", DebugBindings.leaks),
             ("assert_no_leaks", DebugBindings.assertNoLeaks),
+            ("check", DebugBindings.check),
         ])
         lua.setField(-2, "debug")
     }
 }
 
 enum DebugBindings {
+    /// `check()`: the model's invariants (the page allocator's free lists
+    /// and counts); a violation is a bug error.
+    static let check: Binding = { L in
+        bind(L) { lua in
+            try lua.runtime.booted?.pageAllocator.checkConsistency()
+            return 0
+        }
+    }
+
     /// `live()` → `{Page=3, ...}`.
     static let live: Binding = { L in
         bind(L) { lua in
@@ -84,7 +94,7 @@ enum DebugBindings {
     private static let finishAssertNoLeaks: Finisher = { L, status, first in
         let lua = Lua(L)
         guard status == LUA_OK else { return MMLAB_RAISE }
-        _ = mmlab_gc(L, LUA_GCCOLLECT)
+        _ = mmlab_gc(L, LUA_GCCOLLECT, 0)
         let runtime = lua.runtime
         let mark = UInt64(bitPattern: lua_tointegerx(L, first - 2, nil))
         let leaks = runtime.booted?.accounting.leaks(since: mark) ?? []

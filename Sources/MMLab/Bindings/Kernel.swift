@@ -8,7 +8,7 @@ extension Runtime {
     func openKernel(_ lua: Lua) {
         let L = lua.L
         openErrors(lua)
-        for cls in [HandleClass.page, .pagePointer] { register(cls, in: lua) }
+        for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping] { register(cls, in: lua) }
 
         lua.newTable()
         lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))
@@ -79,6 +79,33 @@ extension Runtime {
 }
 
 extension Lua {
+    /// The regions of a `memmap` list at `idx`: `{start=, size=, type=}` each.
+    func memmap(_ idx: Int32, arg: Int32) throws -> [MemoryRegion] {
+        guard type(idx) == LUA_TTABLE else { throw fieldError(arg, "memmap", "list of regions") }
+        var regions: [MemoryRegion] = []
+        var i: lua_Integer = 1
+        while lua_rawgeti(L, idx, i) != LUA_TNIL {
+            let entry = top
+            let name = "memmap[\(i)]"
+            guard type(entry) == LUA_TTABLE else { throw fieldError(arg, name, "table") }
+            try checkFields(entry, arg: arg, known: ["start", "size", "type"])
+            getField(entry, "start")
+            let start = try size(-1, arg: arg, field: name + ".start")
+            getField(entry, "size")
+            let bytes = try size(-1, arg: arg, field: name + ".size")
+            getField(entry, "type")
+            let kindName = string(at: -1) ?? "ram"
+            guard let kind = MemoryKind(rawValue: kindName), isNoneOrNil(-1) || string(at: -1) != nil else {
+                throw LuaFailure.argument(arg, "field '\(name).type': \"ram\", \"reserved\" or \"mmio\" expected, got \(describe(-1))")
+            }
+            pop(4)
+            regions.append(MemoryRegion(start: PhysAddr(start), size: bytes, kind: kind))
+            i += 1
+        }
+        pop()
+        return regions
+    }
+
     /// Sets each binding as a field of the table on top.
     func setFunctions(_ functions: [(String, Binding)]) {
         for (name, fn) in functions {
@@ -97,22 +124,35 @@ extension Lua {
 }
 
 enum KernelBindings {
-    /// `kernel.boot{memory=, cpus=, seed=}`.
+    /// `kernel.boot{memory=, cpus=, seed=, memmap=, highmem=, init_on_alloc=, init_on_free=}`.
     static let boot: Binding = { L in
         bind(L) { lua in
             var config = lua.runtime.configuration.machine
             if !lua.isNoneOrNil(1) {
                 try lua.checkTable(1)
-                try lua.checkFields(1, arg: 1, known: ["memory", "cpus", "seed"])
-                lua.getField(1, "memory")
-                if !lua.isNoneOrNil(-1) { config.memory = try lua.size(-1, arg: 1, field: "memory") }
+                try lua.checkFields(1, arg: 1, known: [
+                    "memory", "cpus", "seed", "memmap", "highmem", "init_on_alloc", "init_on_free",
+                ])
+                var memory: UInt64?
+                if lua.getField(1, "memory") > LUA_TNIL { memory = try lua.size(-1, arg: 1, field: "memory") }
+                lua.pop()
+                if lua.getField(1, "memmap") > LUA_TNIL {
+                    let regions = try lua.memmap(lua.top, arg: 1)
+                    config.memmap = regions
+                    config.memory = MachineConfig.ram(regions)
+                }
+                lua.pop()
+                if let memory { config.memory = memory }
+                if lua.getField(1, "highmem") > LUA_TNIL { config.highmem = try lua.size(-1, arg: 1, field: "highmem") }
                 lua.pop()
                 config.cpus = try lua.integerField(1, "cpus", arg: 1, default: config.cpus) ?? config.cpus
                 if let seed = try lua.integerField(1, "seed", arg: 1, default: nil) {
                     config.seed = UInt64(bitPattern: Int64(seed))
                 }
+                config.initOnAlloc = try lua.booleanField(1, "init_on_alloc", arg: 1, default: false)
+                config.initOnFree = try lua.booleanField(1, "init_on_free", arg: 1, default: false)
             }
-            _ = try lua.runtime.boot(config)
+            try lua.runtime.boot(config)
             return 0
         }
     }
@@ -120,15 +160,21 @@ enum KernelBindings {
     /// `kernel.machine()` → the configuration as a table.
     static let machine: Binding = { L in
         bind(L) { lua in
-            let machine = try lua.runtime.machine()
+            let machine = try lua.machine()
             let config = machine.config
-            lua.newTable(hash: 4)
+            lua.newTable(hash: 7)
             lua.push(config.memory)
             lua.setField(-2, "memory")
             lua.push(config.cpus)
             lua.setField(-2, "cpus")
             lua.push(config.seed)
             lua.setField(-2, "seed")
+            lua.push(config.highmem)
+            lua.setField(-2, "highmem")
+            lua.push(config.initOnAlloc)
+            lua.setField(-2, "init_on_alloc")
+            lua.push(config.initOnFree)
+            lua.setField(-2, "init_on_free")
             lua.newTable(array: Int32(machine.memory.regions.count))
             for (i, region) in machine.memory.regions.enumerated() {
                 lua.newTable(hash: 3)

@@ -14,22 +14,41 @@ extension Runtime {
         lua.setField(-2, "gfp")
 
         lua.newTable()
-        lua.setConstants([("MAX_ORDER", 10)])
+        lua.setConstants([("MAX_ORDER", MAX_ORDER), ("POISON", Int(PageAllocator.poison))])
+        lua.setFunctions([
+            ("stats", MemoryBindings.stats),
+            ("buddyinfo", MemoryBindings.buddyinfo),
+            ("drain_pages", MemoryBindings.drainPages),
+            ("pfn_valid", MemoryBindings.pfnValid),
+            ("page_is_ram", MemoryBindings.pageIsRam),
+            ("phys_to_pfn", MemoryBindings.physToPfn),
+            ("pfn_to_phys", MemoryBindings.pfnToPhys),
+            ("fail_page_alloc", MemoryBindings.failPageAlloc),
+        ])
         lua.setField(-2, "mem")
 
         lua.newTable()
         lua.newTable()
-        lua.setFunctions([("alloc_page", MemoryBindings.allocPage)])
+        lua.setFunctions([("alloc_page", MemoryBindings.allocPage), ("alloc_pages", MemoryBindings.allocPages)])
         lua.setField(-2, "Page")
+        lua.setFunctions([
+            ("into_phys", MemoryBindings.intoPhys),
+            ("from_phys", MemoryBindings.fromPhys),
+            ("borrow_phys", MemoryBindings.borrowPhys),
+            ("borrow_phys_unchecked", MemoryBindings.borrowPhysUnchecked),
+        ])
         lua.setField(-2, "page")
     }
 }
 
 extension Lua {
-    /// The page behind the live `Page` handle at `arg`.
+    /// The page behind the live `Page` or `BorrowedPage` handle at `arg`.
     @inline(__always)
-    func page(_ arg: Int32) throws -> Page {
-        try object(arg, .page, as: Page.self)
+    func page(_ arg: Int32) throws -> any PageAccess {
+        if let h = mmlab_tohandle(L, arg), h.pointee.type == HandleType.borrowedPage.rawValue {
+            return try object(arg, .borrowedPage, as: BorrowedPage.self)
+        }
+        return try object(arg, .page, as: Page.self)
     }
 
     /// `gfp` flags at `arg`, GFP_KERNEL when absent. Bits the kernel does
@@ -42,28 +61,35 @@ extension Lua {
         return Gfp(rawValue: UInt32(value))
     }
 
-    /// A size: bytes as an integer, or a string with a K/M/G suffix.
+    /// A size or address: an integer (unsigned), or a string with a K/M/G/T
+    /// suffix. `what` names it in the error.
     func size(_ idx: Int32, arg: Int32, field: String) throws(LuaFailure) -> UInt64 {
         if lua_isinteger(L, idx) != 0 {
-            let value = lua_tointegerx(L, idx, nil)
-            if value >= 0 { return UInt64(value) }
+            return UInt64(bitPattern: lua_tointegerx(L, idx, nil))
         } else if let text = string(at: idx), let bytes = MachineConfig.parseSize(text) {
             return bytes
         }
         throw .argument(arg, "field '\(field)': size expected (bytes, or a string such as \"256M\"), got \(describe(idx))")
+    }
+
+    /// A physical address argument.
+    func physAddr(_ arg: Int32) throws(LuaFailure) -> PhysAddr {
+        PhysAddr(UInt64(bitPattern: Int64(try integer(arg))))
     }
 }
 
 /// The pointer `with_pointer_into_page` passes to its callback: valid for
 /// `length` bytes, only during the call.
 final class PagePointer: CustomStringConvertible {
-    let page: Page
+    let page: any PageAccess
+    let mapping: KmapMapping
     let pointer: UnsafeMutableRawPointer
     let offset: Int
     let length: Int
 
-    init(page: Page, pointer: UnsafeMutableRawPointer, offset: Int, length: Int) {
+    init(page: any PageAccess, mapping: KmapMapping, pointer: UnsafeMutableRawPointer, offset: Int, length: Int) {
         self.page = page
+        self.mapping = mapping
         self.pointer = pointer
         self.offset = offset
         self.length = length
@@ -78,7 +104,8 @@ final class PagePointer: CustomStringConvertible {
         guard uoff <= size, ulen <= size, uoff + ulen <= size else {
             throw KernelError.bug("out of bounds: \(what) of \(len) bytes at offset \(off) through \(self), valid for \(length) bytes")
         }
-        // SAFETY: `off + len <= length`, and the pointer is valid for `length` bytes while the handle lives.
+        try page.checkAccess()
+        // SAFETY: `off + len <= length`, and the pointer is valid for `length` bytes while mapped.
         return pointer + off
     }
 }
@@ -96,21 +123,178 @@ enum MemoryBindings {
     static let allocPage: Binding = { L in
         bind(L) { lua in
             let gfp = try lua.gfp(1)
-            let runtime = lua.runtime
-            let page = try Page.allocPage(runtime.machine(), gfp, site: runtime.currentSite(lua))
-            lua.pushHandle(page, .page)
+            let machine = try lua.machine()
+            lua.pushHandle(try Page.allocPage(machine, gfp, site: lua.runtime.currentSite(lua)), .page)
+            return 1
+        }
+    }
+
+    /// `Page.alloc_pages(gfp, order)`.
+    static let allocPages: Binding = { L in
+        bind(L) { lua in
+            let gfp = try lua.gfp(1)
+            let order = try lua.integer(2)
+            let machine = try lua.machine()
+            lua.pushHandle(try Page.allocPages(machine, gfp, order: order, site: lua.runtime.currentSite(lua)), .page)
+            return 1
+        }
+    }
+
+    /// `kernel.page.into_phys(p)` → physical address; `p` is moved.
+    static let intoPhys: Binding = { L in
+        bind(L) { lua in
+            let h = try lua.handle(1, .page)
+            guard h.pointee.borrows == 0 else {
+                throw KernelError.bug("into_phys of \(Handles.describe(h)) while it is borrowed")
+            }
+            let page = try lua.object(1, .page, as: Page.self)
+            let pa = try Page.intoPhys(page)
+            lua.end(1, h, as: .moved)
+            lua.push(pa.rawValue)
+            return 1
+        }
+    }
+
+    /// `kernel.page.from_phys(pa)` → the owned Page given away at `pa`.
+    static let fromPhys: Binding = { L in
+        bind(L) { lua in
+            let pa = try lua.physAddr(1)
+            lua.pushHandle(try Page.fromPhys(try lua.machine(), pa), .page)
+            return 1
+        }
+    }
+
+    /// `kernel.page.borrow_phys(pa)` → BorrowedPage or nil.
+    static let borrowPhys: Binding = { L in
+        bind(L) { lua in
+            let pa = try lua.physAddr(1)
+            guard let page = Page.borrowPhys(try lua.machine(), pa) else { return 0 }
+            lua.pushHandle(page, .borrowedPage, state: .borrowed)
+            return 1
+        }
+    }
+
+    /// `kernel.page.borrow_phys_unchecked(pa)` → BorrowedPage; a bug when invalid.
+    static let borrowPhysUnchecked: Binding = { L in
+        bind(L) { lua in
+            let pa = try lua.physAddr(1)
+            lua.pushHandle(try Page.borrowPhysUnchecked(try lua.machine(), pa), .borrowedPage, state: .borrowed)
+            return 1
+        }
+    }
+
+    /// `kernel.mem.stats()` → `{total_pages=, free_pages=, pcp_pages=, nr_free={[0]=...}}`.
+    static let stats: Binding = { L in
+        bind(L) { lua in
+            let allocator = try lua.machine().pageAllocator
+            lua.newTable(hash: 4)
+            lua.setConstants([
+                ("total_pages", Int(allocator.totalPages)), ("free_pages", Int(allocator.freePages)),
+                ("pcp_pages", allocator.pcpPages),
+            ])
+            let nrFree = allocator.nrFree
+            lua.newTable(array: Int32(nrFree.count))
+            for (order, n) in nrFree.enumerated() {
+                lua.push(n)
+                lua_rawseti(L, -2, lua_Integer(order))
+            }
+            lua.setField(-2, "nr_free")
+            return 1
+        }
+    }
+
+    /// `kernel.mem.buddyinfo()` → the lines of /proc/buddyinfo.
+    static let buddyinfo: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.machine().pageAllocator.buddyinfo)
+            return 1
+        }
+    }
+
+    /// `kernel.mem.drain_pages()`: every per-CPU list back to the buddy allocator.
+    static let drainPages: Binding = { L in
+        bind(L) { lua in
+            try lua.machine().pageAllocator.drainPages()
+            return 0
+        }
+    }
+
+    static let pfnValid: Binding = { L in
+        bind(L) { lua in
+            let pfn = try lua.integer(1)
+            let memory = try lua.machine().memory
+            lua.push(pfn >= 0 && memory.pfnValid(Pfn(UInt64(pfn))))
+            return 1
+        }
+    }
+
+    static let pageIsRam: Binding = { L in
+        bind(L) { lua in
+            let pfn = try lua.integer(1)
+            let memory = try lua.machine().memory
+            lua.push(pfn >= 0 && memory.pageIsRam(Pfn(UInt64(pfn))))
+            return 1
+        }
+    }
+
+    static let physToPfn: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.physAddr(1).pfn.rawValue)
+            return 1
+        }
+    }
+
+    static let pfnToPhys: Binding = { L in
+        bind(L) { lua in
+            lua.push(UInt64(bitPattern: Int64(try lua.integer(1))) << UInt64(PAGE_SHIFT))
+            return 1
+        }
+    }
+
+    /// `kernel.mem.fail_page_alloc{probability=100, interval=1, times=-1,
+    /// space=0, min_order=0, ignore_gfp_highmem=false, ignore_gfp_reclaim=false}`;
+    /// `fail_page_alloc(nil)` turns it off. Returns the failures injected
+    /// by the settings it replaces.
+    static let failPageAlloc: Binding = { L in
+        bind(L) { lua in
+            let allocator = try lua.machine().pageAllocator
+            var attr: FaultAttr?
+            if !lua.isNoneOrNil(1) {
+                try lua.checkTable(1)
+                try lua.checkFields(1, arg: 1, known: [
+                    "probability", "interval", "times", "space", "min_order", "ignore_gfp_highmem", "ignore_gfp_reclaim",
+                ])
+                let probability = try lua.integerField(1, "probability", arg: 1, default: 100) ?? 100
+                let interval = try lua.integerField(1, "interval", arg: 1, default: 1) ?? 1
+                let times = try lua.integerField(1, "times", arg: 1, default: -1) ?? -1
+                let space = try lua.integerField(1, "space", arg: 1, default: 0) ?? 0
+                let minOrder = try lua.integerField(1, "min_order", arg: 1, default: 0) ?? 0
+                guard (0...100).contains(probability), interval >= 1, times >= -1, space >= 0,
+                      (0...MAX_ORDER + 1).contains(minOrder) else {
+                    throw KernelError(.EINVAL, "fail_page_alloc: probability is 0 to 100, interval at least 1, times -1 or more, space 0 or more, min_order 0 to \(MAX_ORDER + 1)")
+                }
+                attr = FaultAttr(
+                    probability: UInt64(probability), interval: UInt64(interval), times: times, space: space,
+                    minOrder: minOrder,
+                    ignoreGfpHighmem: try lua.booleanField(1, "ignore_gfp_highmem", arg: 1, default: false),
+                    ignoreGfpReclaim: try lua.booleanField(1, "ignore_gfp_reclaim", arg: 1, default: false))
+            }
+            lua.push(Int(allocator.faultInjection?.failures ?? 0))
+            allocator.faultInjection = attr
             return 1
         }
     }
 }
 
 extension HandleClass {
-    static let page = HandleClass(.page, methods: [
+    /// What `Page` and `BorrowedPage` handles share.
+    static let pageMethods: [(String, Binding)] = [
         ("size", { L in bind(L) { lua in lua.push(try lua.page(1).size); return 1 } }),
         ("order", { L in bind(L) { lua in lua.push(try lua.page(1).order); return 1 } }),
         ("pfn", { L in bind(L) { lua in lua.push(try lua.page(1).pfn.rawValue); return 1 } }),
         ("phys", { L in bind(L) { lua in lua.push(try lua.page(1).phys.rawValue); return 1 } }),
         ("nid", { L in bind(L) { lua in lua.push(try lua.page(1).nid); return 1 } }),
+        ("refcount", { L in bind(L) { lua in lua.push(try lua.page(1).refcount); return 1 } }),
         ("read_raw", { L in
             bind(L) { lua in
                 let page = try lua.page(1)
@@ -142,33 +326,67 @@ extension HandleClass {
         ("write_u32", { L in bind(L) { lua in try lua.page(1).write(UInt32(truncatingIfNeeded: lua.integer(3)), at: lua.integer(2)); return 0 } }),
         ("write_u64", { L in bind(L) { lua in try lua.page(1).write(UInt64(truncatingIfNeeded: lua.integer(3)), at: lua.integer(2)); return 0 } }),
         ("with_pointer_into_page", withPointerIntoPage),
-    ], drop: { lua, object, site in
-        // SAFETY: `.page` handles hold a Page (allocPage).
+        ("with_page_mapped", withPageMapped),
+    ]
+
+    static let page = HandleClass(.page, methods: pageMethods, drop: { lua, object, site in
+        // SAFETY: `.page` handles hold a Page (allocPage, allocPages, fromPhys).
         try unsafeDowncast(object, to: Page.self).free(site: site)
     })
 
+    /// Borrowed handles: dropping one releases nothing.
+    static let borrowedPage = HandleClass(.borrowedPage, methods: pageMethods)
+
     /// `p:with_pointer_into_page(off, len, fn)`: EINVAL without calling
-    /// `fn`, or `fn(ptr)`'s results; `ptr` expires when `fn` returns or raises.
+    /// `fn`, or `fn(ptr)`'s results. The page is mapped (a kmap_local slot)
+    /// for the call; `ptr` expires when `fn` returns or raises.
     private static let withPointerIntoPage: Binding = { L in
         bind(L) { lua in
             let page = try lua.page(1)
             let off = try lua.integer(2), len = try lua.integer(3)
             try lua.checkFunction(4)
             let pointer = try page.pointerIntoPage(off, len)
+            let mapping = try page.map()
             lua_settop(L, 4)
-            lua.pushHandle(PagePointer(page: page, pointer: pointer, offset: off, length: len),
+            lua.pushHandle(PagePointer(page: page, mapping: mapping, pointer: pointer, offset: off, length: len),
                            .pagePointer, state: .borrowed, lender: 1)  // 5
-            mmlab_pushfinisher(L, expirePointer)
+            mmlab_pushfinisher(L, unmapAfterCall)
             lua_pushvalue(L, 4)
             lua_pushvalue(L, 5)
             return MMLAB_PCALL_BASE - 1
         }
     }
 
-    private static let expirePointer: Finisher = { L, status, first in
+    /// `p:with_page_mapped(fn)`: `fn(map)`'s results; `map` (a kmap_local
+    /// mapping of the first page) expires when `fn` returns or raises.
+    private static let withPageMapped: Binding = { L in
+        bind(L) { lua in
+            let page = try lua.page(1)
+            try lua.checkFunction(2)
+            let mapping = try page.map()
+            lua_settop(L, 4)
+            lua.pushHandle(mapping, .mapping, state: .borrowed, lender: 1)  // 5, where unmapAfterCall looks
+            mmlab_pushfinisher(L, unmapAfterCall)
+            lua_pushvalue(L, 2)
+            lua_pushvalue(L, 5)
+            return MMLAB_PCALL_BASE - 1
+        }
+    }
+
+    /// After the callback of `with_pointer_into_page` or `with_page_mapped`:
+    /// the handle at 5 expires and its kmap_local slot is unmapped; the
+    /// callback's results or error pass through.
+    private static let unmapAfterCall: Finisher = { L, status, first in
         let lua = Lua(L)
-        if let h = mmlab_tohandle(L, 5), Handles.state(h) == .borrowed {
-            lua.end(5, h, as: .dropped, flags: HandleFlag.expired)
+        guard let h = mmlab_tohandle(L, 5) else { return status == LUA_OK ? lua.top - first + 1 : MMLAB_RAISE }
+        let object = Handles.object(h)
+        let mapping = (object as? PagePointer)?.mapping ?? (object as? KmapMapping)
+        if Handles.state(h) == .borrowed { lua.end(5, h, as: .dropped, flags: HandleFlag.expired) }
+        if let mapping, let machine = lua.runtime.booted {
+            do { try machine.kmap.unmap(mapping) } catch {
+                if status != LUA_OK { lua.pop() }
+                return lua.fail(error)
+            }
         }
         return status == LUA_OK ? lua.top - first + 1 : MMLAB_RAISE
     }
@@ -194,5 +412,27 @@ extension HandleClass {
             }
         }),
         ("len", { L in bind(L) { lua in lua.push(try lua.object(1, .pagePointer, as: PagePointer.self).length); return 1 } }),
+    ])
+
+    static let mapping = HandleClass(.mapping, methods: [
+        ("addr", { L in bind(L) { lua in lua.push(try lua.object(1, .mapping, as: KmapMapping.self).address); return 1 } }),
+        ("read", { L in
+            bind(L) { lua in
+                let map = try lua.object(1, .mapping, as: KmapMapping.self)
+                let off = try lua.integer(2), len = try lua.integer(3)
+                lua.push(bytes: try map.pointer(off, len), count: len)
+                return 1
+            }
+        }),
+        ("write", { L in
+            bind(L) { lua in
+                let map = try lua.object(1, .mapping, as: KmapMapping.self)
+                let data = try lua.bytes(2)
+                let p = try map.pointer(try lua.integer(3), data.count)
+                // SAFETY: `p` is valid for `data.count` bytes (bounds checked by the mapping).
+                UnsafeMutableRawBufferPointer(start: p, count: data.count).copyMemory(from: data)
+                return 0
+            }
+        }),
     ])
 }

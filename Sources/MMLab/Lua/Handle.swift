@@ -5,13 +5,17 @@ import MMCore
 /// Every native type that reaches Lua as a handle.
 enum HandleType: UInt16, CaseIterable {
     case page = 1
+    case borrowedPage
     case pagePointer
+    case mapping
 
     /// The name `__tostring`, `__name` and error messages use.
     var name: String {
         switch self {
         case .page: "Page"
+        case .borrowedPage: "BorrowedPage"
         case .pagePointer: "Pointer"
+        case .mapping: "Mapping"
         }
     }
 }

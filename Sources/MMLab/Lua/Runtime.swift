@@ -34,6 +34,8 @@ final class Runtime {
     /// The machine `kernel.boot` or first use created.
     private(set) var booted: Machine?
     private var closed = false
+    /// The thread that last entered the machine: the collector runs on it.
+    var activeL: OpaquePointer
     /// Where `test(name, fn)` reports, under `mmlab test`.
     var testReport: TestRunner.Report?
 
@@ -46,6 +48,7 @@ final class Runtime {
     init(configuration: Engine.Configuration) throws(EngineError) {
         guard let L = luaL_newstate() else { throw EngineError(message: "cannot create a Lua state: out of memory") }
         self.L = L
+        activeL = L
         self.configuration = configuration
         let count = Int((HandleType.allCases.map(\.rawValue).max() ?? 0) + 1)
         metatables = Array(repeating: LUA_NOREF, count: count)
@@ -77,15 +80,24 @@ final class Runtime {
     /// The machine, booted with the configured defaults on first use.
     func machine() throws(KernelError) -> Machine {
         if let booted { return booted }
-        let machine = try Machine(configuration.machine, sites: sites)
-        booted = machine
-        return machine
+        return try boot(configuration.machine)
     }
 
     /// `kernel.boot`: EBUSY once a machine is in use.
+    @discardableResult
     func boot(_ config: MachineConfig) throws(KernelError) -> Machine {
         guard booted == nil else { throw KernelError(.EBUSY, "the machine is already booted and in use") }
         let machine = try Machine(config, sites: sites)
+        // Native memory reaches the collector: pressure steps it as pages are
+        // allocated, and an allocation that would fail runs it in full first.
+        machine.pageAllocator.collector = { [weak self] in
+            guard let self, !self.closed else { return }
+            _ = mmlab_gc(self.activeL, LUA_GCCOLLECT, 0)
+        }
+        machine.pageAllocator.pressure = { [weak self] pages in
+            guard let self, !self.closed else { return }
+            _ = mmlab_gc(self.activeL, LUA_GCSTEP, Int32(clamping: pages * PAGE_SIZE / 1024))
+        }
         booted = machine
         return machine
     }
@@ -149,6 +161,14 @@ final class Runtime {
 }
 
 extension Lua {
+    /// The machine, booted on first use; the collector runs on this thread
+    /// if an allocation needs it.
+    func machine() throws(KernelError) -> Machine {
+        let runtime = self.runtime
+        runtime.activeL = L
+        return try runtime.machine()
+    }
+
     /// Fills `ar` for the first Lua frame above the running C function.
     func luaFrame(_ ar: inout lua_Debug) -> Bool {
         var level: Int32 = 1

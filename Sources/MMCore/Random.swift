@@ -1,0 +1,20 @@
+/// The machine's random numbers (`get_random_u32`), drawn from its seed so
+/// that a seed replays every choice: SplitMix64.
+public struct Random {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A number in `0 ..< bound` (`get_random_u32_below`); 0 when `bound` is 0.
+    public mutating func below(_ bound: UInt64) -> UInt64 {
+        bound == 0 ? 0 : next() % bound
+    }
+}

@@ -1,0 +1,154 @@
+-- The buddy allocator: boot state, split and merge, per-CPU lists, exhaustion.
+kernel.boot{memory = "64M"}
+local Page = kernel.page.Page
+local mem = kernel.mem
+
+local function same(a, b, path)
+  path = path or "stats"
+  if type(a) ~= "table" then return expect_eq(a, b, path) end
+  for k, v in pairs(a) do same(v, b[k], path .. "." .. tostring(k)) end
+  for k in pairs(b) do assert(a[k] ~= nil, path .. "." .. tostring(k) .. " appeared") end
+end
+
+local boot = mem.stats()
+
+test("at boot every RAM page is free, in the largest aligned blocks", function()
+  -- RAM is pfns 0x100-0x4100: an order-8 block, an order-9 block, 15 of
+  -- order 10 from 0x400, and an order-8 tail at 0x4000.
+  expect_eq(boot.total_pages, 16384)
+  expect_eq(boot.free_pages, 16384)
+  expect_eq(boot.pcp_pages, 0)
+  local want = {[0] = 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 15}
+  for order = 0, mem.MAX_ORDER do expect_eq(boot.nr_free[order], want[order], "order " .. order) end
+  expect_eq(mem.buddyinfo(),
+    "Node 0, zone   Normal      0      0      0      0      0      0      0      0      2      1     15 \n")
+  kernel.debug.check()
+end)
+
+test("every order until memory is exhausted, freed in another order, returns to boot", function()
+  local held = {}
+  for order = mem.MAX_ORDER, 0, -1 do
+    while true do
+      local ok, p = pcall(Page.alloc_pages, kernel.gfp.GFP_KERNEL, order)
+      if not ok then expect_eq(p.errno, "ENOMEM") break end
+      expect_eq(p:order(), order)
+      expect_eq(p:pfn() % (1 << order), 0, "blocks are aligned to their size")
+      held[#held + 1] = p
+    end
+  end
+  local s = mem.stats()
+  expect_eq(s.free_pages, 0)
+  expect_eq(s.pcp_pages, 0)
+  local pages = 0
+  for _, p in ipairs(held) do pages = pages + (1 << p:order()) end
+  expect_eq(pages, 16384, "every page was handed out")
+  kernel.debug.check()
+  -- Free in a shuffled order (the machine's seed decides it).
+  for i = #held, 2, -1 do
+    local j = math.random(i)
+    held[i], held[j] = held[j], held[i]
+  end
+  for i, p in ipairs(held) do
+    kernel.drop(p)
+    if i % 97 == 0 then kernel.debug.check() end
+  end
+  mem.drain_pages()
+  same(mem.stats(), boot)
+  kernel.debug.check()
+end)
+
+test("exhaustion is ENOMEM; freeing one page makes one allocation possible", function()
+  local held = {}
+  while true do
+    local ok, p = pcall(Page.alloc_page)
+    if not ok then
+      expect_eq(p.errno, "ENOMEM")
+      expect_eq(p.code, 12)
+      break
+    end
+    held[#held + 1] = p
+  end
+  expect_eq(#held, 16384, "the last refill takes what is left")
+  expect_error("ENOMEM", Page.alloc_pages, 0, 1)
+  kernel.drop(table.remove(held))
+  local p = Page.alloc_page()
+  expect_error("ENOMEM", Page.alloc_page)
+  kernel.drop(p)
+  for _, q in ipairs(held) do kernel.drop(q) end
+  mem.drain_pages()
+  same(mem.stats(), boot)
+end)
+
+test("order-0 pages go through the per-CPU list", function()
+  local p = Page.alloc_page()
+  local s = mem.stats()
+  -- 64M: batch 3 (zone_batchsize), so a refill of 3 and one handed out.
+  expect_eq(s.pcp_pages, 2)
+  expect_eq(s.free_pages, boot.free_pages - 3)
+  local pfn = p:pfn()
+  kernel.drop(p)
+  expect_eq(mem.stats().pcp_pages, 3)
+  local q = Page.alloc_page()
+  expect_eq(q:pfn(), pfn, "the hot page comes back first")
+  kernel.drop(q)
+  mem.drain_pages()
+  expect_eq(mem.stats().pcp_pages, 0)
+  same(mem.stats(), boot)
+end)
+
+test("a full per-CPU list returns a batch to the buddy allocator", function()
+  local held = {}
+  for i = 1, 40 do held[i] = Page.alloc_page() end
+  for i = 1, 40 do kernel.drop(held[i]) end
+  -- high is 6 * batch = 18: the list never reaches it.
+  assert(mem.stats().pcp_pages < 18, "pcp_pages " .. mem.stats().pcp_pages)
+  mem.drain_pages()
+  same(mem.stats(), boot)
+end)
+
+test("orders out of range are EINVAL", function()
+  for _, order in ipairs{-1, 11, 64, math.maxinteger, math.mininteger} do
+    expect_error("EINVAL", Page.alloc_pages, 0, order)
+  end
+  expect_error("number has no integer representation", Page.alloc_pages, 0, 1.5)
+  same(mem.stats(), boot)
+end)
+
+test("higher orders: size, bounds and accessors", function()
+  local p <close> = Page.alloc_pages(kernel.gfp.__GFP_ZERO, 2)
+  expect_eq(p:size(), 4 * 4096)
+  p:write_u64(4 * 4096 - 8, -1)
+  expect_eq(p:read_u64(4 * 4096 - 8), -1)
+  expect_eq(p:read_raw(4096, 4), "\0\0\0\0")
+  expect_error("EINVAL", p.read_u8, p, 4 * 4096)
+  expect_eq(#p:read_raw(0, p:size()), p:size())
+  expect_eq(p:refcount(), 1)
+end)
+
+test("freed memory is poisoned; __GFP_ZERO zeroes it", function()
+  local p = Page.alloc_page()
+  local pfn = p:pfn()
+  p:write_raw("secret", 0)
+  kernel.drop(p)
+  local q <close> = Page.alloc_page()
+  expect_eq(q:pfn(), pfn)
+  expect_eq(q:read_raw(0, 8), string.rep(string.char(mem.POISON), 8))
+  expect_eq(mem.POISON, 0x6b)
+  kernel.drop(q)
+  local z <close> = Page.alloc_page(kernel.gfp.GFP_KERNEL | kernel.gfp.__GFP_ZERO)
+  expect_eq(z:pfn(), pfn)
+  expect_eq(z:read_raw(0, 4096), string.rep("\0", 4096))
+end)
+
+test("pfn and physical address helpers", function()
+  expect_eq(mem.pfn_valid(0x100), true)
+  expect_eq(mem.pfn_valid(0x40ff), true)
+  expect_eq(mem.pfn_valid(0x4100), false)
+  expect_eq(mem.pfn_valid(0xff), false, "below RAM")
+  expect_eq(mem.pfn_valid(-1), false)
+  expect_eq(mem.page_is_ram(0x100), true)
+  expect_eq(mem.page_is_ram(0), false)
+  expect_eq(mem.phys_to_pfn(0x100fff), 0x100)
+  expect_eq(mem.phys_to_pfn(-1), (1 << 52) - 1, "unsigned")
+  expect_eq(mem.pfn_to_phys(0x100), 0x100000)
+end)

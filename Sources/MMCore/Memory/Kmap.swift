@@ -11,17 +11,18 @@ public final class KmapLocal {
     /// The top of the fixmap, below which kmap slots are placed.
     public static let fixaddrTop: UInt64 = 0xffff_ffff_ff7f_f000
 
-    public private(set) var stack: [KmapMapping] = []
+    public private(set) var stack: [KmapMapping] = [] {
+        didSet { depth = stack.count }
+    }
+    /// Mappings in place. Read by every page access: kept apart from the
+    /// stack, and without a dynamic exclusivity check.
+    @exclusivity(unchecked) public private(set) var depth = 0
 
     public init() {}
 
-    public var depth: Int { stack.count }
-
     /// Maps one page: a bug past `maxDepth` (`BUG_ON(idx >= KM_MAX_IDX)`).
     public func map(_ pfn: Pfn, pointer: UnsafeMutableRawPointer, highmem: Bool, cpu: Int) throws(KernelError) -> KmapMapping {
-        guard stack.count < KmapLocal.maxDepth else {
-            throw KernelError.bug("kmap_local_page: more than \(KmapLocal.maxDepth) nested mappings")
-        }
+        guard depth < KmapLocal.maxDepth else { throw KmapLocal.overflow() }
         let slot = UInt64(stack.count + cpu * KmapLocal.maxDepth)
         let address = highmem ? KmapLocal.fixaddrTop - slot * UInt64(PAGE_SIZE)
                               : KmapLocal.pageOffset + pfn.phys.rawValue
@@ -46,9 +47,12 @@ public final class KmapLocal {
     /// What an accessor's transient mapping needs: a free slot.
     @inlinable
     public func checkSlot() throws(KernelError) {
-        if stack.count >= KmapLocal.maxDepth {
-            throw KernelError.bug("kmap_local_page: more than \(KmapLocal.maxDepth) nested mappings")
-        }
+        if depth >= KmapLocal.maxDepth { throw KmapLocal.overflow() }
+    }
+
+    @usableFromInline
+    static func overflow() -> KernelError {
+        .bug("kmap_local_page: more than \(maxDepth) nested mappings")
     }
 }
 

@@ -4,9 +4,12 @@
 @inlinable
 public func checkPageBounds(_ off: Int, _ len: Int, size: Int) throws(KernelError) {
     let usize = UInt(bitPattern: size), uoff = UInt(bitPattern: off), ulen = UInt(bitPattern: len)
-    guard uoff <= usize, ulen <= usize, uoff + ulen <= usize else {
-        throw KernelError(.EINVAL, "offset \(off) + length \(len) exceeds the page (\(size))")
-    }
+    guard uoff <= usize, ulen <= usize, uoff + ulen <= usize else { throw pageBoundsError(off, len, size) }
+}
+
+@usableFromInline
+func pageBoundsError(_ off: Int, _ len: Int, _ size: Int) -> KernelError {
+    KernelError(.EINVAL, "offset \(off) + length \(len) exceeds the page (\(size))")
 }
 
 /// What `Page` and `BorrowedPage` share (a `BorrowedPage` derefs to a

@@ -45,10 +45,9 @@ extension Lua {
     /// The page behind the live `Page` or `BorrowedPage` handle at `arg`.
     @inline(__always)
     func page(_ arg: Int32) throws -> any PageAccess {
-        if let h = mmlab_tohandle(L, arg), h.pointee.type == HandleType.borrowedPage.rawValue {
-            return try object(arg, .borrowedPage, as: BorrowedPage.self)
-        }
-        return try object(arg, .page, as: Page.self)
+        let h = try handle(arg, .page, or: .borrowedPage)
+        if h.pointee.type == HandleType.page.rawValue { return object(h, as: Page.self) }
+        return object(h, as: BorrowedPage.self)
     }
 
     /// `gfp` flags at `arg`, GFP_KERNEL when absent. Bits the kernel does
@@ -147,7 +146,7 @@ enum MemoryBindings {
             guard h.pointee.borrows == 0 else {
                 throw KernelError.bug("into_phys of \(Handles.describe(h)) while it is borrowed")
             }
-            let page = try lua.object(1, .page, as: Page.self)
+            let page = lua.object(h, as: Page.self)
             let pa = try Page.intoPhys(page)
             lua.end(1, h, as: .moved)
             lua.push(pa.rawValue)
@@ -317,17 +316,42 @@ extension HandleClass {
                 return 0
             }
         }),
-        ("read_u8", { L in bind(L) { lua in lua.push(Int(try lua.page(1).read(UInt8.self, at: lua.integer(2)))); return 1 } }),
-        ("read_u16", { L in bind(L) { lua in lua.push(Int(try lua.page(1).read(UInt16.self, at: lua.integer(2)))); return 1 } }),
-        ("read_u32", { L in bind(L) { lua in lua.push(Int(try lua.page(1).read(UInt32.self, at: lua.integer(2)))); return 1 } }),
-        ("read_u64", { L in bind(L) { lua in lua.push(try lua.page(1).read(UInt64.self, at: lua.integer(2))); return 1 } }),
-        ("write_u8", { L in bind(L) { lua in try lua.page(1).write(UInt8(truncatingIfNeeded: lua.integer(3)), at: lua.integer(2)); return 0 } }),
-        ("write_u16", { L in bind(L) { lua in try lua.page(1).write(UInt16(truncatingIfNeeded: lua.integer(3)), at: lua.integer(2)); return 0 } }),
-        ("write_u32", { L in bind(L) { lua in try lua.page(1).write(UInt32(truncatingIfNeeded: lua.integer(3)), at: lua.integer(2)); return 0 } }),
-        ("write_u64", { L in bind(L) { lua in try lua.page(1).write(UInt64(truncatingIfNeeded: lua.integer(3)), at: lua.integer(2)); return 0 } }),
+        ("read_u8", { L in readInteger(L, UInt8.self) }),
+        ("read_u16", { L in readInteger(L, UInt16.self) }),
+        ("read_u32", { L in readInteger(L, UInt32.self) }),
+        ("read_u64", { L in readInteger(L, UInt64.self) }),
+        ("write_u8", { L in writeInteger(L, UInt8.self) }),
+        ("write_u16", { L in writeInteger(L, UInt16.self) }),
+        ("write_u32", { L in writeInteger(L, UInt32.self) }),
+        ("write_u64", { L in writeInteger(L, UInt64.self) }),
         ("with_pointer_into_page", withPointerIntoPage),
         ("with_page_mapped", withPageMapped),
     ]
+
+    /// `p:read_u8(off)` ... `p:read_u64(off)`: little-endian; u64 in two's
+    /// complement. Specialized per width here: only the bounds check goes
+    /// through the page's protocol.
+    @inline(__always)
+    private static func readInteger<T: FixedWidthInteger & UnsignedInteger>(_ L: OpaquePointer?, _: T.Type) -> Int32 {
+        bind(L) { lua in
+            let p = try lua.page(1).pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
+            // SAFETY: `pointerIntoPage` checked that `p` is valid for `MemoryLayout<T>.size` bytes.
+            lua.push(Int64(truncatingIfNeeded: T(littleEndian: p.loadUnaligned(as: T.self))))
+            return 1
+        }
+    }
+
+    /// `p:write_u8(off, v)` ... `p:write_u64(off, v)`: `v` truncated to the width.
+    @inline(__always)
+    private static func writeInteger<T: FixedWidthInteger & UnsignedInteger>(_ L: OpaquePointer?, _: T.Type) -> Int32 {
+        bind(L) { lua in
+            let value = T(truncatingIfNeeded: try lua.integer(3))
+            let p = try lua.page(1).pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
+            // SAFETY: `pointerIntoPage` checked that `p` is valid for `MemoryLayout<T>.size` bytes.
+            p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: T.self)
+            return 0
+        }
+    }
 
     static let page = HandleClass(.page, methods: pageMethods, drop: { lua, object, site in
         // SAFETY: `.page` handles hold a Page (allocPage, allocPages, fromPhys).

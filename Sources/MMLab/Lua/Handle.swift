@@ -92,25 +92,33 @@ enum Handles {
 }
 
 extension Lua {
-    /// The handle at `arg` if it is a live handle of `type`; otherwise the
-    /// argument error or the use-after-drop bug.
+    /// The handle at `arg` if it is a live handle of `type` (or of `or`);
+    /// otherwise the argument error or the use-after-drop bug.
     @inline(__always)
-    func handle(_ arg: Int32, _ type: HandleType) throws -> HandlePointer {
-        guard let h = mmlab_tohandle(L, arg), h.pointee.type == type.rawValue else {
+    func handle(_ arg: Int32, _ type: HandleType, or other: HandleType? = nil) throws -> HandlePointer {
+        guard let h = mmlab_tohandle(L, arg),
+              h.pointee.type == type.rawValue || h.pointee.type == other?.rawValue else {
             throw typeError(arg, type.name)
         }
-        guard h.pointee.state <= HandleState.borrowed.rawValue else { throw useAfterDrop(h) }
+        guard h.pointee.state <= HandleState.borrowed.rawValue, h.pointee.object != nil else {
+            throw useAfterDrop(h)
+        }
         return h
+    }
+
+    /// The object of the live handle `h` of a type created over a `T`.
+    @inline(__always)
+    func object<T: AnyObject>(_ h: HandlePointer, as: T.Type) -> T {
+        // SAFETY: `handle` checked the object is there, and handles of each
+        // type are only ever created over one class (see the binding that
+        // pushes them); the caller names that class.
+        Unmanaged<T>.fromOpaque(h.pointee.object.unsafelyUnwrapped).takeUnretainedValue()
     }
 
     /// The object of the live handle at `arg` of `type`.
     @inline(__always)
     func object<T: AnyObject>(_ arg: Int32, _ type: HandleType, as: T.Type = T.self) throws -> T {
-        let h = try handle(arg, type)
-        guard let p = h.pointee.object else { throw useAfterDrop(h) }
-        // SAFETY: handles of `type` are only ever created over a `T` (see the
-        // binding that pushes them), and a live handle holds its object.
-        return Unmanaged<T>.fromOpaque(p).takeUnretainedValue()
+        object(try handle(arg, type), as: T.self)
     }
 
     /// Any of our handles at `arg`, in any state.

@@ -1,0 +1,66 @@
+-- Benchmarks run by scripts/bench: each row measures mmlab and its baseline
+-- in the same run and prints the ratio against its target.
+-- Usage: MMLAB=path mmlab Benchmarks/bench.lua [N] [--json]
+local floor = require "floor"
+local N, json = 2000000, false
+for _, a in ipairs(arg) do
+  if a == "--json" then json = true else N = math.tointeger(tonumber(a)) or N end
+end
+local ROUNDS = 7
+
+-- ns per iteration of a(N) and b(N), best of ROUNDS each, interleaved.
+local function pair(a, b)
+  local best_a, best_b = math.huge, math.huge
+  for _ = 1, ROUNDS do
+    local t0 = os.clock() a(N) local t1 = os.clock() b(N) local t2 = os.clock()
+    best_a = math.min(best_a, t1 - t0)
+    best_b = math.min(best_b, t2 - t1)
+  end
+  return best_a / N * 1e9, best_b / N * 1e9
+end
+
+local rows = {}
+-- `ours` and `base` in `unit`; `ok` says whether the target is met.
+local function row(t) rows[#rows + 1] = t end
+
+-- A binding call: p:read_u8(0) against the C floor's b:read_u8(0).
+do
+  local p <close> = kernel.page.Page.alloc_page()
+  local b = floor.new()
+  local ours, base = pair(
+    function(n) for _ = 1, n do p:read_u8(0) end end,
+    function(n) for _ = 1, n do b:read_u8(0) end end)
+  local empty = pair(function(n) for _ = 1, n do end end, function(n) for _ = 1, n do end end)
+  for _, r in ipairs{{"p:read_u8(0) vs C lua_CFunction", ours, base},
+                     {"  the same, loop cost removed", ours - empty, base - empty}} do
+    row{name = r[1], ours = r[2], base = r[3], unit = "ns", ratio = r[2] / r[3], target = "<= 1.25x",
+        ok = r[2] / r[3] <= 1.25}
+  end
+  floor.free(b)
+end
+
+-- Resident memory: a 64 GiB machine with a page allocated, against the
+-- engine alone, measured in a child process.
+do
+  local mmlab = assert(os.getenv("MMLAB"), "set MMLAB to the mmlab binary")
+  local out = assert(io.popen(("%q -E Benchmarks/resident.lua 64G"):format(mmlab))):read("a")
+  local before, after = out:match("(%d+)%s+(%d+)")
+  before, after = tonumber(before) / 1024, tonumber(after) / 1024
+  row{name = "resident: 64 GiB machine + 1 page", ours = after, base = before, unit = "MiB",
+      ratio = after / before, target = "<= 64 MiB", ok = after <= 64}
+end
+
+if json then
+  local items = {}
+  for _, r in ipairs(rows) do
+    items[#items + 1] = ('{"name": %q, "mmlab": %.2f, "baseline": %.2f, "unit": %q, "ratio": %.3f, "target": %q, "met": %s}')
+      :format(r.name:gsub("^%s+", ""), r.ours, r.base, r.unit, r.ratio, r.target, tostring(r.ok))
+  end
+  print("[" .. table.concat(items, ",\n ") .. "]")
+else
+  print(("%-36s %11s %11s %8s %11s"):format("benchmark", "mmlab", "baseline", "ratio", "target"))
+  for _, r in ipairs(rows) do
+    print(("%-36s %8.1f%-3s %8.1f%-3s %7.2fx %11s  %s"):format(r.name, r.ours, r.unit, r.base, r.unit,
+      r.ratio, r.target, r.ok and "ok" or "MISSED"))
+  end
+end

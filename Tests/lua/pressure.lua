@@ -44,3 +44,52 @@ test("an atomic allocation does not reclaim", function()
   kernel.drop(Page.alloc_page(kernel.gfp.GFP_KERNEL))  -- may sleep: the collector frees some
   keep = nil
 end)
+
+test("a registered shrinker runs before the collector, and frees in batches", function()
+  collectgarbage()
+  local cache, calls = {}, {}
+  local s <close> = kernel.mem.register_shrinker{name = "cache",
+    count = function() return #cache end,
+    scan = function(n)
+      calls[#calls + 1] = n
+      local freed = 0
+      while freed < n and #cache > 0 do kernel.drop(table.remove(cache)) freed = freed + 1 end
+      return freed
+    end}
+  assert(tostring(s):match("^Shrinker{cache}$"), tostring(s))
+  while true do
+    local ok, p = pcall(kernel.page.Page.alloc_page, kernel.gfp.GFP_NOWAIT)
+    if not ok then break end
+    cache[#cache + 1] = p
+  end
+  local before = kernel.debug.stats().dropped_by_gc
+  local p <close> = kernel.page.Page.alloc_page()  -- may reclaim: the shrinker gives back a batch
+  expect_eq(#calls, 1)
+  expect_eq(calls[1], 128)
+  expect_eq(#cache, 2048 - 128)
+  expect_eq(kernel.debug.stats().dropped_by_gc, before, "the collector did not need to run")
+  for _, q in ipairs(cache) do kernel.drop(q) end
+  cache = {}
+end)
+
+test("a dropped shrinker is not called again; a failing one warns and frees nothing", function()
+  local called = 0
+  local s = kernel.mem.register_shrinker{count = function() called = called + 1 return 0 end, scan = function() return 0 end}
+  kernel.drop(s)
+  local bad <close> = kernel.mem.register_shrinker{count = function() error("broken cache") end, scan = function() return 0 end}
+  local keep = {}
+  while true do
+    local ok, p = pcall(kernel.page.Page.alloc_page)
+    if not ok then expect_eq(p.errno, "ENOMEM") break end
+    keep[#keep + 1] = p
+  end
+  expect_eq(called, 0)
+  for _, p in ipairs(keep) do kernel.drop(p) end
+end)
+
+test("register_shrinker wants both functions", function()
+  expect_error("field 'count': function expected, got nil", kernel.mem.register_shrinker, {scan = print})
+  expect_error("field 'scan': function expected, got number", kernel.mem.register_shrinker, {count = print, scan = 1})
+  expect_error("unknown field 'seeks'", kernel.mem.register_shrinker, {count = print, scan = print, seeks = 2})
+  expect_error("table expected", kernel.mem.register_shrinker)
+end)

@@ -195,9 +195,7 @@ public final class PageAllocator {
         }
         var pfn = try allocate(gfp, order: order)
         if pfn == nil, gfp.allowsBlocking {
-            drainPages()
-            for shrinker in shrinkers { _ = shrinker.scanObjects(shrinker.countObjects()) }
-            pfn = try allocate(gfp, order: order)
+            pfn = try reclaim(gfp, order: order)
             if pfn == nil, let collector {
                 collector()
                 drainPages()
@@ -215,6 +213,28 @@ public final class PageAllocator {
             pressure(pages)
         }
         return pfn
+    }
+
+    /// Direct reclaim: drains the per-CPU lists and runs the shrinkers as
+    /// `shrink_slab` does, scanning `freeable >> priority` objects (times 4,
+    /// over `DEFAULT_SEEKS`) in batches of `SHRINK_BATCH` while the
+    /// priority drops from `DEF_PRIORITY` to 0, retrying at each step.
+    private func reclaim(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
+        for priority in stride(from: 12, through: 0, by: -1) {
+            for shrinker in shrinkers {
+                let freeable = shrinker.countObjects()
+                guard freeable > 0 else { continue }
+                var total = (freeable >> priority) * 4 / 2
+                while total >= 128 || total >= freeable {
+                    let n = min(128, total)
+                    guard n > 0, shrinker.scanObjects(n) > 0 else { break }
+                    total -= n
+                }
+            }
+            drainPages()
+            if let pfn = try allocate(gfp, order: order) { return pfn }
+        }
+        return nil
     }
 
     /// Tries the zones `gfp` may use, in zonelist order: HighMem first when

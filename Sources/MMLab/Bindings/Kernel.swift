@@ -8,7 +8,7 @@ extension Runtime {
     func openKernel(_ lua: Lua) {
         let L = lua.L
         openErrors(lua)
-        for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping] { register(cls, in: lua) }
+        for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping, .shrinker] { register(cls, in: lua) }
 
         lua.newTable()
         lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))

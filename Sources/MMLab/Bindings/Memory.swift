@@ -24,6 +24,7 @@ extension Runtime {
             ("phys_to_pfn", MemoryBindings.physToPfn),
             ("pfn_to_phys", MemoryBindings.pfnToPhys),
             ("fail_page_alloc", MemoryBindings.failPageAlloc),
+            ("register_shrinker", MemoryBindings.registerShrinker),
         ])
         lua.setField(-2, "mem")
 
@@ -182,6 +183,30 @@ enum MemoryBindings {
         }
     }
 
+    /// `kernel.mem.register_shrinker{count=fn, scan=fn, name=}` → Shrinker;
+    /// dropping it unregisters it. `count()` returns how many objects could
+    /// be freed, `scan(n)` frees up to `n` and returns how many it freed.
+    static let registerShrinker: Binding = { L in
+        bind(L) { lua in
+            try lua.checkTable(1)
+            try lua.checkFields(1, arg: 1, known: ["count", "scan", "name"])
+            var refs: [Int32] = []
+            for field in ["count", "scan"] {
+                guard lua.getField(1, field) == LUA_TFUNCTION else {
+                    throw lua.fieldError(1, field, "function")
+                }
+                refs.append(luaL_ref(L, mmlab_registryindex()))
+            }
+            lua.getField(1, "name")
+            let name = lua.string(at: -1) ?? "lua"
+            let machine = try lua.machine()
+            let shrinker = LuaShrinker(runtime: lua.runtime, count: refs[0], scan: refs[1], name: name)
+            machine.pageAllocator.register(shrinker)
+            lua.pushHandle(shrinker, .shrinker)
+            return 1
+        }
+    }
+
     /// `kernel.mem.stats()` → `{total_pages=, free_pages=, pcp_pages=, nr_free={[0]=...}}`.
     static let stats: Binding = { L in
         bind(L) { lua in
@@ -285,7 +310,57 @@ enum MemoryBindings {
     }
 }
 
+/// A shrinker written in Lua: `count()` and `scan(n)` run under a
+/// protected call when an allocation needs memory; an error becomes a
+/// warning and frees nothing, as a shrinker cannot fail an allocation.
+final class LuaShrinker: Shrinker, CustomStringConvertible {
+    weak var runtime: Runtime?
+    let count: Int32, scan: Int32
+    let name: String
+    var isRegistered = true
+
+    init(runtime: Runtime, count: Int32, scan: Int32, name: String) {
+        self.runtime = runtime
+        self.count = count
+        self.scan = scan
+        self.name = name
+    }
+
+    var description: String { "Shrinker{\(name)}" }
+
+    func countObjects() -> Int { call(count, nil) }
+    func scanObjects(_ n: Int) -> Int { call(scan, n) }
+
+    private func call(_ ref: Int32, _ argument: Int?) -> Int {
+        guard let runtime else { return 0 }
+        let lua = Lua(runtime.activeL)
+        let top = lua.top
+        defer { lua_settop(lua.L, top) }
+        lua_rawgeti(lua.L, mmlab_registryindex(), lua_Integer(ref))
+        if let argument { lua.push(argument) }
+        guard lua_pcallk(lua.L, argument == nil ? 0 : 1, 1, 0, 0, nil) == LUA_OK else {
+            lua_warning(lua.L, "\(self): \(runtime.errorMessage(lua, at: -1))", 0)
+            return 0
+        }
+        return max(0, Int(lua_tointegerx(lua.L, -1, nil)))
+    }
+
+    /// Unregisters it and lets go of its functions.
+    func release(from machine: Machine) {
+        guard isRegistered, let runtime else { return }
+        isRegistered = false
+        machine.pageAllocator.unregister(self)
+        luaL_unref(runtime.L, mmlab_registryindex(), count)
+        luaL_unref(runtime.L, mmlab_registryindex(), scan)
+    }
+}
+
 extension HandleClass {
+    static let shrinker = HandleClass(.shrinker, methods: [], drop: { lua, object, _ in
+        // SAFETY: `.shrinker` handles hold a LuaShrinker (registerShrinker).
+        if let machine = lua.runtime.booted { unsafeDowncast(object, to: LuaShrinker.self).release(from: machine) }
+    })
+
     /// What `Page` and `BorrowedPage` handles share.
     static let pageMethods: [(String, Binding)] = [
         ("size", { L in bind(L) { lua in lua.push(try lua.page(1).size); return 1 } }),

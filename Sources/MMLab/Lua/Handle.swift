@@ -8,6 +8,7 @@ enum HandleType: UInt16, CaseIterable {
     case borrowedPage
     case pagePointer
     case mapping
+    case shrinker
 
     /// The name `__tostring`, `__name` and error messages use.
     var name: String {
@@ -16,6 +17,7 @@ enum HandleType: UInt16, CaseIterable {
         case .borrowedPage: "BorrowedPage"
         case .pagePointer: "Pointer"
         case .mapping: "Mapping"
+        case .shrinker: "Shrinker"
         }
     }
 }

@@ -4,14 +4,33 @@ import Glibc
 import ArgumentParser
 import MMLab
 
-// `mmlab run|repl|test|examples ...` and `--help` go to the subcommands;
-// anything else is the lua-compatible command line.
+// `mmlab run|repl|test|examples ...` and `--help` go to the subcommands,
+// also after machine options (`mmlab --seed 3 examples binder`); anything
+// else is the lua-compatible command line.
 let arguments = Array(CommandLine.arguments.dropFirst())
 let commandWords: Set = ["run", "repl", "test", "examples", "help", "--help", "-h", "--version"]
 
-if let first = arguments.first, commandWords.contains(first) {
+/// The index of a subcommand word after leading machine options, if any.
+func subcommandIndex(_ arguments: [String]) -> Int? {
+    var i = 0
+    while i < arguments.count {
+        let a = arguments[i]
+        if commandWords.contains(a) { return i }
+        if a == "--strict" || ["--seed=", "--cpus=", "--memory="].contains(where: a.hasPrefix) {
+            i += 1
+        } else if ["--seed", "--cpus", "--memory"].contains(a) {
+            i += 2
+        } else {
+            return nil
+        }
+    }
+    return nil
+}
+
+if let i = subcommandIndex(arguments) {
+    let reordered = [arguments[i]] + arguments[..<i] + arguments[(i + 1)...]
     do {
-        var command = try MMLab.parseAsRoot(arguments)
+        var command = try MMLab.parseAsRoot(reordered)
         try command.run()
         exit(0)
     } catch {

@@ -171,14 +171,20 @@ struct SubcommandTests {
         #expect(r.stdout.hasSuffix(" passed, 0 failed\n"))
     }
 
-    @Test("examples lists and runs the scenarios")
+    @Test("examples lists the scenarios; each runs leak-free and prints the same bytes twice")
     func examples() throws {
         let list = try mmlab(["examples"])
         #expect(list.status == 0)
-        #expect(list.stdout.contains("pages"))
-        let run = try mmlab(["--strict", "examples/pages.lua"])
-        #expect(run.status == 0, "\(run.stderr)")
-        #expect(try mmlab(["examples", "pages"]).stdout == run.stdout)
+        let names = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot + "/examples")
+            .filter { $0.hasSuffix(".lua") }.map { String($0.dropLast(4)) }
+        #expect(names.contains("pages") && names.contains("iommu_pagetable"))
+        for name in names {
+            #expect(list.stdout.contains("  \(name) "))
+            let run = try mmlab(["--strict", "examples", name])
+            #expect(run.status == 0, "\(name): \(run.stderr)")
+            #expect(run.stderr.isEmpty, "\(name) leaks nothing")
+            #expect(try mmlab(["--strict", "examples", name]).stdout == run.stdout, "\(name) is deterministic")
+        }
     }
 
     @Test("the REPL prints expressions, continues statements and survives errors")

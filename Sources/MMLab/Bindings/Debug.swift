@@ -32,10 +32,7 @@ enum DebugBindings {
         bind(L) { lua in
             let counts = lua.runtime.booted?.accounting.liveCounts() ?? [:]
             lua.newTable(hash: Int32(counts.count))
-            for (name, count) in counts {
-                lua.push(count)
-                lua.setField(-2, name)
-            }
+            for (name, count) in counts { lua.set(name, count) }
             return 1
         }
     }
@@ -66,12 +63,9 @@ enum DebugBindings {
         lua.newTable(array: Int32(objects.count))
         for (i, object) in objects.enumerated() {
             lua.newTable(hash: 3)
-            lua.push(object.typeName)
-            lua.setField(-2, "type")
-            lua.push(object.description)
-            lua.setField(-2, "object")
-            lua.push(sites.name(object.site))
-            lua.setField(-2, "site")
+            lua.set("type", object.typeName)
+            lua.set("object", object.description)
+            lua.set("site", sites.name(object.site))
             lua_rawseti(lua.L, -2, lua_Integer(i + 1))
         }
     }

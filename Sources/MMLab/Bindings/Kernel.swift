@@ -116,11 +116,14 @@ extension Lua {
 
     /// Sets each integer as a field of the table on top.
     func setConstants(_ constants: [(String, Int)]) {
-        for (name, value) in constants {
-            push(value)
-            setField(-2, name)
-        }
+        for (name, value) in constants { set(name, value) }
     }
+
+    /// `t[name] = value` for the table on top.
+    func set(_ name: String, _ value: Int) { push(value); setField(-2, name) }
+    func set(_ name: String, _ value: UInt64) { push(value); setField(-2, name) }
+    func set(_ name: String, _ value: Bool) { push(value); setField(-2, name) }
+    func set(_ name: String, _ value: String) { push(value); setField(-2, name) }
 }
 
 enum KernelBindings {
@@ -163,27 +166,18 @@ enum KernelBindings {
             let machine = try lua.machine()
             let config = machine.config
             lua.newTable(hash: 7)
-            lua.push(config.memory)
-            lua.setField(-2, "memory")
-            lua.push(config.cpus)
-            lua.setField(-2, "cpus")
-            lua.push(config.seed)
-            lua.setField(-2, "seed")
-            lua.push(config.highmem)
-            lua.setField(-2, "highmem")
-            lua.push(config.initOnAlloc)
-            lua.setField(-2, "init_on_alloc")
-            lua.push(config.initOnFree)
-            lua.setField(-2, "init_on_free")
+            lua.set("memory", config.memory)
+            lua.set("cpus", config.cpus)
+            lua.set("seed", config.seed)
+            lua.set("highmem", config.highmem)
+            lua.set("init_on_alloc", config.initOnAlloc)
+            lua.set("init_on_free", config.initOnFree)
             lua.newTable(array: Int32(machine.memory.regions.count))
             for (i, region) in machine.memory.regions.enumerated() {
                 lua.newTable(hash: 3)
-                lua.push(region.start.rawValue)
-                lua.setField(-2, "start")
-                lua.push(region.size)
-                lua.setField(-2, "size")
-                lua.push(region.kind.rawValue)
-                lua.setField(-2, "type")
+                lua.set("start", region.start.rawValue)
+                lua.set("size", region.size)
+                lua.set("type", region.kind.rawValue)
                 lua_rawseti(lua.L, -2, lua_Integer(i + 1))
             }
             lua.setField(-2, "memmap")

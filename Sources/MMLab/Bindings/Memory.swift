@@ -212,10 +212,9 @@ enum MemoryBindings {
         bind(L) { lua in
             let allocator = try lua.machine().pageAllocator
             lua.newTable(hash: 4)
-            lua.setConstants([
-                ("total_pages", Int(allocator.totalPages)), ("free_pages", Int(allocator.freePages)),
-                ("pcp_pages", allocator.pcpPages),
-            ])
+            lua.set("total_pages", allocator.totalPages)
+            lua.set("free_pages", allocator.freePages)
+            lua.set("pcp_pages", allocator.pcpPages)
             let nrFree = allocator.nrFree
             lua.newTable(array: Int32(nrFree.count))
             for (order, n) in nrFree.enumerated() {
@@ -243,20 +242,15 @@ enum MemoryBindings {
         }
     }
 
-    static let pfnValid: Binding = { L in
-        bind(L) { lua in
-            let pfn = try lua.integer(1)
-            let memory = try lua.machine().memory
-            lua.push(pfn >= 0 && memory.pfnValid(Pfn(UInt64(pfn))))
-            return 1
-        }
-    }
+    static let pfnValid: Binding = { L in pfnQuery(L) { $0.pfnValid($1) } }
+    static let pageIsRam: Binding = { L in pfnQuery(L) { $0.pageIsRam($1) } }
 
-    static let pageIsRam: Binding = { L in
+    /// A yes-or-no question about the pfn at argument 1; negative pfns are no.
+    private static func pfnQuery(_ L: OpaquePointer?, _ query: (PhysicalMemory, Pfn) -> Bool) -> Int32 {
         bind(L) { lua in
             let pfn = try lua.integer(1)
             let memory = try lua.machine().memory
-            lua.push(pfn >= 0 && memory.pageIsRam(Pfn(UInt64(pfn))))
+            lua.push(pfn >= 0 && query(memory, Pfn(UInt64(pfn))))
             return 1
         }
     }

@@ -142,19 +142,12 @@ final class Runtime {
     func pushError(_ lua: Lua, _ error: KernelError) {
         lua.newTable(hash: 6)
         if let errno = error.errno {
-            lua.push(errno.name)
-            lua.setField(-2, "errno")
-            lua.push(Int(errno.rawValue))
-            lua.setField(-2, "code")
+            lua.set("errno", errno.name)
+            lua.set("code", Int(errno.rawValue))
         }
-        lua.push(error.isBug)
-        lua.setField(-2, "bug")
-        lua.push(error.message)
-        lua.setField(-2, "message")
-        if let position = lua.position() {
-            lua.push("\(position.shortSource):\(position.line):")
-            lua.setField(-2, "where")
-        }
+        lua.set("bug", error.isBug)
+        lua.set("message", error.message)
+        if let position = lua.position() { lua.set("where", "\(position.shortSource):\(position.line):") }
         lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))
         lua_setmetatable(L, -2)
     }

@@ -55,10 +55,42 @@ static int finish(lua_State *L, int r) {
     return luaL_error(L, "mmlab: binding returned unknown status %d", r);
 }
 
+static int continue_results(lua_State *L, int status, lua_KContext ctx) {
+    (void)L;
+    (void)status;
+    return (int)ctx;  // the results are still on top
+}
+
+// After a binding returned `r` results, at the end of its budget: the
+// scheduler may preempt the task here.
+static int preemption_point(lua_State *L, mmlab_State *s, int r) {
+    if (s->current == L && lua_isyieldable(L) && s->preempt(L, 0))
+        return lua_yieldk(L, 0, (lua_KContext)r, continue_results);
+    if (s->budget <= 0)
+        s->budget = 1;
+    return r;
+}
+
 int mmlab_trampoline(lua_State *L) {
     mmlab_Binding fn = (mmlab_Binding)lua_touserdata(L, lua_upvalueindex(1));
     int r = fn(L);
-    return r >= 0 ? r : finish(L, r);
+    if (r < 0)
+        return finish(L, r);
+    mmlab_State *s = mmlab_state(L);
+    if (--s->budget > 0)
+        return r;
+    return preemption_point(L, s, r);
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    mmlab_State *s = mmlab_state(L);
+    if (s->current == L && lua_isyieldable(L) && s->preempt(L, 1))
+        lua_yield(L, 0);
+}
+
+void mmlab_sethook(lua_State *L, int count) {
+    lua_sethook(L, count > 0 ? count_hook : NULL, count > 0 ? LUA_MASKCOUNT : 0, count);
 }
 
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup) {
@@ -73,19 +105,47 @@ void mmlab_pushfinisher(lua_State *L, mmlab_Finisher fin) {
     lua_pushlightuserdata(L, (void *)fin);
 }
 
-int mmlab_msghandler(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            msg = lua_tostring(L, -1);
-        else
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-        if (lua_type(L, 1) == LUA_TTABLE) {  // a kernel.Error says where it was raised
-            lua_pushliteral(L, "where");
-            if (lua_rawget(L, 1) == LUA_TSTRING)
-                msg = lua_pushfstring(L, "%s %s", lua_tostring(L, -1), msg);
-        }
+// The message of the error object at `idx`: a string, or its __tostring
+// after its `where` and task (a kernel.Error), or its type.
+static const char *error_message(lua_State *L, int idx) {
+    const char *msg = lua_tostring(L, idx);
+    if (msg != NULL)
+        return msg;
+    if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+        msg = lua_tostring(L, -1);
+    else
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+    if (lua_type(L, idx) == LUA_TTABLE) {  // a kernel.Error says where, and in which task
+        lua_pushliteral(L, "where");
+        if (lua_rawget(L, idx) == LUA_TSTRING)
+            msg = lua_pushfstring(L, "%s %s", lua_tostring(L, -1), msg);
+        lua_pushliteral(L, "task");
+        if (lua_rawget(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "main") != 0)
+            msg = lua_pushfstring(L, "task '%s': %s", lua_tostring(L, -1), msg);
     }
+    return msg;
+}
+
+int mmlab_taskerror(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    if (co == NULL || lua_gettop(co) < 1)
+        return luaL_error(L, "mmlab: no task error to report");
+    lua_xmove(co, L, 1);  // the error object, now at 2
+    lua_pushvalue(L, 2);
+    lua_xmove(L, co, 1);  // and back where the task keeps it
+    const char *msg = error_message(L, 2);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    luaL_traceback(L, co, NULL, 0);
+    lua_setfield(L, -2, "traceback");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "error");
+    return 1;
+}
+
+int mmlab_msghandler(lua_State *L) {
+    const char *msg = error_message(L, 1);
     lua_createtable(L, 0, 3);
     lua_pushstring(L, msg);
     lua_setfield(L, -2, "message");

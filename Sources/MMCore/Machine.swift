@@ -7,10 +7,15 @@ public final class Machine {
     public let accounting = Accounting()
     public let memory: PhysicalMemory
     public let pageAllocator: PageAllocator
-    /// The kmap_local stack of the running context.
-    public let kmap = KmapLocal()
+    /// The CPUs and the tasks on them.
+    public let scheduler: Scheduler
+    /// Per-CPU variables.
+    public private(set) lazy var percpu = PerCpuVariables(machine: self)
     /// Pages whose owners gave them away with `into_phys`, by frame.
     var givenAway: [Pfn: Page] = [:]
+
+    /// The kmap_local stack of the running task.
+    public var kmap: KmapLocal { scheduler.current.kmap }
 
     /// Boots a machine. `sites` names script positions for its reports;
     /// an engine passes its own.
@@ -20,6 +25,9 @@ public final class Machine {
         self.sites = sites
         memory = try PhysicalMemory(regions: config.regions)
         pageAllocator = try PageAllocator(memory: memory, config: config)
+        scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites)
+        let allocator = pageAllocator
+        scheduler.onSwitch = { task in allocator.currentCpu = task.cpu }
     }
 }
 

@@ -71,19 +71,29 @@ public final class Engine {
         }
     }
 
-    /// Runs a Lua file (`nil`: standard input) with `arguments` as `...`.
+    /// Runs a Lua file (`nil`: standard input) with `arguments` as `...`,
+    /// then every task it spawned to its end, as a program would.
     public func run(file path: String?, arguments: [String] = []) throws(EngineError) {
         let L = runtime.L
         try check(load: luaL_loadfilex(L, path, nil))
         for argument in arguments { Lua(L).push(argument) }
         try call(arguments: Int32(arguments.count), results: 0)
+        try runtime.finishTasks()
     }
 
-    /// Runs a chunk of Lua source.
+    /// Runs a chunk of Lua source, then every task it spawned to its end.
     public func run(string code: String, name: String = "=(string)") throws(EngineError) {
         try load(code, name: name)
         try call(arguments: 0, results: 0)
+        try runtime.finishTasks()
     }
+
+    /// Runs every task still running to its end.
+    public func runTasks() throws(EngineError) { try runtime.finishTasks() }
+
+    /// Guards the collector dropped and tasks left blocked at exit, which
+    /// `--strict` counts as failures.
+    public var strictViolations: Int { runtime.strictViolations }
 
     /// Evaluates an expression (or runs a chunk that returns values) and
     /// returns its first value.
@@ -137,35 +147,10 @@ public final class Engine {
         throw EngineError(message: message)
     }
 
-    /// Calls the function below `arguments` values with the message handler
-    /// of lua.c; leaves `results` values (all with LUA_MULTRET).
+    /// Calls the function below `arguments` values as task `main`; leaves
+    /// `results` values (all with LUA_MULTRET).
     func call(arguments: Int32, results: Int32) throws(EngineError) {
-        let L = runtime.L
-        let base = lua_gettop(L) - arguments
-        lua_pushcclosure(L, mmlab_msghandler, 0)
-        lua_rotate(L, base, 1)
-        let status = lua_pcallk(L, arguments, results, base, 0, nil)
-        lua_rotate(L, base, -1)
-        lua_settop(L, -2)
-        guard status != LUA_OK else { return }
-        throw popError()
-    }
-
-    /// Turns the message handler's table (or a bare message) on top into an EngineError.
-    private func popError() -> EngineError {
-        let lua = Lua(runtime.L)
-        defer { lua.pop() }
-        guard lua.type(-1) == LUA_TTABLE else { return EngineError(message: lua.describe(-1)) }
-        lua.getField(-1, "message")
-        let message = lua.string(at: -1) ?? "?"
-        lua.pop()
-        lua.getField(-1, "traceback")
-        let traceback = lua.string(at: -1) ?? ""
-        lua.pop()
-        lua.getField(-1, "error")
-        let kernelError = runtime.kernelError(lua, at: -1)
-        lua.pop()
-        return EngineError(message: message, traceback: traceback, kernelError: kernelError)
+        try runtime.runAsMain(arguments: arguments, results: results)
     }
 }
 

@@ -58,11 +58,33 @@ static inline mmlab_Handle *mmlab_tohandle(lua_State *L, int idx) {
     return h->magic == MMLAB_HANDLE_MAGIC ? h : NULL;
 }
 
+// What every thread of a state shares, through its extra space: the
+// runtime, and what the scheduler needs at each preemption point.
+typedef struct mmlab_State {
+    void *runtime;              // the Swift Runtime
+    lua_State *current;         // the thread of the running task: only it is preempted
+    int budget;                 // binding calls until the next preemption point
+    // Asks the scheduler at a preemption point (`hook`: the instruction
+    // count hook, else a binding call); 1 yields the task now. Resets
+    // `budget`. Called only on `current`, only where it may yield.
+    int (*preempt)(lua_State *L, int hook);
+} mmlab_State;
+
 // Macros Swift cannot import.
 static inline int mmlab_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int mmlab_upvalueindex(int i) { return lua_upvalueindex(i); }
-static inline void *mmlab_getextra(lua_State *L) { return *(void **)lua_getextraspace(L); }
-static inline void mmlab_setextra(lua_State *L, void *p) { *(void **)lua_getextraspace(L) = p; }
+static inline mmlab_State *mmlab_state(lua_State *L) { return *(mmlab_State **)lua_getextraspace(L); }
+static inline void *mmlab_getextra(lua_State *L) { return mmlab_state(L)->runtime; }
+static inline void mmlab_setstate(lua_State *L, mmlab_State *s) { *(mmlab_State **)lua_getextraspace(L) = s; }
+
+// Installs the instruction-count hook that offers the scheduler a
+// preemption point every `count` instructions (0 removes it).
+void mmlab_sethook(lua_State *L, int count);
+
+// For a task that failed: the message handler's table for the error on
+// top of `co` (with `co`'s traceback), pushed on L. A lua_CFunction taking
+// the thread as argument 1; run it under a protected call.
+int mmlab_taskerror(lua_State *L);
 static inline int mmlab_gc(lua_State *L, int what, int data) { return lua_gc(L, what, data); }  // variadic in C
 static inline const char *mmlab_lua_release(void) { return LUA_RELEASE; }
 

@@ -78,7 +78,7 @@ extension PageAccess {
         guard let pointer = machine.memory.address(of: pfn) else {
             throw KernelError.bug("kmap_local_page of pfn \(pfn), which has no memory behind it")
         }
-        return try machine.kmap.map(pfn, pointer: pointer, highmem: isHighmem, cpu: machine.pageAllocator.currentCpu)
+        return try machine.kmap.map(pfn, pointer: pointer, highmem: isHighmem, cpu: machine.scheduler.current.cpu)
     }
 }
 
@@ -117,6 +117,7 @@ public final class Page: NativeObject, PageAccess {
 
     /// Allocates `1 << order` contiguous pages (`alloc_pages`).
     public static func allocPages(_ machine: Machine, _ gfp: Gfp, order: Int, site: Site = .unknown) throws(KernelError) -> Page {
+        if gfp.allowsBlocking { try machine.scheduler.mightSleep("alloc_pages(GFP_KERNEL)") }
         let pfn = try machine.pageAllocator.allocPages(gfp, order: order, site: site)
         guard let base = machine.memory.address(of: pfn) else {
             throw KernelError.bug("the allocator returned pfn \(pfn), which has no memory behind it")

@@ -422,9 +422,9 @@ extension HandleClass {
         }
     }
 
-    static let page = HandleClass(.page, methods: pageMethods, drop: { lua, object, site in
+    static let page = HandleClass(.page, methods: pageMethods, drop: { lua, object, context in
         // SAFETY: `.page` handles hold a Page (allocPage, allocPages, fromPhys).
-        try unsafeDowncast(object, to: Page.self).free(site: site)
+        try unsafeDowncast(object, to: Page.self).free(site: context.site)
     })
 
     /// Borrowed handles: dropping one releases nothing.

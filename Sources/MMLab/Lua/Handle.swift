@@ -9,6 +9,15 @@ enum HandleType: UInt16, CaseIterable {
     case pagePointer
     case mapping
     case shrinker
+    case task
+    case spinLock
+    case mutex
+    case spinLockGuard
+    case mutexGuard
+    case cpuGuard
+    case dynamicPerCpu
+    case staticPerCpu
+    case perCpuToken
 
     /// The name `__tostring`, `__name` and error messages use.
     var name: String {
@@ -18,6 +27,15 @@ enum HandleType: UInt16, CaseIterable {
         case .pagePointer: "Pointer"
         case .mapping: "Mapping"
         case .shrinker: "Shrinker"
+        case .task: "Task"
+        case .spinLock: "SpinLock"
+        case .mutex: "Mutex"
+        case .spinLockGuard: "SpinLockGuard"
+        case .mutexGuard: "MutexGuard"
+        case .cpuGuard: "CpuGuard"
+        case .dynamicPerCpu: "DynamicPerCpu"
+        case .staticPerCpu: "StaticPerCpu"
+        case .perCpuToken: "PerCpuToken"
         }
     }
 }
@@ -53,15 +71,21 @@ enum HandleFlag {
     static let expired: UInt8 = 1
 }
 
+/// Why and where a handle is being dropped.
+struct DropContext {
+    let reason: DropReason
+    let site: Site
+}
+
 /// One handle type's behaviour in Lua: its methods, and what dropping an
 /// owned handle releases (Rust's `Drop`).
 struct HandleClass {
     let type: HandleType
     let methods: [(String, Binding)]
-    let drop: (Lua, AnyObject, Site) throws -> Void
+    let drop: (Lua, AnyObject, DropContext) throws -> Void
 
     init(_ type: HandleType, methods: [(String, Binding)],
-         drop: @escaping (Lua, AnyObject, Site) throws -> Void = { _, _, _ in }) {
+         drop: @escaping (Lua, AnyObject, DropContext) throws -> Void = { _, _, _ in }) {
         self.type = type
         self.methods = methods
         self.drop = drop
@@ -194,7 +218,7 @@ extension Lua {
         endBorrow(idx)
         runtime.stats.count(reason)
         if state == .owned, let type = Handles.type(h), let object = Handles.object(h) {
-            try runtime.classes[Int(type.rawValue)]?.drop(self, object, site)
+            try runtime.classes[Int(type.rawValue)]?.drop(self, object, DropContext(reason: reason, site: site))
         }
     }
 

@@ -23,6 +23,8 @@ struct DropStats {
 /// before the runtime goes.
 final class Runtime {
     let L: OpaquePointer
+    /// What the C side shares with us through every thread's extra space.
+    let state: UnsafeMutablePointer<mmlab_State>
     let configuration: Engine.Configuration
     let sites = SiteTable()
     var stats = DropStats()
@@ -39,6 +41,22 @@ final class Runtime {
     /// Where `test(name, fn)` reports, under `mmlab test`.
     var testReport: TestRunner.Report?
 
+    // The driver's state (Driver.swift).
+    /// The Lua thread of each task with a body to run, by task id.
+    var threads: [Int: TaskThread] = [:]
+    /// What finished tasks returned (a packed table), by task id.
+    var taskResults: [Int: Int32] = [:]
+    /// How failed tasks failed, by task id.
+    var taskFailures: [Int: TaskFailure] = [:]
+    /// Tasks whose handles are gone: forgotten once finished.
+    var detached: Set<Int> = []
+    var driving = false
+    var mainFinished = false
+    var mainResultCount: Int32 = 0
+    /// Guards the collector dropped, and tasks left blocked at exit: each a
+    /// warning, and a failure under `--strict`.
+    var strictViolations = 0
+
     private struct SiteKey: Hashable {
         let source: UnsafeRawPointer
         let line: Int32
@@ -50,10 +68,14 @@ final class Runtime {
         self.L = L
         activeL = L
         self.configuration = configuration
+        state = .allocate(capacity: 1)
+        state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, preempt: Runtime.preempt))
         let count = Int((HandleType.allCases.map(\.rawValue).max() ?? 0) + 1)
         metatables = Array(repeating: LUA_NOREF, count: count)
         classes = Array(repeating: nil, count: count)
-        mmlab_setextra(L, Unmanaged.passUnretained(self).toOpaque())
+        state.pointee.runtime = Unmanaged.passUnretained(self).toOpaque()
+        mmlab_setstate(L, state)
+        mmlab_sethook(L, Runtime.hookInterval)
         let lua = Lua(L)
         if configuration.ignoreEnvironment {
             lua.push(true)
@@ -68,7 +90,11 @@ final class Runtime {
     deinit {
         close()
         for entry in siteCache.values { free(entry.source) }
+        state.deallocate()
     }
+
+    /// Instructions between the count hook's preemption points.
+    static let hookInterval: Int32 = 200
 
     /// Closes the state: every live handle is dropped by its `__gc`.
     func close() {
@@ -99,6 +125,7 @@ final class Runtime {
             _ = mmlab_gc(self.activeL, LUA_GCSTEP, Int32(clamping: pages * PAGE_SIZE / 1024))
         }
         booted = machine
+        state.pointee.budget = 1
         return machine
     }
 
@@ -148,8 +175,9 @@ final class Runtime {
         lua.set("bug", error.isBug)
         lua.set("message", error.message)
         if let position = lua.position() { lua.set("where", "\(position.shortSource):\(position.line):") }
-        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))
-        lua_setmetatable(L, -2)
+        if let task = booted?.scheduler.current { lua.set("task", task.name) }
+        lua_rawgeti(lua.L, mmlab_registryindex(), lua_Integer(errorMetatable))
+        lua_setmetatable(lua.L, -2)
     }
 }
 

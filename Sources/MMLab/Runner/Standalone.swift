@@ -212,10 +212,17 @@ public struct Standalone {
     /// The leak report and `--strict`: the exit status after the run.
     func finish(_ engine: Engine, status: Int32) -> Int32 {
         var status = status
+        if status == 0 {
+            do { try engine.runTasks() } catch {
+                report(error)
+                status = 1
+            }
+        }
         if let report = engine.leakReport() {
             fputs(report + "\n", stderr)
             if configuration.strict { status = 1 }
         }
+        if configuration.strict && engine.strictViolations > 0 { status = 1 }
         return status
     }
 

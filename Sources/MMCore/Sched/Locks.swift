@@ -1,0 +1,168 @@
+/// A lock tasks contend for: a spinlock (`spinlock_t`) or a mutex
+/// (`struct mutex`). Waiters are served in the order they came.
+public class Lock: CustomStringConvertible {
+    public let id: Int
+    public let name: String?
+    /// Where it was created.
+    public let site: Site
+    public internal(set) var owner: Task?
+    var waiters: [Task] = []
+    public internal(set) var acquisitions = 0
+    /// Acquisitions that had to wait.
+    public internal(set) var contentions = 0
+
+    init(id: Int, name: String?, site: Site) {
+        self.id = id
+        self.name = name
+        self.site = site
+    }
+
+    var kind: String { "Lock" }
+    public var description: String { "\(kind){\(name ?? "#\(id)")}" }
+    public var waiterCount: Int { waiters.count }
+}
+
+/// `spinlock_t`: taking it disables preemption; a contended one spins,
+/// keeping its CPU busy.
+public final class SpinLock: Lock {
+    override var kind: String { "SpinLock" }
+}
+
+/// `struct mutex`: a contended one sleeps; taking one where sleeping is
+/// not allowed is a bug.
+public final class Mutex: Lock {
+    override var kind: String { "Mutex" }
+}
+
+/// A held lock, owned by the task that took it (`SpinLockGuard`,
+/// `MutexGuard`): dropping it unlocks. Guards are not `Send`: another task
+/// may not drop it.
+public final class LockGuard: NativeObject {
+    public let lock: Lock
+    public let task: Task
+    public private(set) var isReleased = false
+
+    init(lock: Lock, task: Task, site: Site) {
+        self.lock = lock
+        self.task = task
+        super.init(site: site)
+    }
+
+    override public var typeName: String { lock is SpinLock ? "SpinLockGuard" : "MutexGuard" }
+    override public var description: String { "\(typeName){\(lock)}" }
+
+    func markReleased() { isReleased = true }
+}
+
+/// `CpuGuard`: preemption is off while it lives; only its task may drop it.
+public final class CpuGuard: NativeObject {
+    public let task: Task
+    public let cpu: Int
+    public private(set) var isReleased = false
+
+    init(task: Task, site: Site) {
+        self.task = task
+        cpu = task.cpu
+        super.init(site: site)
+    }
+
+    override public var typeName: String { "CpuGuard" }
+    override public var description: String { "CpuGuard{cpu=\(cpu), task=\(task.name)}" }
+
+    func markReleased() { isReleased = true }
+}
+
+extension Scheduler {
+    /// Creates a lock.
+    public func makeLock(spin: Bool, name: String?, site: Site) -> Lock {
+        lockCount += 1
+        return spin ? SpinLock(id: lockCount, name: name, site: site) : Mutex(id: lockCount, name: name, site: site)
+    }
+
+    /// Takes `lock` for the running task: a guard, or nil when it must
+    /// wait (it is then blocked, and this is called again when it wakes).
+    /// Taking a mutex where sleeping is not allowed, taking a lock twice,
+    /// and a lock-order inversion (lockdep) are bugs.
+    public func lock(_ lock: Lock, site: Site) throws(KernelError) -> LockGuard? {
+        let task = current
+        if let error = task.takeWakeError() {
+            if lock is SpinLock { try? preemptEnable(task) }
+            throw error
+        }
+        if task.handoff === lock {
+            task.handoff = nil
+            return LockGuard(lock: lock, task: task, site: site)
+        }
+        if lock is Mutex { try mightSleep("mutex_lock(\(lock))") }
+        try lockdep.acquire(lock, by: task, site: site, trylock: false, sites: sites)
+        if lock is SpinLock { preemptDisable() }
+        lock.acquisitions += 1
+        guard lock.owner != nil else {
+            take(lock, task, site)
+            return LockGuard(lock: lock, task: task, site: site)
+        }
+        lock.contentions += 1
+        lock.waiters.append(task)
+        block(on: .lock(lock))
+        pendingSites[ObjectIdentifier(task)] = site
+        return nil
+    }
+
+    /// `try_lock`: a guard, or nil when another task holds it.
+    public func tryLock(_ lock: Lock, site: Site) throws(KernelError) -> LockGuard? {
+        let task = current
+        guard lock.owner == nil else {
+            if lock.owner === task { try lockdep.acquire(lock, by: task, site: site, trylock: true, sites: sites) }
+            return nil
+        }
+        try lockdep.acquire(lock, by: task, site: site, trylock: true, sites: sites)
+        if lock is SpinLock { preemptDisable() }
+        lock.acquisitions += 1
+        take(lock, task, site)
+        return LockGuard(lock: lock, task: task, site: site)
+    }
+
+    private func take(_ lock: Lock, _ task: Task, _ site: Site) {
+        lock.owner = task
+        task.held.append((lock, site))
+    }
+
+    /// Drops a guard: unlocks, handing the lock to the first waiter. Only
+    /// the task that took it may, unless the collector drops it
+    /// (`byCollector`). Unlocking a spinlock re-enables preemption.
+    public func unlock(_ guard_: LockGuard, byCollector: Bool = false) throws(KernelError) {
+        let lock = guard_.lock, owner = guard_.task
+        guard !guard_.isReleased else { return }
+        if !byCollector, current !== owner {
+            throw .bug("\(guard_) released by task '\(current.name)'; it was taken by task '\(owner.name)': guards are not Send")
+        }
+        guard_.markReleased()
+        owner.held.removeAll { $0.lock === lock }
+        if lock is SpinLock { try? preemptEnable(owner) }
+        if let next = lock.waiters.first {
+            lock.waiters.removeFirst()
+            let site = pendingSites.removeValue(forKey: ObjectIdentifier(next)) ?? .unknown
+            take(lock, next, site)
+            next.handoff = lock
+            wake(next)
+        } else {
+            lock.owner = nil
+        }
+    }
+
+    /// A CpuGuard: preemption off for the running task until it is dropped.
+    public func cpuGuard(site: Site) -> CpuGuard {
+        preemptDisable()
+        return CpuGuard(task: current, site: site)
+    }
+
+    /// Drops a CpuGuard; only its task may, unless the collector does.
+    public func release(_ guard_: CpuGuard, byCollector: Bool = false) throws(KernelError) {
+        guard !guard_.isReleased else { return }
+        if !byCollector, current !== guard_.task {
+            throw .bug("\(guard_) released by task '\(current.name)'; it was taken by task '\(guard_.task.name)': guards are not Send")
+        }
+        guard_.markReleased()
+        try preemptEnable(guard_.task)
+    }
+}

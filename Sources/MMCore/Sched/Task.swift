@@ -1,0 +1,76 @@
+/// A task (`struct task_struct`): a thread of execution on one of the
+/// machine's CPUs. The engine runs each as a coroutine; the model keeps its
+/// state, its CPU, its preemption count, the locks it holds and what it
+/// waits for.
+public final class Task: CustomStringConvertible {
+    public let id: Int
+    public let name: String
+    /// Where it was spawned.
+    public let site: Site
+    /// The CPU it runs on now, or last ran on.
+    public internal(set) var cpu: Int
+    /// The CPU it is bound to (`kthread_bind`), if any: it never migrates.
+    public let boundCpu: Int?
+    public internal(set) var state: TaskState = .runnable
+    /// `preempt_count()`: preemption is off while it is above zero.
+    public internal(set) var preemptCount = 0
+    /// Locks held, in the order taken, with where each was taken.
+    public internal(set) var held: [(lock: Lock, site: Site)] = []
+    /// What it is blocked on.
+    public internal(set) var waiting: Wait?
+    /// Its kmap_local mappings (`current->kmap_ctrl`).
+    public let kmap = KmapLocal()
+    /// Set when a lock it waited for was handed to it.
+    var handoff: Lock?
+    /// Set when the scheduler wakes it to fail its wait (a deadlock).
+    public internal(set) var wakeError: KernelError?
+    /// Whether `kernel.sched.run` reported its failure already, or it was joined.
+    public var failureReported = false
+    /// The engine's mark for a voluntary yield in progress.
+    public var yielding = false
+    /// Whether it sits on a run queue.
+    public internal(set) var isQueued = false
+    /// It runs with preemption off from the start and must end that way
+    /// (an `on_each_cpu` function, as in interrupt context).
+    public internal(set) var atomic = false
+
+    init(id: Int, name: String, cpu: Int, boundCpu: Int?, site: Site) {
+        self.id = id
+        self.name = name
+        self.cpu = cpu
+        self.boundCpu = boundCpu
+        self.site = site
+    }
+
+    public var description: String { "Task{\(name), cpu=\(cpu), \(state.rawValue)}" }
+    public var isFinished: Bool { state == .done || state == .failed }
+
+    /// Takes the error a wakeup left, if any.
+    public func takeWakeError() -> KernelError? {
+        defer { wakeError = nil }
+        return wakeError
+    }
+}
+
+public enum TaskState: String, Sendable {
+    case runnable, blocked, done, failed
+}
+
+/// What a blocked task waits for.
+public enum Wait: CustomStringConvertible {
+    case lock(Lock)
+    case task(Task)
+    /// `kernel.sched.run`: every other task to finish.
+    case all
+    /// Every one of these tasks to finish (`on_each_cpu` waiting).
+    case tasks([Task])
+
+    public var description: String {
+        switch self {
+        case .lock(let lock): "\(lock)" + (lock.owner.map { " (held by '\($0.name)')" } ?? "")
+        case .task(let task): "task '\(task.name)' to finish"
+        case .all: "every other task to finish"
+        case .tasks(let tasks): "tasks " + tasks.map { "'\($0.name)'" }.joined(separator: ", ") + " to finish"
+        }
+    }
+}

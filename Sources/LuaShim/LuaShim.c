@@ -79,13 +79,17 @@ int mmlab_trampoline(lua_State *L) {
     mmlab_State *s = mmlab_state(L);
     if (--s->budget > 0)
         return r;
+    if (!s->contended) {  // alone: nothing to switch to, no need to ask
+        s->budget = 64;
+        return r;
+    }
     return preemption_point(L, s, r);
 }
 
 static void count_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     mmlab_State *s = mmlab_state(L);
-    if (s->current == L && lua_isyieldable(L) && s->preempt(L, 1))
+    if (s->contended && s->current == L && lua_isyieldable(L) && s->preempt(L, 1))
         lua_yield(L, 0);
 }
 

@@ -14,8 +14,9 @@ public final class Machine {
     /// Pages whose owners gave them away with `into_phys`, by frame.
     var givenAway: [Pfn: Page] = [:]
 
-    /// The kmap_local stack of the running task.
-    public var kmap: KmapLocal { scheduler.current.kmap }
+    /// The kmap_local stack of the running task. Read on every page access:
+    /// kept here as tasks switch, without a dynamic exclusivity check.
+    @exclusivity(unchecked) public private(set) var kmap: KmapLocal
 
     /// Boots a machine. `sites` names script positions for its reports;
     /// an engine passes its own.
@@ -25,9 +26,12 @@ public final class Machine {
         self.sites = sites
         memory = try PhysicalMemory(regions: config.regions)
         pageAllocator = try PageAllocator(memory: memory, config: config)
-        scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites)
-        let allocator = pageAllocator
-        scheduler.onSwitch = { task in allocator.currentCpu = task.cpu }
+        scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites, accounting: accounting)
+        kmap = scheduler.current.kmap
+        scheduler.onSwitch = { [unowned self] task in
+            pageAllocator.currentCpu = task.cpu
+            kmap = task.kmap
+        }
     }
 }
 

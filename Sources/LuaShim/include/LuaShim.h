@@ -64,6 +64,7 @@ typedef struct mmlab_State {
     void *runtime;              // the Swift Runtime
     lua_State *current;         // the thread of the running task: only it is preempted
     int budget;                 // binding calls until the next preemption point
+    int contended;              // another task is queued: preemption can matter
     // Asks the scheduler at a preemption point (`hook`: the instruction
     // count hook, else a binding call); 1 yields the task now. Resets
     // `budget`. Called only on `current`, only where it may yield.

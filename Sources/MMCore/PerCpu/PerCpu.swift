@@ -206,10 +206,18 @@ public final class PerCpuVariables {
         }
     }
 
+    /// `get_mut`: a token for this CPU's slot of `area`, owning `guard`.
+    public func token(_ area: PerCpuArea, _ guard_: CpuGuard, site: Site) throws(KernelError) -> PerCpuToken {
+        let token = try area.token(guard_, site: site)
+        machine.accounting.track(token)
+        return token
+    }
+
     /// Drops a token, and the CpuGuard it owns.
     public func release(_ token: PerCpuToken, byCollector: Bool = false) throws(KernelError) {
         guard !token.isReleased else { return }
         try machine.scheduler.release(token.cpuGuard, byCollector: byCollector)
         token.markReleased()
+        machine.accounting.untrack(token)
     }
 }

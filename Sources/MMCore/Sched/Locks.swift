@@ -91,7 +91,7 @@ extension Scheduler {
         }
         if task.handoff === lock {
             task.handoff = nil
-            return LockGuard(lock: lock, task: task, site: site)
+            return tracked(LockGuard(lock: lock, task: task, site: site))
         }
         if lock is Mutex { try mightSleep("mutex_lock(\(lock))") }
         try lockdep.acquire(lock, by: task, site: site, trylock: false, sites: sites)
@@ -99,7 +99,7 @@ extension Scheduler {
         lock.acquisitions += 1
         guard lock.owner != nil else {
             take(lock, task, site)
-            return LockGuard(lock: lock, task: task, site: site)
+            return tracked(LockGuard(lock: lock, task: task, site: site))
         }
         lock.contentions += 1
         lock.waiters.append(task)
@@ -119,7 +119,12 @@ extension Scheduler {
         if lock is SpinLock { preemptDisable() }
         lock.acquisitions += 1
         take(lock, task, site)
-        return LockGuard(lock: lock, task: task, site: site)
+        return tracked(LockGuard(lock: lock, task: task, site: site))
+    }
+
+    private func tracked<T: NativeObject>(_ object: T) -> T {
+        accounting.track(object)
+        return object
     }
 
     private func take(_ lock: Lock, _ task: Task, _ site: Site) {
@@ -137,6 +142,7 @@ extension Scheduler {
             throw .bug("\(guard_) released by task '\(current.name)'; it was taken by task '\(owner.name)': guards are not Send")
         }
         guard_.markReleased()
+        accounting.untrack(guard_)
         owner.held.removeAll { $0.lock === lock }
         if lock is SpinLock { try? preemptEnable(owner) }
         if let next = lock.waiters.first {
@@ -153,7 +159,7 @@ extension Scheduler {
     /// A CpuGuard: preemption off for the running task until it is dropped.
     public func cpuGuard(site: Site) -> CpuGuard {
         preemptDisable()
-        return CpuGuard(task: current, site: site)
+        return tracked(CpuGuard(task: current, site: site))
     }
 
     /// Drops a CpuGuard; only its task may, unless the collector does.
@@ -163,6 +169,13 @@ extension Scheduler {
             throw .bug("\(guard_) released by task '\(current.name)'; it was taken by task '\(guard_.task.name)': guards are not Send")
         }
         guard_.markReleased()
+        accounting.untrack(guard_)
         try preemptEnable(guard_.task)
+    }
+
+    /// Whether taking `lock` now would have to wait.
+    public func wouldWait(for lock: Lock) -> Bool {
+        let task = current
+        return task.wakeError == nil && task.handoff !== lock && lock.owner != nil && lock.owner !== task
     }
 }

@@ -22,6 +22,13 @@ public final class Scheduler {
     /// Called when the running task or its CPU changes: the page allocator
     /// serves that CPU's lists.
     public var onSwitch: ((Task) -> Void)?
+    /// Called with the number of queued tasks whenever it changes: the
+    /// engine skips preemption points while nothing else could run.
+    public var onQueued: ((Int) -> Void)?
+    /// Tasks on run queues.
+    public private(set) var queued = 0 {
+        didSet { onQueued?(queued) }
+    }
     public let lockdep = Lockdep()
 
     private var queues: [[Task]]
@@ -39,9 +46,11 @@ public final class Scheduler {
     public var bindingBudget: UInt64 = 8
 
     let sites: SiteTable
+    let accounting: Accounting
 
-    init(cpus: Int, seed: UInt64, sites: SiteTable) {
+    init(cpus: Int, seed: UInt64, sites: SiteTable, accounting: Accounting) {
         self.sites = sites
+        self.accounting = accounting
         cpuCount = cpus
         queues = Array(repeating: [], count: cpus)
         spinners = Array(repeating: nil, count: cpus)
@@ -82,6 +91,7 @@ public final class Scheduler {
     /// that got its lock).
     func enqueue(_ task: Task, front: Bool = false) {
         task.isQueued = true
+        queued += 1
         if front { queues[task.cpu].insert(task, at: 0) } else { queues[task.cpu].append(task) }
     }
 
@@ -100,6 +110,7 @@ public final class Scheduler {
         let cpu = ready[Int(random.below(UInt64(ready.count)))]
         let task = queues[cpu].removeFirst()
         task.isQueued = false
+        queued -= 1
         switchTo(task)
         return task
     }

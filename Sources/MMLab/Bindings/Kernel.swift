@@ -8,7 +8,10 @@ extension Runtime {
     func openKernel(_ lua: Lua) {
         let L = lua.L
         openErrors(lua)
-        for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping, .shrinker] { register(cls, in: lua) }
+        for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping, .shrinker, .task, .spinLock, .mutex,
+                    .spinLockGuard, .mutexGuard, .cpuGuard, .dynamicPerCpu, .staticPerCpu, .perCpuToken] {
+            register(cls, in: lua)
+        }
 
         lua.newTable()
         lua_rawgeti(L, mmlab_registryindex(), lua_Integer(errorMetatable))
@@ -26,6 +29,8 @@ extension Runtime {
         }
         lua.setField(-2, "errno")
         openMemory(lua)
+        openSched(lua)
+        openPerCpu(lua)
         openDebug(lua)
 
         lua_pushvalue(L, -1)
@@ -215,9 +220,9 @@ enum KernelBindings {
         }
     }
 
-    /// `pairs(t)`: array part and numeric keys in order, then strings in
-    /// byte order, booleans, and other keys in table order. Tables with no
-    /// string or reference keys iterate with `next` as usual.
+    /// `pairs(t)`: numeric keys in order, then strings in byte order,
+    /// booleans, and other keys in table order. A table whose `next` order
+    /// is already ascending integers (a sequence) iterates with `next`.
     static let pairs: Binding = { L in
         bind(L) { lua in
             if luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL {
@@ -258,15 +263,17 @@ enum KernelBindings {
         }
     }
 
+    /// Whether `next` would not already give ascending integer keys.
     private static func needsOrdering(_ lua: Lua) -> Bool {
+        var previous = lua_Integer.min
         lua.pushNil()
         while lua_next(lua.L, 1) != 0 {
-            let t = lua.type(-2)
             lua.pop()
-            if t != LUA_TNUMBER && t != LUA_TBOOLEAN {
+            guard lua_isinteger(lua.L, -1) != 0, lua_tointegerx(lua.L, -1, nil) > previous else {
                 lua.pop()
                 return true
             }
+            previous = lua_tointegerx(lua.L, -1, nil)
         }
         return false
     }

@@ -93,6 +93,15 @@ extension Lua {
         return Int(v)
     }
 
+    /// The string field `name` of the options table at `table`, or nil.
+    func stringField(_ table: Int32, _ name: String, arg: Int32) throws(LuaFailure) -> String? {
+        getField(table, name)
+        defer { pop() }
+        if isNoneOrNil(-1) { return nil }
+        guard let text = string(at: -1) else { throw fieldError(arg, name, "string") }
+        return text
+    }
+
     /// The boolean field `name` of the options table at `table`.
     func booleanField(_ table: Int32, _ name: String, arg: Int32, default value: Bool) throws(LuaFailure) -> Bool {
         getField(table, name)

@@ -195,6 +195,9 @@ extension Runtime {
         }
         lua.pop()
         taskFailures[id] = failure
+        // Unwinding closes what the task had open (its guards, <close>
+        // handles), as a pcall would; a dead coroutine would keep them.
+        _ = lua_resetthread(thread.L)
         release(thread, of: id)
         if id == 1 { mainFinished = true }
         if let scheduler = booted?.scheduler, let task { scheduler.finish(task, failed: true) }

@@ -50,6 +50,11 @@ final class Runtime {
     var taskFailures: [Int: TaskFailure] = [:]
     /// Tasks whose handles are gone: forgotten once finished.
     var detached: Set<Int> = []
+    /// The tasks an `on_each_cpu(fn, true)` waits for, by waiting task id.
+    var groups: [Int: [Task]] = [:]
+    /// Each `value` per-CPU variable's values: a table by CPU, a registry
+    /// reference per area.
+    var perCpuValues: [ObjectIdentifier: Int32] = [:]
     var driving = false
     var mainFinished = false
     var mainResultCount: Int32 = 0
@@ -69,7 +74,8 @@ final class Runtime {
         activeL = L
         self.configuration = configuration
         state = .allocate(capacity: 1)
-        state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, preempt: Runtime.preempt))
+        state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, contended: 0,
+                                         preempt: Runtime.preempt))
         let count = Int((HandleType.allCases.map(\.rawValue).max() ?? 0) + 1)
         metatables = Array(repeating: LUA_NOREF, count: count)
         classes = Array(repeating: nil, count: count)
@@ -126,6 +132,7 @@ final class Runtime {
         }
         booted = machine
         state.pointee.budget = 1
+        machine.scheduler.onQueued = { [weak self] queued in self?.state.pointee.contended = queued > 0 ? 1 : 0 }
         return machine
     }
 

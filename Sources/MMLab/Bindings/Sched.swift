@@ -1,0 +1,355 @@
+import CLua
+import LuaShim
+import MMCore
+
+/// `kernel.sched`, `kernel.current` and `kernel.sync` (MMCore/Sched).
+extension Runtime {
+    func openSched(_ lua: Lua) {
+        lua.newTable()
+        lua.setFunctions([
+            ("spawn", SchedBindings.spawn),
+            ("run", SchedBindings.run),
+            ("yield", SchedBindings.yield),
+            ("cond_resched", SchedBindings.condResched),
+            ("nr_cpu_ids", SchedBindings.nrCpuIds),
+            ("smp_processor_id", SchedBindings.smpProcessorId),
+            ("raw_smp_processor_id", SchedBindings.rawSmpProcessorId),
+            ("on_each_cpu", SchedBindings.onEachCpu),
+            ("preempt_disable", SchedBindings.preemptDisable),
+            ("preempt_enable", SchedBindings.preemptEnable),
+            ("preempt_count", SchedBindings.preemptCount),
+        ])
+        lua.setField(-2, "sched")
+        lua.setFunctions([("current", SchedBindings.current)])
+        lua.newTable()
+        lua.setFunctions([("SpinLock", SchedBindings.spinLock), ("Mutex", SchedBindings.mutex)])
+        lua.setField(-2, "sync")
+    }
+
+    /// Gives `task` a thread that will call the function at `function`
+    /// with the `arguments` values above it.
+    func startThread(_ lua: Lua, for task: Task, function: Int32, arguments: [Int32] = []) throws(KernelError) {
+        guard let co = lua_newthread(lua.L) else { throw KernelError(.ENOMEM, "no memory for a task's thread") }
+        let ref = luaL_ref(lua.L, mmlab_registryindex())
+        lua_pushvalue(lua.L, function)
+        for argument in arguments { lua_pushvalue(lua.L, argument) }
+        lua_xmove(lua.L, co, Int32(arguments.count) + 1)
+        threads[task.id] = TaskThread(L: co, ref: ref, arguments: Int32(arguments.count))
+    }
+}
+
+extension Lua {
+    /// The machine's scheduler.
+    func scheduler() throws(KernelError) -> Scheduler { try machine().scheduler }
+}
+
+enum SchedBindings {
+    /// `spawn(fn, {name=, cpu=})` → Task: runnable now, on `cpu` (bound) or
+    /// the least busy CPU.
+    static let spawn: Binding = { L in
+        bind(L) { lua in
+            try lua.checkFunction(1)
+            var name: String?, cpu: Int?
+            if !lua.isNoneOrNil(2) {
+                try lua.checkTable(2)
+                try lua.checkFields(2, arg: 2, known: ["name", "cpu"])
+                name = try lua.stringField(2, "name", arg: 2)
+                cpu = try lua.integerField(2, "cpu", arg: 2, default: nil)
+            }
+            let runtime = lua.runtime
+            let task = try lua.scheduler().spawn(name: name, cpu: cpu, site: runtime.currentSite(lua))
+            try runtime.startThread(lua, for: task, function: 1)
+            lua.pushHandle(task, .task)
+            return 1
+        }
+    }
+
+    /// `run()`: waits until every other task is done; re-raises the first
+    /// failure nobody joined; EDEADLK when every task is blocked.
+    static let run: Binding = { L in
+        bind(L) { lua in
+            let runtime = lua.runtime
+            let scheduler = try lua.scheduler()
+            let me = scheduler.current
+            if let error = me.takeWakeError() { throw error }
+            guard scheduler.tasks.contains(where: { $0 !== me && !$0.isFinished }) else {
+                if let failed = scheduler.tasks.first(where: { $0 !== me && $0.state == .failed && !$0.failureReported }) {
+                    runtime.pushFailure(lua, failed)
+                    return MMLAB_RAISE
+                }
+                return 0
+            }
+            guard runtime.canBlock(lua) else { throw runtime.cannotBlock("kernel.sched.run") }
+            try scheduler.mightSleep("kernel.sched.run")
+            scheduler.block(on: .all)
+            lua_settop(L, 0)
+            return MMLAB_YIELD
+        }
+    }
+
+    /// `yield()`: gives the CPU up (`schedule()`); a bug with preemption off.
+    static let yield: Binding = { L in
+        bind(L) { lua in
+            let scheduler = try lua.scheduler()
+            let me = scheduler.current
+            if me.yielding {
+                me.yielding = false
+                return 0
+            }
+            guard me.preemptCount == 0 else {
+                throw KernelError.bug("scheduling while atomic: task '\(me.name)' yielded with preempt_count \(me.preemptCount)")
+            }
+            guard lua.runtime.canBlock(lua) else { return 0 }
+            me.yielding = true
+            scheduler.yieldCurrent()
+            lua_settop(L, 0)
+            return MMLAB_YIELD
+        }
+    }
+
+    /// `cond_resched()`: a preemption point, where sleeping must be allowed.
+    static let condResched: Binding = { L in
+        bind(L) { lua in
+            try lua.scheduler().mightSleep("cond_resched")
+            lua.runtime.state.pointee.budget = 1  // the trampoline offers the point as this returns
+            return 0
+        }
+    }
+
+    static let nrCpuIds: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.scheduler().cpuCount)
+            return 1
+        }
+    }
+
+    static let smpProcessorId: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.scheduler().smpProcessorId())
+            return 1
+        }
+    }
+
+    static let rawSmpProcessorId: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.scheduler().current.cpu)
+            return 1
+        }
+    }
+
+    static let preemptDisable: Binding = { L in
+        bind(L) { lua in
+            try lua.scheduler().preemptDisable()
+            return 0
+        }
+    }
+
+    static let preemptEnable: Binding = { L in
+        bind(L) { lua in
+            try lua.scheduler().preemptEnable()
+            return 0
+        }
+    }
+
+    static let preemptCount: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.scheduler().current.preemptCount)
+            return 1
+        }
+    }
+
+    /// `kernel.current()` → the running Task (borrowed).
+    static let current: Binding = { L in
+        bind(L) { lua in
+            lua.pushHandle(try lua.scheduler().current, .task, state: .borrowed)
+            return 1
+        }
+    }
+
+    /// `on_each_cpu(fn, wait)`: `fn(cpu)` on every CPU, with preemption off
+    /// as in interrupt context; with `wait`, returns when all are done
+    /// (re-raising a failure).
+    static let onEachCpu: Binding = { L in
+        bind(L) { lua in
+            try lua.checkFunction(1)
+            let wait = lua.boolean(2)
+            let runtime = lua.runtime
+            let scheduler = try lua.scheduler()
+            let me = scheduler.current
+            if let group = runtime.groups[me.id] {
+                if let error = me.takeWakeError() {
+                    runtime.groups[me.id] = nil
+                    throw error
+                }
+                guard group.allSatisfy(\.isFinished) else {
+                    scheduler.block(on: .tasks(group))
+                    return MMLAB_YIELD
+                }
+                runtime.groups[me.id] = nil
+                if let failed = group.first(where: { $0.state == .failed }) {
+                    runtime.pushFailure(lua, failed)
+                    return MMLAB_RAISE
+                }
+                return 0
+            }
+            if wait {
+                guard runtime.canBlock(lua) else { throw runtime.cannotBlock("on_each_cpu(fn, true)") }
+                try scheduler.mightSleep("on_each_cpu(fn, true)")
+            }
+            lua_settop(L, 2)
+            let site = runtime.currentSite(lua)
+            var group: [Task] = []
+            for cpu in 0..<scheduler.cpuCount {
+                let task = try scheduler.spawnAtomic(name: "ipi/\(cpu)", cpu: cpu, site: site)
+                lua.push(cpu)
+                try runtime.startThread(lua, for: task, function: 1, arguments: [3])
+                lua.pop()
+                runtime.detached.insert(task.id)
+                group.append(task)
+            }
+            guard wait else { return 0 }
+            runtime.groups[me.id] = group
+            scheduler.block(on: .tasks(group))
+            return MMLAB_YIELD
+        }
+    }
+
+    static let spinLock: Binding = { L in newLock(L, spin: true) }
+    static let mutex: Binding = { L in newLock(L, spin: false) }
+
+    /// `SpinLock(name)`, `Mutex(name)`: the name shows in reports.
+    private static func newLock(_ L: OpaquePointer?, spin: Bool) -> Int32 {
+        bind(L) { lua in
+            let name = try lua.string(1, default: nil)
+            let runtime = lua.runtime
+            let lock = try lua.scheduler().makeLock(spin: spin, name: name, site: runtime.currentSite(lua))
+            lua.pushHandle(lock, spin ? .spinLock : .mutex)
+            return 1
+        }
+    }
+}
+
+extension HandleClass {
+    static let task = HandleClass(.task, methods: [
+        ("join", TaskMethods.join),
+        ("name", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).name); return 1 } }),
+        ("cpu", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).cpu); return 1 } }),
+        ("state", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).state.rawValue); return 1 } }),
+        ("id", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).id); return 1 } }),
+    ], drop: { lua, object, _ in
+        // A spawned task goes on without its handle; what it leaves is
+        // forgotten once it has finished.
+        let task = unsafeDowncast(object, to: Task.self)
+        lua.runtime.detached.insert(task.id)
+        lua.runtime.forgetIfDetached(task)
+    })
+
+    static let lockMethods: [(String, Binding)] = [
+        ("lock", LockMethods.lock),
+        ("try_lock", LockMethods.tryLock),
+        ("stats", LockMethods.stats),
+        ("name", { L in bind(L) { lua in lua.push(try LockMethods.lock(lua).description); return 1 } }),
+    ]
+    static let spinLock = HandleClass(.spinLock, methods: lockMethods)
+    static let mutex = HandleClass(.mutex, methods: lockMethods)
+
+    /// Dropping a guard unlocks. The collector dropping one is a warning
+    /// (guards are meant to be scoped); it unlocks on the owner's behalf.
+    static let spinLockGuard = HandleClass(.spinLockGuard, methods: [], drop: dropLockGuard)
+    static let mutexGuard = HandleClass(.mutexGuard, methods: [], drop: dropLockGuard)
+
+    private static func dropLockGuard(_ lua: Lua, _ object: AnyObject, _ context: DropContext) throws {
+        let guard_ = unsafeDowncast(object, to: LockGuard.self)
+        guard let scheduler = lua.runtime.booted?.scheduler else { return }
+        if context.reason == .gc, !guard_.isReleased {
+            lua.runtime.warn("\(guard_) of task '\(guard_.task.name)' was dropped by the collector: lock guards are meant to be scoped (local g <close> = lock:lock())")
+        }
+        try scheduler.unlock(guard_, byCollector: context.reason == .gc)
+    }
+}
+
+enum TaskMethods {
+    /// `t:join()` → the task's results, or its error re-raised.
+    static let join: Binding = { L in
+        bind(L) { lua in
+            let target = try lua.object(1, .task, as: Task.self)
+            let runtime = lua.runtime
+            let scheduler = try lua.scheduler()
+            let me = scheduler.current
+            guard target !== me else { throw KernelError(.EDEADLK, "task '\(me.name)' cannot join itself") }
+            if let error = me.takeWakeError() { throw error }
+            if target.state == .failed {
+                runtime.pushFailure(lua, target)
+                return MMLAB_RAISE
+            }
+            if target.state == .done {
+                guard let ref = runtime.taskResults[target.id] else { return 0 }
+                lua_settop(L, 0)
+                lua_rawgeti(L, mmlab_registryindex(), lua_Integer(ref))
+                lua.getField(1, "n")
+                let n = Int32(lua_tointegerx(L, -1, nil))
+                lua.pop()
+                if n > 0 { for i in 1...n { lua_rawgeti(L, 1, lua_Integer(i)) } }
+                return n
+            }
+            guard runtime.canBlock(lua) else { throw runtime.cannotBlock("join") }
+            try scheduler.mightSleep("join of task '\(target.name)'")
+            scheduler.block(on: .task(target))
+            lua_settop(L, 1)
+            return MMLAB_YIELD
+        }
+    }
+}
+
+enum LockMethods {
+    static func lock(_ lua: Lua) throws -> Lock {
+        lua.object(try lua.handle(1, .spinLock, or: .mutex), as: Lock.self)
+    }
+
+    static func pushGuard(_ lua: Lua, _ guard_: LockGuard) {
+        lua.pushHandle(guard_, guard_.lock is SpinLock ? .spinLockGuard : .mutexGuard, lender: 1)
+    }
+
+    /// `l:lock()` → guard; waits (spinning or sleeping) while another task
+    /// holds it.
+    static let lock: Binding = { L in
+        bind(L) { lua in
+            let lock = try lock(lua)
+            let runtime = lua.runtime
+            let scheduler = try lua.scheduler()
+            if scheduler.wouldWait(for: lock), !runtime.canBlock(lua) {
+                throw runtime.cannotBlock("\(lock).lock()")
+            }
+            guard let guard_ = try scheduler.lock(lock, site: runtime.currentSite(lua)) else {
+                lua_settop(L, 1)
+                return MMLAB_YIELD
+            }
+            pushGuard(lua, guard_)
+            return 1
+        }
+    }
+
+    /// `l:try_lock()` → guard or nil.
+    static let tryLock: Binding = { L in
+        bind(L) { lua in
+            let lock = try lock(lua)
+            let runtime = lua.runtime
+            guard let guard_ = try lua.scheduler().tryLock(lock, site: runtime.currentSite(lua)) else { return 0 }
+            pushGuard(lua, guard_)
+            return 1
+        }
+    }
+
+    /// `l:stats()` → `{acquisitions=, contentions=, waiters=, owner=}`.
+    static let stats: Binding = { L in
+        bind(L) { lua in
+            let lock = try lock(lua)
+            lua.newTable(hash: 4)
+            lua.set("acquisitions", lock.acquisitions)
+            lua.set("contentions", lock.contentions)
+            lua.set("waiters", lock.waiterCount)
+            if let owner = lock.owner { lua.set("owner", owner.name) }
+            return 1
+        }
+    }
+}

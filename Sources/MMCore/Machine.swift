@@ -28,9 +28,9 @@ public final class Machine {
         pageAllocator = try PageAllocator(memory: memory, config: config)
         scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites, accounting: accounting)
         kmap = scheduler.current.kmap
-        scheduler.onSwitch = { [unowned self] task in
-            pageAllocator.currentCpu = task.cpu
-            kmap = task.kmap
+        scheduler.onSwitch = { [weak self] task in
+            self?.pageAllocator.currentCpu = task.cpu
+            self?.kmap = task.kmap
         }
     }
 }

@@ -111,6 +111,52 @@ struct CommandLineTests {
         #expect(a != (try mmlab(["--seed", "4", "-e", random]).stdout))
     }
 
+    @Test("tasks: an unjoined failure fails the run naming the task; a deadlock lists every task")
+    func tasks() throws {
+        let failing = try mmlab(["-e", "kernel.sched.spawn(function() error('boom') end, {name = 'worker'})"])
+        #expect(failing.status == 1)
+        #expect(failing.stderr.hasPrefix("mmlab: task 'worker': (command line):1: boom"))
+        let deadlock = try mmlab(["-e", """
+            local m = kernel.sync.Mutex('M')
+            local g = m:lock()
+            local t = kernel.sched.spawn(function() local x <close> = m:lock() end, {name = 'waiter'})
+            t:join()
+            """])
+        #expect(deadlock.status == 1)
+        #expect(deadlock.stderr.contains("EDEADLK: deadlock: every task is blocked"))
+        #expect(deadlock.stderr.contains("task 'main' (cpu 0): waits for task 'waiter' to finish; holds Mutex{M}"))
+        #expect(deadlock.stderr.contains("task 'waiter' (cpu 1): waits for Mutex{M} (held by 'main'); holds nothing"))
+    }
+
+    @Test("a guard the collector drops is a warning, and fails the run under --strict")
+    func collectedGuard() throws {
+        let script = "local m = kernel.sync.Mutex('m') m:lock() collectgarbage()"
+        let r = try mmlab(["-e", script])
+        #expect(r.status == 0)
+        #expect(r.stderr.contains("mmlab: warning: MutexGuard{Mutex{m}} of task 'main' was dropped by the collector"))
+        #expect(try mmlab(["--strict", "-e", script]).status == 1)
+        #expect(try mmlab(["--strict", "-e", "local m = kernel.sync.Mutex() local g <close> = m:lock()"]).status == 0)
+    }
+
+    @Test("an unguarded per-CPU read-modify-write loses updates for a seed, the same each time")
+    func lostUpdates() throws {
+        func run(_ seed: Int) throws -> String {
+            try mmlab(["--seed", String(seed), "examples/percpu_counter.lua", "8", "200"]).stdout
+        }
+        var losses: Set<String> = []
+        for seed in 0..<3 {
+            let out = try run(seed)
+            #expect(try run(seed) == out, "seed \(seed) replays byte for byte")
+            let lines = out.split(separator: "\n")
+            let racy = try #require(lines.first { $0.hasPrefix("per-CPU unguarded RMW") })
+            let lost = racy.split(separator: " ", omittingEmptySubsequences: true)[4]
+            #expect(lines.contains { $0.hasPrefix("per-CPU this_cpu_inc") && $0.contains(" 1600      0") })
+            #expect(lines.contains { $0.hasPrefix("shared, spinlock") && $0.contains(" 1600      0") })
+            losses.insert(String(lost))
+        }
+        #expect(losses.contains { $0 != "0" }, "some seed loses updates")
+    }
+
     @Test("the same script and seed print the same bytes")
     func determinism() throws {
         let script = """

@@ -4,6 +4,9 @@
 -- nothing leaks.
 local Page = kernel.page.Page
 
+-- Handles the tests pass in: try() never drops these.
+local protected = setmetatable({}, {__mode = "k"})
+
 local function hostile_values(extra)
   local v = {
     true, false, 0, -1, 1, 7, 4095, 4096, 4097, 8192, math.maxinteger, math.mininteger,
@@ -11,21 +14,30 @@ local function hostile_values(extra)
     string.rep("z", 5000), {}, setmetatable({}, {__index = function() error("trap") end}),
     tostring, coroutine.create(tostring), io.stdout,
   }
-  for _, x in ipairs(extra) do v[#v + 1] = x end
+  for _, x in ipairs(extra) do
+    v[#v + 1] = x
+    protected[x] = true
+  end
   return v
 end
 
 local calls, failures = 0, 0
+-- Calls fn(...) under pcall; drops whatever owned handles it returns (a
+-- guard, a page, a task) so that hostile calls leave nothing behind.
 local function try(fn, ...)
   calls = calls + 1
-  local ok, err = pcall(fn, ...)
-  if not ok then
+  local results = table.pack(pcall(fn, ...))
+  if not results[1] then
     failures = failures + 1
-    local t = type(err)
+    local err, t = results[2], type(results[2])
     assert(t == "string" or (t == "table" and getmetatable(err) == kernel.Error),
            "an error must be a message or a kernel.Error, got " .. t)
   end
-  return ok
+  for i = 2, results.n do
+    local ok, state = pcall(kernel.state, results[i])
+    if ok and state == "owned" and not protected[results[i]] then pcall(kernel.drop, results[i]) end
+  end
+  return results[1]
 end
 
 -- Calls fn with every argument position (up to `arity`) replaced by each
@@ -202,4 +214,40 @@ test("every kernel.mem and kernel.page function", function()
   for _, v in ipairs(hostile_values{}) do try(kernel.page.into_phys, v) end
   local q = Page.alloc_page()
   kernel.drop(kernel.page.from_phys(kernel.page.into_phys(q)))
+end)
+
+test("every kernel.sched, kernel.sync and kernel.percpu function and method", function()
+  local sched, sync, percpu = kernel.sched, kernel.sync, kernel.percpu
+  local m, s = sync.Mutex("m"), sync.SpinLock("s")
+  local dyn, stat = percpu.alloc("u16", 1), percpu.define("hostile", "i8", 1)
+  local val = percpu.alloc("value")
+  local task = sched.spawn(function() return 1 end)
+  local values = hostile_values{m, s, dyn, stat, task, percpu.CpuGuard()}
+  local fns = {}
+  for _, module in ipairs{sched, sync, percpu} do
+    for _, fn in pairs(module) do fns[#fns + 1] = fn end
+  end
+  fns[#fns + 1] = kernel.current
+  for _, fn in ipairs(fns) do exercise(fn, 3, {nil, nil, nil}, values) end
+  for _, h in ipairs{m, s, dyn, stat, val, task, kernel.current()} do
+    for _, name in ipairs(methods(h)) do
+      exercise(function(...) return h[name](h, ...) end, 3, {0, 0, 0}, values)
+    end
+  end
+  local guard = percpu.CpuGuard()
+  local tok = dyn:get_mut(guard)
+  for _, name in ipairs(methods(tok)) do
+    exercise(function(...) return tok[name](tok, ...) end, 2, {0, 0}, values)
+  end
+  kernel.drop(tok)
+  -- Undo what the hostile calls left behind: spawned tasks, held guards,
+  -- preemption disabled.
+  for _, v in ipairs(values) do
+    local ok, state = pcall(kernel.state, v)
+    if ok and state == "owned" and tostring(v):match("Guard") then kernel.drop(v) end
+  end
+  while sched.preempt_count() > 0 do sched.preempt_enable() end
+  repeat local ok = pcall(sched.run) until ok
+  collectgarbage()
+  kernel.debug.check()
 end)

@@ -2,61 +2,65 @@
 /// one is preempted, migrated, blocked or woken. Every choice comes from the
 /// machine's seed, so a run replays exactly.
 ///
-/// The engine runs tasks as coroutines and asks the scheduler at each
-/// preemption point (a binding call, or every few hundred instructions)
-/// whether to switch. A task is preempted only while its `preemptCount` is
-/// zero, which holding a spinlock or a `CpuGuard` prevents.
+/// Each CPU has a task on it (or is idle) and a queue of runnable tasks
+/// waiting for it. The engine runs one task at a time and, at each switch
+/// point (a binding call, or every few hundred instructions), asks whether
+/// to switch: time passes on another CPU, whose task resumes. A task whose
+/// `preemptCount` is zero may also be preempted then: it leaves its CPU for
+/// another task of that CPU's queue, and an unbound one may migrate. With
+/// preemption off (a spinlock, a CpuGuard) it keeps its CPU, while other
+/// CPUs go on.
 ///
 /// # Invariants
 ///
-/// A runnable task is on exactly one CPU's queue, or is `current`. A task
-/// spinning on a spinlock keeps its CPU: nothing else runs there until it
-/// has the lock.
+/// A runnable task is either on a CPU (`running`) or on exactly one queue.
+/// A task spinning on a spinlock stays on its CPU, blocked: nothing else
+/// runs there until it has the lock. `runnable` counts runnable tasks.
 public final class Scheduler {
     public let cpuCount: Int
     /// Every task, in spawn order; `main` first.
     public private(set) var tasks: [Task] = []
     public let main: Task
-    /// The running task.
+    /// The task the engine is running.
     public private(set) var current: Task
     /// Called when the running task or its CPU changes: the page allocator
     /// serves that CPU's lists.
     public var onSwitch: ((Task) -> Void)?
-    /// Called with the number of queued tasks whenever it changes: the
-    /// engine skips preemption points while nothing else could run.
-    public var onQueued: ((Int) -> Void)?
-    /// Tasks on run queues.
-    public private(set) var queued = 0 {
-        didSet { onQueued?(queued) }
+    /// Called with whether more than one task is runnable, when that
+    /// changes: the engine skips switch points while nothing else could run.
+    public var onContention: ((Bool) -> Void)?
+    /// Runnable tasks, on CPUs or queued.
+    public private(set) var runnable = 0 {
+        didSet { if (oldValue > 1) != (runnable > 1) { onContention?(runnable > 1) } }
     }
     public let lockdep = Lockdep()
 
     private var queues: [[Task]]
-    private var spinners: [Task?]
+    private var running: [Task?]
+    private var keptCpu: Task?
     private var random: Random
-    private var nextId = 1
+    private var nextId = 2
     var lockCount = 0
     /// Where each waiting task asked for its lock.
     var pendingSites: [ObjectIdentifier: Site] = [:]
-
-    /// One in `migrationOdds` preemption points moves an unbound task to a
-    /// CPU drawn from the seed.
-    public var migrationOdds: UInt64 = 4
-    /// Binding calls between preemption points: drawn from 1 ... this.
-    public var bindingBudget: UInt64 = 8
-
     let sites: SiteTable
     let accounting: Accounting
+
+    /// One in `migrationOdds` preemptions moves an unbound task to a CPU
+    /// drawn from the seed.
+    public var migrationOdds: UInt64 = 4
+    /// Binding calls between switch points: drawn from 1 ... this.
+    public var bindingBudget: UInt64 = 8
 
     init(cpus: Int, seed: UInt64, sites: SiteTable, accounting: Accounting) {
         self.sites = sites
         self.accounting = accounting
         cpuCount = cpus
         queues = Array(repeating: [], count: cpus)
-        spinners = Array(repeating: nil, count: cpus)
+        running = Array(repeating: nil, count: cpus)
         random = Random(seed: seed ^ 0x7363_6865_645f_7271)
         main = Task(id: 1, name: "main", cpu: 0, boundCpu: nil, site: .unknown)
-        nextId = 2
+        main.state = .done  // until the engine runs a chunk
         current = main
         tasks.append(main)
     }
@@ -64,16 +68,18 @@ public final class Scheduler {
     // MARK: Tasks
 
     /// Spawns a runnable task, bound to `cpu` if given, else on the CPU with
-    /// the fewest runnable tasks.
+    /// the fewest tasks.
     public func spawn(name: String?, cpu: Int?, site: Site) throws(KernelError) -> Task {
         if let cpu, !(0..<cpuCount).contains(cpu) {
             throw KernelError(.EINVAL, "cpu \(cpu) is not one of the machine's \(cpuCount) CPUs")
         }
         let id = nextId
         nextId += 1
-        let home = cpu ?? (0..<cpuCount).min { queues[$0].count < queues[$1].count } ?? 0
+        let load = { (c: Int) in self.queues[c].count + (self.running[c] == nil ? 0 : 1) }
+        let home = cpu ?? (0..<cpuCount).min { load($0) < load($1) } ?? 0
         let task = Task(id: id, name: name ?? "task\(id)", cpu: home, boundCpu: cpu, site: site)
         tasks.append(task)
+        runnable += 1
         enqueue(task)
         return task
     }
@@ -87,30 +93,42 @@ public final class Scheduler {
         return task
     }
 
-    /// Puts a runnable task on its CPU's queue (at the front for a spinner
-    /// that got its lock).
-    func enqueue(_ task: Task, front: Bool = false) {
+    /// Puts a runnable task on its CPU's queue.
+    func enqueue(_ task: Task) {
         task.isQueued = true
-        queued += 1
-        if front { queues[task.cpu].insert(task, at: 0) } else { queues[task.cpu].append(task) }
+        queues[task.cpu].append(task)
     }
 
     /// Runs `main` again for a new chunk.
     public func restartMain() {
+        if main.state != .runnable { runnable += 1 }
         main.state = .runnable
         main.waiting = nil
-        if !main.isQueued { enqueue(main) }
+        if !main.isQueued && running[main.cpu] !== main { enqueue(main) }
     }
 
-    /// Picks the next task to run: a CPU with work, drawn from the seed, and
-    /// the task at the head of its queue. Nil when nothing can run.
+    /// Whether CPU `c` has something to run: its task, if runnable, or the
+    /// head of its queue when idle.
+    private func ready(_ c: Int) -> Bool {
+        if let task = running[c] { return task.state == .runnable }
+        return !queues[c].isEmpty
+    }
+
+    /// Picks what runs next: a CPU with something to run, drawn from the
+    /// seed, and its task (the head of its queue if it was idle). Nil when
+    /// nothing can run.
     public func pickNext() -> Task? {
-        let ready = (0..<cpuCount).filter { !queues[$0].isEmpty && spinners[$0] == nil }
+        let ready = (0..<cpuCount).filter(ready)
         guard !ready.isEmpty else { return nil }
         let cpu = ready[Int(random.below(UInt64(ready.count)))]
-        let task = queues[cpu].removeFirst()
-        task.isQueued = false
-        queued -= 1
+        let task: Task
+        if let on = running[cpu] {
+            task = on
+        } else {
+            task = queues[cpu].removeFirst()
+            task.isQueued = false
+            running[cpu] = task
+        }
         switchTo(task)
         return task
     }
@@ -121,60 +139,92 @@ public final class Scheduler {
         onSwitch?(task)
     }
 
-    /// Whether any task other than the running one could run now.
-    public var othersRunnable: Bool {
-        (0..<cpuCount).contains { !queues[$0].isEmpty && spinners[$0] == nil }
-    }
-
-    /// A preemption point in the running task: says whether to switch to
-    /// another task now (migrating an unbound one, sometimes). Never while
-    /// preemption is disabled, and never when nothing else could run.
+    /// A switch point in the running task: whether to let something else
+    /// run now. Another CPU's task may run while this one stays on its
+    /// CPU; with preemption on, this one may also be preempted (and an
+    /// unbound one migrated), which never happens while preemption is off.
     public func preemptionPoint(hook: Bool) -> Bool {
         let task = current
-        guard task.preemptCount == 0, task.state == .runnable, othersRunnable,
-              !hook || random.below(2) == 0 else { return false }
-        // A preempted task may wake up elsewhere; a task alone stays put.
-        if task.boundCpu == nil, cpuCount > 1, random.below(migrationOdds) == 0 {
-            task.cpu = Int(random.below(UInt64(cpuCount)))
+        guard task.state == .runnable, runnable > 1, !hook || random.below(2) == 0 else { return false }
+        let cpu = task.cpu
+        let otherCpus = (0..<cpuCount).contains { $0 != cpu && ready($0) }
+        let preemptible = task.preemptCount == 0
+        if preemptible, !queues[cpu].isEmpty || (otherCpus && random.below(2) == 0) {
+            running[cpu] = nil
+            if task.boundCpu == nil, cpuCount > 1, random.below(migrationOdds) == 0 {
+                task.cpu = Int(random.below(UInt64(cpuCount)))
+            }
+            enqueue(task)
+            return true
         }
-        enqueue(task)
-        return true
+        if otherCpus { keptCpu = task }
+        return otherCpus
     }
 
-    /// Binding calls until the next preemption point.
+    /// After the running task yielded to the engine: unless it only let
+    /// another CPU run (it keeps its own), a runnable task gives up its CPU,
+    /// as a plain yield does.
+    public func afterYield() {
+        if keptCpu === current {
+            keptCpu = nil
+            return
+        }
+        yieldCurrent()
+    }
+
+    /// The machine booted while `main` was already running a chunk.
+    public func adoptMain() {
+        guard main.state != .runnable else { return }
+        main.state = .runnable
+        runnable += 1
+        running[main.cpu] = main
+        switchTo(main)
+    }
+
+    /// Switch points to wait before the next: drawn from the seed.
     public func nextBudget() -> Int { 1 + Int(random.below(bindingBudget)) }
 
-    /// The running task gave up its CPU willingly (`schedule`, `yield`).
+    /// The running task gives its CPU up willingly (`schedule`, `yield`).
     public func yieldCurrent() {
         let task = current
         guard task.state == .runnable, !task.isQueued else { return }
+        if running[task.cpu] === task { running[task.cpu] = nil }
         enqueue(task)
     }
 
-    /// Blocks the running task on `wait`; it runs again once woken.
+    /// A switch point the task did not take preemption at: it stays on its
+    /// CPU (the engine yielded only to let another CPU run).
+    public func isOnCpu(_ task: Task) -> Bool { running[task.cpu] === task }
+
+    /// Blocks the running task on `wait`; it runs again once woken. A
+    /// spinner keeps its CPU; a sleeper leaves it.
     public func block(on wait: Wait) {
         let task = current
         task.state = .blocked
         task.waiting = wait
-        if case .lock(let lock) = wait, lock is SpinLock { spinners[task.cpu] = task }
+        runnable -= 1
+        if case .lock(let lock) = wait, lock is SpinLock { return }
+        if running[task.cpu] === task { running[task.cpu] = nil }
     }
 
-    /// Makes a blocked task runnable; a spinner goes first on its CPU.
+    /// Makes a blocked task runnable: a spinner resumes on its CPU, a
+    /// sleeper joins its CPU's queue.
     public func wake(_ task: Task, error: KernelError? = nil) {
         guard task.state == .blocked else { return }
         task.state = .runnable
         task.wakeError = error
-        let spinning = spinners[task.cpu] === task
-        if spinning { spinners[task.cpu] = nil }
-        enqueue(task, front: spinning)
+        runnable += 1
+        if running[task.cpu] !== task { enqueue(task) }
         if case .lock(let lock) = task.waiting, error != nil { lock.waiters.removeAll { $0 === task } }
         task.waiting = nil
     }
 
     /// The running task finished; everything waiting for it wakes.
     public func finish(_ task: Task, failed: Bool) {
+        if task.state == .runnable { runnable -= 1 }
         task.state = failed ? .failed : .done
         task.waiting = nil
+        if running[task.cpu] === task { running[task.cpu] = nil }
         for other in tasks where other.state == .blocked {
             switch other.waiting {
             case .task(let target) where target === task: wake(other)

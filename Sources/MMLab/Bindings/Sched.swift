@@ -72,6 +72,7 @@ enum SchedBindings {
             let scheduler = try lua.scheduler()
             let me = scheduler.current
             if let error = me.takeWakeError() { throw error }
+            try scheduler.mightSleep("kernel.sched.run")
             guard scheduler.tasks.contains(where: { $0 !== me && !$0.isFinished }) else {
                 if let failed = scheduler.tasks.first(where: { $0 !== me && $0.state == .failed && !$0.failureReported }) {
                     runtime.pushFailure(lua, failed)
@@ -80,7 +81,6 @@ enum SchedBindings {
                 return 0
             }
             guard runtime.canBlock(lua) else { throw runtime.cannotBlock("kernel.sched.run") }
-            try scheduler.mightSleep("kernel.sched.run")
             scheduler.block(on: .all)
             lua_settop(L, 0)
             return MMLAB_YIELD
@@ -186,7 +186,9 @@ enum SchedBindings {
                     return MMLAB_YIELD
                 }
                 runtime.groups[me.id] = nil
-                if let failed = group.first(where: { $0.state == .failed }) {
+                let failures = group.filter { $0.state == .failed }
+                if let failed = failures.first {
+                    for other in failures.dropFirst() { other.failureReported = true }  // one call, one error
                     runtime.pushFailure(lua, failed)
                     return MMLAB_RAISE
                 }
@@ -278,6 +280,7 @@ enum TaskMethods {
             let me = scheduler.current
             guard target !== me else { throw KernelError(.EDEADLK, "task '\(me.name)' cannot join itself") }
             if let error = me.takeWakeError() { throw error }
+            try scheduler.mightSleep("join of task '\(target.name)'")
             if target.state == .failed {
                 runtime.pushFailure(lua, target)
                 return MMLAB_RAISE
@@ -293,7 +296,6 @@ enum TaskMethods {
                 return n
             }
             guard runtime.canBlock(lua) else { throw runtime.cannotBlock("join") }
-            try scheduler.mightSleep("join of task '\(target.name)'")
             scheduler.block(on: .task(target))
             lua_settop(L, 1)
             return MMLAB_YIELD

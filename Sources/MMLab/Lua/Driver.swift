@@ -96,8 +96,9 @@ extension Runtime {
            let failure = taskFailures[failed.id] {
             failed.failureReported = true
             let error = engineError(failure)
-            throw EngineError(message: "task '\(failed.name)': \(error.message)", traceback: error.traceback,
-                              kernelError: error.kernelError)
+            // A kernel.Error names its task in its message already.
+            let message = error.kernelError == nil ? "task '\(failed.name)': \(error.message)" : error.message
+            throw EngineError(message: message, traceback: error.traceback, kernelError: error.kernelError)
         }
     }
 
@@ -129,6 +130,7 @@ extension Runtime {
             return
         }
         state.pointee.current = thread.L
+        if let scheduler = booted?.scheduler { state.pointee.budget = Int32(scheduler.nextBudget()) }
         activeL = thread.L
         var nres: Int32 = 0
         let status = lua_resume(thread.L, nil, thread.arguments, &nres)
@@ -140,7 +142,7 @@ extension Runtime {
         switch status {
         case LUA_YIELD:
             lua_settop(thread.L, -nres - 1)  // what a plain coroutine.yield passed
-            scheduler?.yieldCurrent()
+            scheduler?.afterYield()
         case LUA_OK:
             if id == 1 {
                 mainResultCount = nres

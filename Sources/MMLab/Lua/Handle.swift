@@ -213,13 +213,15 @@ extension Lua {
         }
         let runtime = self.runtime
         let site = reason == .gc ? Site.unknown : runtime.currentSite(self)
+        // Release first: a drop that fails (a guard dropped by the wrong
+        // task) leaves the handle as it was.
+        if state == .owned, let type = Handles.type(h), let object = Handles.object(h) {
+            try runtime.classes[Int(type.rawValue)]?.drop(self, object, DropContext(reason: reason, site: site))
+        }
         h.pointee.state = HandleState.dropped.rawValue
         h.pointee.site = site.id
         endBorrow(idx)
         runtime.stats.count(reason)
-        if state == .owned, let type = Handles.type(h), let object = Handles.object(h) {
-            try runtime.classes[Int(type.rawValue)]?.drop(self, object, DropContext(reason: reason, site: site))
-        }
     }
 
     /// Ends the handle at `idx` without releasing anything: a consuming

@@ -131,8 +131,14 @@ final class Runtime {
             _ = mmlab_gc(self.activeL, LUA_GCSTEP, Int32(clamping: pages * PAGE_SIZE / 1024))
         }
         booted = machine
+        if driving { machine.scheduler.adoptMain() }
         state.pointee.budget = 1
-        machine.scheduler.onQueued = { [weak self] queued in self?.state.pointee.contended = queued > 0 ? 1 : 0 }
+        machine.scheduler.onContention = { [weak self] contended in
+            guard let state = self?.state else { return }
+            // Another task became runnable: the running one gets a short budget.
+            if contended, state.pointee.budget > 8 { state.pointee.budget = 8 }
+            state.pointee.contended = contended ? 1 : 0
+        }
         return machine
     }
 

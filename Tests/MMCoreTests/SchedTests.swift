@@ -1,0 +1,187 @@
+import Testing
+@testable import MMCore
+
+@Suite("Scheduler")
+struct SchedulerTests {
+    func machine(cpus: Int = 4, seed: UInt64 = 0) throws -> Machine {
+        try Machine(MachineConfig(memory: 16 << 20, cpus: cpus, seed: seed))
+    }
+
+    @Test("spawned tasks spread over the least busy CPUs; a bound one stays")
+    func spawn() throws {
+        let s = try machine().scheduler
+        let tasks = try (0..<4).map { _ in try s.spawn(name: nil, cpu: nil, site: .unknown) }
+        #expect(tasks.map(\.cpu) == [0, 1, 2, 3])
+        #expect(tasks.map(\.name) == ["task2", "task3", "task4", "task5"])
+        let bound = try s.spawn(name: "b", cpu: 2, site: .unknown)
+        #expect(bound.boundCpu == 2)
+        #expect(throws: KernelError.self) { try s.spawn(name: nil, cpu: 4, site: .unknown) }
+        #expect(s.runnable == 5)
+    }
+
+    @Test("the same seed picks the same order")
+    func deterministic() throws {
+        func order(seed: UInt64) throws -> [Int] {
+            let s = try machine(seed: seed).scheduler
+            for _ in 0..<6 { _ = try s.spawn(name: nil, cpu: nil, site: .unknown) }
+            var picked: [Int] = []
+            while let t = s.pickNext() {
+                picked.append(t.id)
+                s.finish(t, failed: false)
+            }
+            return picked
+        }
+        #expect(try order(seed: 3) == order(seed: 3))
+        #expect(try Set(order(seed: 3)) == Set(2...7))
+    }
+
+    @Test("a task with preemption off is never preempted; it may let other CPUs run")
+    func preemptOff() throws {
+        let s = try machine(cpus: 2).scheduler
+        let a = try s.spawn(name: "a", cpu: 0, site: .unknown)
+        _ = try s.spawn(name: "b", cpu: 0, site: .unknown)
+        _ = try s.spawn(name: "c", cpu: 1, site: .unknown)
+        var task = s.pickNext()
+        while task !== a { s.afterYield(); task = s.pickNext() }
+        s.preemptDisable()
+        for _ in 0..<200 {
+            _ = s.preemptionPoint(hook: false)
+            #expect(s.isOnCpu(a), "a keeps CPU 0")
+            s.afterYield()
+            #expect(a.cpu == 0)
+        }
+        try s.preemptEnable()
+        var preempted = false
+        for _ in 0..<50 where !preempted {
+            preempted = s.preemptionPoint(hook: false) && !s.isOnCpu(a)
+        }
+        #expect(preempted, "with preemption on, b gets CPU 0")
+    }
+
+    @Test("might_sleep and smp_processor_id follow the preemption count")
+    func checks() throws {
+        let s = try machine().scheduler
+        s.restartMain()
+        _ = s.pickNext()
+        #expect(throws: KernelError.bug("using smp_processor_id() in preemptible [00000000] code: main/1")) {
+            try s.smpProcessorId()
+        }
+        s.preemptDisable()
+        #expect(try s.smpProcessorId() == 0)
+        #expect(throws: KernelError.self) { try s.mightSleep("mutex_lock") }
+        try s.preemptEnable()
+        try s.mightSleep("mutex_lock")
+        #expect(throws: KernelError.self) { try s.preemptEnable() }
+    }
+}
+
+@Suite("Locks and lockdep")
+struct LockTests {
+    func scheduler() throws -> Scheduler {
+        let s = try Machine(MachineConfig(memory: 16 << 20)).scheduler
+        s.restartMain()
+        _ = s.pickNext()
+        return s
+    }
+
+    @Test("a contended mutex blocks its task and hands over in order")
+    func handoff() throws {
+        let s = try scheduler()
+        let m = s.makeLock(spin: false, name: "m", site: .unknown)
+        let held = try #require(try s.lock(m, site: .unknown))
+        let a = try s.spawn(name: "a", cpu: nil, site: .unknown)
+        s.switchTo(a)
+        #expect(try s.lock(m, site: .unknown) == nil)
+        #expect(a.state == .blocked)
+        s.switchTo(s.main)
+        try s.unlock(held)
+        #expect(m.owner === a)
+        #expect(a.state == .runnable)
+        s.switchTo(a)
+        let got = try #require(try s.lock(m, site: .unknown), "the handed-over lock")
+        #expect(m.contentions == 1 && m.acquisitions == 2)
+        #expect(throws: KernelError.self) {
+            s.switchTo(s.main)
+            try s.unlock(got)
+        }
+        s.switchTo(a)
+        try s.unlock(got)
+        #expect(m.owner == nil)
+    }
+
+    @Test("a spinlock disables preemption; a mutex under it is a bug")
+    func spin() throws {
+        let s = try scheduler()
+        let spin = s.makeLock(spin: true, name: "s", site: .unknown)
+        let mutex = s.makeLock(spin: false, name: "m", site: .unknown)
+        let g = try #require(try s.lock(spin, site: .unknown))
+        #expect(s.current.preemptCount == 1)
+        #expect(throws: KernelError.self) { try s.lock(mutex, site: .unknown) }
+        try s.unlock(g)
+        #expect(s.current.preemptCount == 0)
+    }
+
+    @Test("lockdep reports an inversion with both chains, and recursion")
+    func lockdep() throws {
+        let s = try scheduler()
+        let a = s.makeLock(spin: false, name: "A", site: .unknown)
+        let b = s.makeLock(spin: false, name: "B", site: .unknown)
+        let ga = try #require(try s.lock(a, site: .unknown))
+        let gb = try #require(try s.lock(b, site: .unknown))
+        #expect(throws: KernelError.self) { try s.lock(a, site: .unknown) }
+        try s.unlock(gb)
+        try s.unlock(ga)
+        let gb2 = try #require(try s.lock(b, site: .unknown))
+        do {
+            _ = try s.lock(a, site: .unknown)
+            Issue.record("the inversion should be reported")
+        } catch {
+            #expect(error.isBug)
+            #expect(error.message.contains("trying to acquire Mutex{A}"))
+            #expect(error.message.contains("while holding Mutex{B}"))
+            #expect(error.message.contains("Mutex{B} taken at ? by task 'main' while holding Mutex{A}"))
+        }
+        #expect(a.owner == nil, "the reported acquisition did not happen")
+        try s.unlock(gb2)
+        #expect(s.lockdep.count == 1)
+    }
+}
+
+@Suite("Per-CPU variables")
+struct PerCpuTests {
+    @Test("each type wraps as the kernel's arithmetic does", arguments: [
+        (PerCpuType.i8, Int64(128), Int64(-128)), (.i8, -129, 127), (.u8, 256, 0), (.u8, -1, 255),
+        (.i16, 32768, -32768), (.u16, -1, 65535), (.i32, 1 << 31, -(1 << 31)), (.u32, -1, 4_294_967_295),
+        (.u32, 1 << 32, 0), (.i64, Int64.max, Int64.max), (.u64, -1, -1), (.usize, -1, -1), (.isize, -1, -1),
+    ])
+    func wrap(type: PerCpuType, value: Int64, wrapped: Int64) {
+        #expect(type.wrap(value) == wrapped)
+    }
+
+    @Test("operations, remote access and a second token")
+    func operations() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20, cpus: 2))
+        let s = machine.scheduler
+        s.restartMain()
+        _ = s.pickNext()
+        let area = machine.percpu.alloc(.u8, site: .unknown) { cpu in Int64(cpu + 254) }
+        #expect(area.values == [254, 255])
+        #expect(try area.add(1, 1) == 0)
+        #expect(try area.exchange(0, 300) == 254)
+        #expect(try area.read(0) == 44)
+        #expect(try area.compareExchange(0, old: 300, new: 7) == 44)
+        #expect(try area.read(0) == 7)
+        #expect(throws: KernelError.self) { try area.read(2) }
+        let token = try machine.percpu.token(area, s.cpuGuard(site: .unknown), site: .unknown)
+        #expect(throws: KernelError.self) { try machine.percpu.token(area, s.cpuGuard(site: .unknown), site: .unknown) }
+        try token.set(9)
+        #expect(try token.get() == 9)
+        try machine.percpu.release(token)
+        #expect(throws: KernelError.self) { try token.get() }
+        #expect(s.current.preemptCount == 1, "the rejected guard is still held")
+        let statics = machine.percpu
+        _ = try statics.define("x", .i16, initial: 40000, site: .unknown)
+        #expect(try statics.get("x")?.read(1) == 40000 - 65536)
+        #expect(throws: KernelError.self) { try statics.define("x", .u8, initial: 0, site: .unknown) }
+    }
+}

@@ -147,15 +147,3 @@ int mmlab_taskerror(lua_State *L) {
     lua_setfield(L, -2, "error");
     return 1;
 }
-
-int mmlab_msghandler(lua_State *L) {
-    const char *msg = error_message(L, 1);
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, msg);
-    lua_setfield(L, -2, "message");
-    luaL_traceback(L, L, NULL, 1);
-    lua_setfield(L, -2, "traceback");
-    lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "error");
-    return 1;
-}

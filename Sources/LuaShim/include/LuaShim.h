@@ -82,16 +82,12 @@ static inline void mmlab_setstate(lua_State *L, mmlab_State *s) { *(mmlab_State 
 // preemption point every `count` instructions (0 removes it).
 void mmlab_sethook(lua_State *L, int count);
 
-// For a task that failed: the message handler's table for the error on
-// top of `co` (with `co`'s traceback), pushed on L. A lua_CFunction taking
-// the thread as argument 1; run it under a protected call.
+// For a task that failed: a table {message=, traceback=, error=} for the
+// error on top of its thread `co` (argument 1): the message (or the error
+// object's __tostring, after its `where` and task), `co`'s traceback and the
+// error object, pushed on L. Run it under a protected call.
 int mmlab_taskerror(lua_State *L);
 static inline int mmlab_gc(lua_State *L, int what, int data) { return lua_gc(L, what, data); }  // variadic in C
 static inline const char *mmlab_lua_release(void) { return LUA_RELEASE; }
-
-// The message handler of lua.c, as a table {message=, traceback=, error=}:
-// the message (or the error object's __tostring, after its `where`), the
-// traceback and the original error object. C because it allocates.
-int mmlab_msghandler(lua_State *L);
 
 #endif

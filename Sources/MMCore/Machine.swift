@@ -13,6 +13,8 @@ public final class Machine {
     public private(set) lazy var percpu = PerCpuVariables(machine: self)
     /// Pages whose owners gave them away with `into_phys`, by frame.
     var givenAway: [Pfn: Page] = [:]
+    /// The last mm id handed out.
+    var mmIds = 0
 
     /// The kmap_local stack of the running task. Read on every page access:
     /// kept here as tasks switch, without a dynamic exclusivity check.

@@ -111,6 +111,7 @@ public final class Engine {
     /// handle nothing references: what the leak report lists.
     public func leaks() -> [NativeObject] {
         _ = mmlab_gc(runtime.L, LUA_GCCOLLECT, 0)
+        runtime.booted?.scheduler.runWork()  // what the collected handles deferred (mmput_async)
         return runtime.booted?.accounting.leaks() ?? []
     }
 

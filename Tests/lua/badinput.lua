@@ -251,3 +251,67 @@ test("every kernel.sched, kernel.sync and kernel.percpu function and method", fu
   collectgarbage()
   kernel.debug.check()
 end)
+
+test("every kernel.mm and kernel.uaccess function and method, live, dead and torn down", function()
+  local mm, uaccess, sched = kernel.mm, kernel.uaccess, kernel.sched
+  local u = mm.mm_alloc()
+  local a = u:mmap{len = 4 * 4096}
+  local p = Page.alloc_page()
+  local new
+  local d = u:mmap{len = 4096, hook = function(vma) new = vma; vma:set_mixedmap():vm_insert_page(vma:vm_start(), p) end}
+  local m, u2, async = u:mmgrab(), u:mmget(), u:mmget():into_mmput_async()
+  local g = u:mmap_read_lock()
+  local vma, mixed = g:vma_lookup(a), g:vma_lookup(d):as_mixedmap_vma()
+  local rcu = u:lock_vma_under_rcu(a)
+  local slice = uaccess.UserSlice(u, a, 8192)
+  local r, w = uaccess.UserSlice(u, a, 8192):reader_writer()
+  local handles = {u, m, u2, async, g, vma, mixed, rcu, slice, r, w, new, p}
+  local values = hostile_values(handles)
+  local fns = {}
+  for _, module in ipairs{mm, uaccess} do
+    for _, fn in pairs(module) do if type(fn) == "function" then fns[#fns + 1] = fn end end
+  end
+  for _, fn in ipairs(fns) do exercise(fn, 3, {u, a, 8}, values) end
+  for _, h in ipairs(handles) do
+    for _, name in ipairs(methods(h)) do
+      if name ~= "downgrade" and name ~= "into_mmput_async" and name ~= "reader" and name ~= "writer" and name ~= "reader_writer" then
+        exercise(function(...) return h[name](h, ...) end, 2, {a, 8}, values)
+      end
+    end
+  end
+  -- Dead handles: every method raises a bug, never crashes.
+  kernel.drop(rcu)
+  kernel.drop(g)
+  for _, h in ipairs{vma, mixed, rcu, g, new} do
+    for _, name in ipairs(methods(h)) do
+      local err = expect_error("BUG", h[name], h, a, 8)
+      assert(err.message:find("use after") or err.message:find("no longer protected"), err.message)
+    end
+  end
+  -- Torn down: a borrowed view of an address space whose users are gone.
+  local view
+  local t = sched.spawn(function() view = kernel.current():mm() end, {mm = u})
+  t:join()
+  kernel.drop(async)
+  kernel.drop(u2)
+  kernel.drop(u)
+  sched.yield()
+  expect_eq(m:mm_users(), 0)
+  for _, name in ipairs(methods(view)) do
+    if not ({mmget_not_zero = true, mm_users = true, mm_count = true, id = true, map_count = true,
+             pgtables_bytes = true, clone = true})[name] then
+      expect_error("after mm_users reached zero", view[name], view, a, 8)
+    end
+  end
+  expect_error("after mm_users reached zero", r.read_raw, r, 1)
+  expect_error("after mm_users reached zero", w.write_raw, w, "x")
+  expect_eq(p:refcount(), 1, "exit_mmap dropped the PTE's reference")
+  kernel.drop(p)
+  kernel.drop(m)
+  for _, v in ipairs(values) do
+    local ok, state = pcall(kernel.state, v)
+    if ok and state == "owned" and tostring(v):match("Guard") then kernel.drop(v) end
+  end
+  collectgarbage()
+  kernel.debug.check()
+end)

@@ -43,6 +43,8 @@ public final class Scheduler {
     var lockCount = 0
     /// Where each waiting task asked for its lock.
     var pendingSites: [ObjectIdentifier: Site] = [:]
+    /// Deferred work (`schedule_work` on the system workqueue), in order.
+    private var work: [(name: String, run: () -> Void)] = []
     let sites: SiteTable
     let accounting: Accounting
 
@@ -68,16 +70,22 @@ public final class Scheduler {
     // MARK: Tasks
 
     /// Spawns a runnable task, bound to `cpu` if given, else on the CPU with
-    /// the fewest tasks.
-    public func spawn(name: String?, cpu: Int?, site: Site) throws(KernelError) -> Task {
+    /// the fewest tasks. With `mm`, the task uses that address space and
+    /// holds an `mm_users` reference to it until it exits.
+    public func spawn(name: String?, cpu: Int?, mm: MmStruct? = nil, site: Site) throws(KernelError) -> Task {
         if let cpu, !(0..<cpuCount).contains(cpu) {
             throw KernelError(.EINVAL, "cpu \(cpu) is not one of the machine's \(cpuCount) CPUs")
+        }
+        if let mm {
+            guard mm.users > 0 else { throw .bug("spawn with \(mm), whose mm_users is zero: the address space is gone") }
+            mm.users += 1
         }
         let id = nextId
         nextId += 1
         let load = { (c: Int) in self.queues[c].count + (self.running[c] == nil ? 0 : 1) }
         let home = cpu ?? (0..<cpuCount).min { load($0) < load($1) } ?? 0
         let task = Task(id: id, name: name ?? "task\(id)", cpu: home, boundCpu: cpu, site: site)
+        task.mm = mm
         tasks.append(task)
         runnable += 1
         enqueue(task)
@@ -215,16 +223,24 @@ public final class Scheduler {
         task.wakeError = error
         runnable += 1
         if running[task.cpu] !== task { enqueue(task) }
-        if case .lock(let lock) = task.waiting, error != nil { lock.waiters.removeAll { $0 === task } }
+        if case .lock(let lock) = task.waiting, error != nil {
+            lock.waiters.removeAll { $0 === task }
+            if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
+        }
         task.waiting = nil
     }
 
-    /// The running task finished; everything waiting for it wakes.
+    /// The running task finished; everything waiting for it wakes. Its
+    /// address space loses the task's user (`exit_mm`).
     public func finish(_ task: Task, failed: Bool) {
         if task.state == .runnable { runnable -= 1 }
         task.state = failed ? .failed : .done
         task.waiting = nil
         if running[task.cpu] === task { running[task.cpu] = nil }
+        if let mm = task.mm {
+            task.mm = nil
+            mm.put(async: false)
+        }
         for other in tasks where other.state == .blocked {
             switch other.waiting {
             case .task(let target) where target === task: wake(other)
@@ -233,6 +249,22 @@ public final class Scheduler {
             default: break
             }
         }
+    }
+
+    // MARK: Work
+
+    /// `schedule_work`: `run` happens later, outside the running task, the
+    /// next time the engine switches tasks (or `runWork` is called).
+    public func queueWork(_ name: String, _ run: @escaping () -> Void) {
+        work.append((name, run))
+    }
+
+    /// Names of the work items waiting to run.
+    public var pendingWork: [String] { work.map(\.name) }
+
+    /// Runs the queued work, in order, including work queued meanwhile.
+    public func runWork() {
+        while !work.isEmpty { work.removeFirst().run() }
     }
 
     /// Tasks not finished.

@@ -18,6 +18,8 @@ public final class Task: CustomStringConvertible {
     public internal(set) var held: [(lock: Lock, site: Site)] = []
     /// What it is blocked on.
     public internal(set) var waiting: Wait?
+    /// The address space it uses (`current->mm`), if any.
+    public internal(set) var mm: MmStruct?
     /// Its kmap_local mappings (`current->kmap_ctrl`).
     public let kmap = KmapLocal()
     /// Set when a lock it waited for was handed to it.
@@ -67,7 +69,13 @@ public enum Wait: CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .lock(let lock): "\(lock)" + (lock.owner.map { " (held by '\($0.name)')" } ?? "")
+        case .lock(let lock):
+            if let owner = lock.owner { "\(lock) (held by '\(owner.name)')" }
+            else if let sem = lock as? RwSemaphore, !sem.readers.isEmpty {
+                "\(lock) (held for reading by " + sem.readers.map { "'\($0.name)'" }.joined(separator: ", ") + ")"
+            } else if let sem = lock as? RwSemaphore, sem.externalReaders > 0 {
+                "\(lock) (\(sem.externalReaders) VMA read lock(s) held)"
+            } else { "\(lock)" }
         case .task(let task): "task '\(task.name)' to finish"
         case .all: "every other task to finish"
         case .tasks(let tasks): "tasks " + tasks.map { "'\($0.name)'" }.joined(separator: ", ") + " to finish"

@@ -9,7 +9,9 @@ extension Runtime {
         let L = lua.L
         openErrors(lua)
         for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping, .shrinker, .task, .spinLock, .mutex,
-                    .spinLockGuard, .mutexGuard, .cpuGuard, .dynamicPerCpu, .staticPerCpu, .perCpuToken] {
+                    .spinLockGuard, .mutexGuard, .cpuGuard, .dynamicPerCpu, .staticPerCpu, .perCpuToken,
+                    .mm, .mmWithUser, .mmWithUserAsync, .mmapReadGuard, .mmapWriteGuard, .vmaRef, .vmaMixedMap,
+                    .vmaNew, .vmaReadGuard, .userSlice, .userSliceReader, .userSliceWriter] {
             register(cls, in: lua)
         }
 
@@ -31,6 +33,8 @@ extension Runtime {
         openMemory(lua)
         openSched(lua)
         openPerCpu(lua)
+        openMm(lua)
+        openUaccess(lua)
         openDebug(lua)
 
         lua_pushvalue(L, -1)

@@ -363,6 +363,7 @@ extension HandleClass {
         ("phys", { L in bind(L) { lua in lua.push(try lua.page(1).phys.rawValue); return 1 } }),
         ("nid", { L in bind(L) { lua in lua.push(try lua.page(1).nid); return 1 } }),
         ("refcount", { L in bind(L) { lua in lua.push(try lua.page(1).refcount); return 1 } }),
+        ("copy_from_user_slice_raw", copyFromUserSliceRaw),
         ("read_raw", { L in
             bind(L) { lua in
                 let page = try lua.page(1)
@@ -418,6 +419,24 @@ extension HandleClass {
             let p = try lua.page(1).pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
             // SAFETY: `pointerIntoPage` checked that `p` is valid for `MemoryLayout<T>.size` bytes.
             p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: T.self)
+            return 0
+        }
+    }
+
+    /// `p:copy_from_user_slice_raw(reader, off, len)`: `len` bytes from the
+    /// reader into the page at `off` (EINVAL out of bounds, EFAULT from the
+    /// reader, which then does not move).
+    private static let copyFromUserSliceRaw: Binding = { L in
+        bind(L) { lua in
+            let page = try lua.page(1)
+            try page.checkAccess()
+            let reader = try lua.object(2, .userSliceReader, as: UserSliceReader.self)
+            let off = try lua.integer(3), len = try lua.integer(4)
+            let p = try page.pointerIntoPage(off, len)
+            let canBlock = lua.runtime.canBlock(lua)
+            guard try reader.read(into: p, len, site: lua.runtime.currentSite(lua), mayWait: canBlock) else {
+                return try UaccessBindings.wait(lua, keeping: 4, "copy_from_user_slice_raw")
+            }
             return 0
         }
     }

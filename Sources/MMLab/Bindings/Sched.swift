@@ -44,20 +44,30 @@ extension Lua {
 }
 
 enum SchedBindings {
-    /// `spawn(fn, {name=, cpu=})` → Task: runnable now, on `cpu` (bound) or
-    /// the least busy CPU.
+    /// `spawn(fn, {name=, cpu=, mm=})` → Task: runnable now, on `cpu`
+    /// (bound) or the least busy CPU; with `mm` (an MmWithUser), using that
+    /// address space, holding an `mm_users` reference until it exits.
     static let spawn: Binding = { L in
         bind(L) { lua in
             try lua.checkFunction(1)
-            var name: String?, cpu: Int?
+            var name: String?, cpu: Int?, mm: MmStruct?
             if !lua.isNoneOrNil(2) {
                 try lua.checkTable(2)
-                try lua.checkFields(2, arg: 2, known: ["name", "cpu"])
+                try lua.checkFields(2, arg: 2, known: ["name", "cpu", "mm"])
                 name = try lua.stringField(2, "name", arg: 2)
                 cpu = try lua.integerField(2, "cpu", arg: 2, default: nil)
+                lua.getField(2, "mm")
+                if !lua.isNoneOrNil(-1) {
+                    guard let h = mmlab_tohandle(L, -1),
+                          h.pointee.type == HandleType.mmWithUser.rawValue || h.pointee.type == HandleType.mmWithUserAsync.rawValue else {
+                        throw lua.fieldError(2, "mm", "MmWithUser")
+                    }
+                    mm = try lua.mmReference(-1, users: true).mm
+                }
+                lua.pop()
             }
             let runtime = lua.runtime
-            let task = try lua.scheduler().spawn(name: name, cpu: cpu, site: runtime.currentSite(lua))
+            let task = try lua.scheduler().spawn(name: name, cpu: cpu, mm: mm, site: runtime.currentSite(lua))
             try runtime.startThread(lua, for: task, function: 1)
             lua.pushHandle(task, .task)
             return 1
@@ -238,6 +248,7 @@ extension HandleClass {
         ("cpu", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).cpu); return 1 } }),
         ("state", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).state.rawValue); return 1 } }),
         ("id", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).id); return 1 } }),
+        ("mm", TaskMethods.mm),
     ], drop: { lua, object, _ in
         // A spawned task goes on without its handle; what it leaves is
         // forgotten once it has finished.
@@ -271,6 +282,20 @@ extension HandleClass {
 }
 
 enum TaskMethods {
+    /// `t:mm()` → its address space as a borrowed MmWithUser (no count
+    /// taken, as `CurrentTask::mm()`), or nil: a kernel thread, or a task
+    /// that has exited.
+    static let mm: Binding = { L in
+        bind(L) { lua in
+            guard let mm = try lua.object(1, .task, as: Task.self).mm else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(MmWithUser.view(mm), .mmWithUser, state: .borrowed, keepAlive: 1)
+            return 1
+        }
+    }
+
     /// `t:join()` → the task's results, or its error re-raised.
     static let join: Binding = { L in
         bind(L) { lua in

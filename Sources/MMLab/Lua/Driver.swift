@@ -119,6 +119,7 @@ extension Runtime {
                 return scheduler.unfinished.isEmpty || done() ? nil : scheduler.deadlockReport()
             }
             resume(id: task.id)
+            scheduler.runWork()  // the workqueue runs between tasks
         }
         return nil
     }

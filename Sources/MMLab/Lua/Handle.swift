@@ -18,6 +18,18 @@ enum HandleType: UInt16, CaseIterable {
     case dynamicPerCpu
     case staticPerCpu
     case perCpuToken
+    case mm
+    case mmWithUser
+    case mmWithUserAsync
+    case mmapReadGuard
+    case mmapWriteGuard
+    case vmaRef
+    case vmaMixedMap
+    case vmaNew
+    case vmaReadGuard
+    case userSlice
+    case userSliceReader
+    case userSliceWriter
 
     /// The name `__tostring`, `__name` and error messages use.
     var name: String {
@@ -36,6 +48,18 @@ enum HandleType: UInt16, CaseIterable {
         case .dynamicPerCpu: "DynamicPerCpu"
         case .staticPerCpu: "StaticPerCpu"
         case .perCpuToken: "PerCpuToken"
+        case .mm: "Mm"
+        case .mmWithUser: "MmWithUser"
+        case .mmWithUserAsync: "MmWithUserAsync"
+        case .mmapReadGuard: "MmapReadGuard"
+        case .mmapWriteGuard: "MmapWriteGuard"
+        case .vmaRef: "VmaRef"
+        case .vmaMixedMap: "VmaMixedMap"
+        case .vmaNew: "VmaNew"
+        case .vmaReadGuard: "VmaReadGuard"
+        case .userSlice: "UserSlice"
+        case .userSliceReader: "UserSliceReader"
+        case .userSliceWriter: "UserSliceWriter"
         }
     }
 }
@@ -69,6 +93,8 @@ enum DropReason {
 enum HandleFlag {
     /// It ended with the scope that lent it (a callback returned), not by a drop.
     static let expired: UInt8 = 1
+    /// Its user value is a lender it holds a counted borrow on.
+    static let borrowing: UInt8 = 2
 }
 
 /// Why and where a handle is being dropped.
@@ -165,12 +191,14 @@ extension Lua {
 
     /// Pushes a new handle over `object`. A handle with a `lender` (a stack
     /// index) borrows it: the lender stays reachable while the handle lives
-    /// and cannot be dropped until the borrow ends.
+    /// and cannot be dropped until the borrow ends. One with `keepAlive`
+    /// only keeps that value reachable: a view checked on each use (a
+    /// VmaRef and its guard), which the guard's drop makes invalid.
     @discardableResult
     func pushHandle(_ object: AnyObject, _ type: HandleType, state: HandleState = .owned,
-                    lender: Int32? = nil) -> HandlePointer {
-        let lender = lender.map(absIndex)
-        let raw = lua_newuserdatauv(L, MemoryLayout<mmlab_Handle>.size, lender == nil ? 0 : 1)
+                    lender: Int32? = nil, keepAlive: Int32? = nil) -> HandlePointer {
+        let lender = lender.map(absIndex), keepAlive = keepAlive.map(absIndex)
+        let raw = lua_newuserdatauv(L, MemoryLayout<mmlab_Handle>.size, lender == nil && keepAlive == nil ? 0 : 1)
         // SAFETY: Lua returned a fresh block of exactly this size, aligned for any C type.
         let h = raw.unsafelyUnwrapped.bindMemory(to: mmlab_Handle.self, capacity: 1)
         h.initialize(to: mmlab_Handle(
@@ -182,12 +210,18 @@ extension Lua {
             lua_pushvalue(L, lender)
             lua_setiuservalue(L, -2, 1)
             lent.pointee.borrows += 1
+            h.pointee.flags |= HandleFlag.borrowing
+        } else if let keepAlive = keepAlive ?? lender {
+            lua_pushvalue(L, keepAlive)
+            lua_setiuservalue(L, -2, 1)
         }
         return h
     }
 
     /// Ends the borrow the handle at `idx` holds on its lender, if any.
     private func endBorrow(_ idx: Int32) {
+        guard let h = mmlab_tohandle(L, idx), h.pointee.flags & HandleFlag.borrowing != 0 else { return }
+        h.pointee.flags &= ~HandleFlag.borrowing
         if lua_getiuservalue(L, idx, 1) != LUA_TNONE, let lender = mmlab_tohandle(L, -1),
            lender.pointee.borrows > 0 {
             lender.pointee.borrows -= 1

@@ -55,6 +55,9 @@ final class Runtime {
     /// Each `value` per-CPU variable's values: a table by CPU, a registry
     /// reference per area.
     var perCpuValues: [ObjectIdentifier: Int32] = [:]
+    /// The registry table of mmap hooks' driver files, and the last file id (Mm.swift).
+    var files: Int32 = LUA_NOREF
+    var fileCount = 0
     var driving = false
     var mainFinished = false
     var mainResultCount: Int32 = 0

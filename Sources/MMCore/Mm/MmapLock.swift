@@ -1,0 +1,117 @@
+/// The mmap lock of an mm and the guards on it: `MmapReadGuard`,
+/// `MmapWriteGuard` (both not `Send`), and the per-VMA read lock
+/// `VmaReadGuard` of `lock_vma_under_rcu`.
+public final class MmapGuard: RwGuard, VmaProtector {
+    public let mm: MmStruct
+
+    init(mm: MmStruct, task: Task, write: Bool, site: Site) {
+        self.mm = mm
+        super.init(sem: mm.mmapLock, task: task, write: write, site: site)
+    }
+
+    override public var typeName: String { isWrite ? "MmapWriteGuard" : "MmapReadGuard" }
+    override public var description: String { "\(typeName){mm=\(mm.id)}" }
+    public var protects: Bool { !isReleased }
+
+    /// `vma_lookup`: the VMA holding `addr`, valid while this guard is held.
+    public func vmaLookup(_ addr: UInt64) throws(KernelError) -> VmaRef? {
+        guard !isReleased else { throw .bug("use of \(self) after it was released") }
+        return mm.find(addr).map { VmaRef($0, protector: self) }
+    }
+}
+
+/// A per-VMA read lock (`VmaReadGuard`): derefs to the VMA.
+public final class VmaReadGuard: NativeObject, VmaProtector {
+    public let vma: VmArea
+    public let task: Task
+    public private(set) var isReleased = false
+
+    init(vma: VmArea, task: Task, site: Site) {
+        self.vma = vma
+        self.task = task
+        super.init(site: site)
+    }
+
+    override public var typeName: String { "VmaReadGuard" }
+    override public var description: String { "VmaReadGuard{0x\(String(vma.start, radix: 16))-0x\(String(vma.end, radix: 16))}" }
+    public var protects: Bool { !isReleased }
+    /// The VMA, as a VmaRef valid while this guard lives.
+    public var vmaRef: VmaRef { VmaRef(vma, protector: self) }
+
+    func markReleased() { isReleased = true }
+}
+
+extension MmStruct {
+    /// `mmap_read_lock` / `mmap_write_lock`: a guard, or nil when the task
+    /// must wait (it is then blocked; call again when it wakes).
+    public func mmapLock(write: Bool, site: Site) throws(KernelError) -> MmapGuard? {
+        let scheduler = machine.scheduler
+        guard try scheduler.down(mmapLock, write: write, site: site) else { return nil }
+        return machine.track(MmapGuard(mm: self, task: scheduler.current, write: write, site: site))
+    }
+
+    /// `mmap_read_trylock` / `mmap_write_trylock`.
+    public func mmapTryLock(write: Bool, site: Site) throws(KernelError) -> MmapGuard? {
+        let scheduler = machine.scheduler
+        guard try scheduler.tryDown(mmapLock, write: write, site: site) else { return nil }
+        return machine.track(MmapGuard(mm: self, task: scheduler.current, write: write, site: site))
+    }
+
+    /// Drops a guard: unlocks. Only its task may, unless the collector does.
+    public func unlock(_ guard_: MmapGuard, byCollector: Bool = false) throws(KernelError) {
+        guard !guard_.isReleased else { return }
+        let scheduler = machine.scheduler
+        if !byCollector, scheduler.current !== guard_.task {
+            throw .bug("\(guard_) released by task '\(scheduler.current.name)'; it was taken by task '\(guard_.task.name)': guards are not Send")
+        }
+        guard_.isReleased = true
+        machine.accounting.untrack(guard_)
+        scheduler.up(mmapLock, task: guard_.task, write: guard_.isWrite)
+    }
+
+    /// `mmap_write_downgrade`: the write guard becomes a read guard (moved).
+    public func downgrade(_ guard_: MmapGuard, site: Site) throws(KernelError) -> MmapGuard {
+        let scheduler = machine.scheduler
+        guard !guard_.isReleased, guard_.isWrite else { throw .bug("downgrade of \(guard_), which is not a held write guard") }
+        guard scheduler.current === guard_.task else {
+            throw .bug("\(guard_) downgraded by task '\(scheduler.current.name)'; it was taken by task '\(guard_.task.name)'")
+        }
+        guard_.isReleased = true
+        machine.accounting.untrack(guard_)
+        scheduler.downgrade(mmapLock, task: guard_.task)
+        return machine.track(MmapGuard(mm: self, task: guard_.task, write: false, site: site))
+    }
+
+    /// `lock_vma_under_rcu`: the VMA at `addr` read-locked, or nil when there
+    /// is none, or a writer holds or waits for the mmap lock (the optimistic
+    /// path fails; take the mmap read lock instead).
+    public func lockVmaUnderRcu(_ addr: UInt64, site: Site) -> VmaReadGuard? {
+        guard !mmapLock.writerActive, let vma = find(addr) else { return nil }
+        vma.readers += 1
+        mmapLock.externalReaders += 1
+        return machine.track(VmaReadGuard(vma: vma, task: machine.scheduler.current, site: site))
+    }
+
+    /// `vma_end_read`: a waiting writer may go once the last reader leaves.
+    /// Only the guard's task may, unless the collector does.
+    public func unlock(_ guard_: VmaReadGuard, byCollector: Bool = false) throws(KernelError) {
+        guard !guard_.isReleased else { return }
+        let current = machine.scheduler.current
+        if !byCollector, current !== guard_.task {
+            throw .bug("\(guard_) released by task '\(current.name)'; it was taken by task '\(guard_.task.name)': guards are not Send")
+        }
+        guard_.markReleased()
+        machine.accounting.untrack(guard_)
+        guard_.vma.readers -= 1
+        mmapLock.externalReaders -= 1
+        machine.scheduler.grantWaiters(mmapLock)
+    }
+}
+
+extension Scheduler {
+    /// A reader-writer semaphore.
+    public func makeRwSemaphore(name: String, site: Site) -> RwSemaphore {
+        lockCount += 1
+        return RwSemaphore(id: lockCount, name: name, site: site)
+    }
+}

@@ -1,0 +1,136 @@
+/// `struct rw_semaphore`: many readers or one writer; contended sleepers
+/// queue in order, and a reader waits behind a waiting writer so that
+/// writers are not starved (kernel/locking/rwsem.c). The mmap lock is one.
+///
+/// # Invariants
+///
+/// Either `owner` (the writer) is set and `readers` is empty, or there is no
+/// writer. `externalReaders` (per-VMA read locks of an mm) also keep
+/// writers out.
+public final class RwSemaphore: Lock {
+    public internal(set) var readers: [Task] = []
+    /// Read holders that are not tasks' `down_read` (per-VMA read locks).
+    public internal(set) var externalReaders = 0
+    /// Who waits, and whether for writing.
+    var queue: [(task: Task, write: Bool)] = []
+
+    override var kind: String { "RwSemaphore" }
+    /// A writer holds it, or waits for it.
+    public var writerActive: Bool { owner != nil || queue.contains { $0.write } }
+
+    func grantable(write: Bool) -> Bool {
+        if write { return owner == nil && readers.isEmpty && externalReaders == 0 }
+        return owner == nil && !queue.contains { $0.write }
+    }
+}
+
+/// A held rw_semaphore, read or write, owned by the task that took it.
+public class RwGuard: NativeObject {
+    public let sem: RwSemaphore
+    public let task: Task
+    public internal(set) var isWrite: Bool
+    public internal(set) var isReleased = false
+
+    init(sem: RwSemaphore, task: Task, write: Bool, site: Site) {
+        self.sem = sem
+        self.task = task
+        isWrite = write
+        super.init(site: site)
+    }
+
+    override public var typeName: String { isWrite ? "RwSemWriteGuard" : "RwSemReadGuard" }
+    override public var description: String { "\(typeName){\(sem)}" }
+}
+
+extension Scheduler {
+    /// `down_read` / `down_write` for the running task: true once held,
+    /// false when it must wait (it is then blocked, and this is called again
+    /// when it wakes). Sleeping where it may not, taking it twice, and lock
+    /// order inversions are bugs.
+    public func down(_ sem: RwSemaphore, write: Bool, site: Site) throws(KernelError) -> Bool {
+        let task = current
+        if let error = task.takeWakeError() { throw error }
+        if task.handoff === sem {
+            task.handoff = nil
+            return true
+        }
+        try mightSleep(write ? "down_write(\(sem))" : "down_read(\(sem))")
+        try lockdep.acquire(sem, by: task, site: site, trylock: false, sites: sites)
+        sem.acquisitions += 1
+        if sem.grantable(write: write) {
+            grant(sem, to: task, write: write, site: site)
+            return true
+        }
+        sem.contentions += 1
+        sem.queue.append((task, write))
+        sem.waiters.append(task)
+        pendingSites[ObjectIdentifier(task)] = site
+        block(on: .lock(sem))
+        return false
+    }
+
+    /// Whether `down` would have to wait now.
+    public func wouldWait(for sem: RwSemaphore, write: Bool) -> Bool {
+        let task = current
+        return task.wakeError == nil && task.handoff !== sem && !sem.grantable(write: write)
+    }
+
+    /// `down_read_trylock` / `down_write_trylock`.
+    public func tryDown(_ sem: RwSemaphore, write: Bool, site: Site) throws(KernelError) -> Bool {
+        let task = current
+        guard sem.grantable(write: write), sem.owner !== task, !sem.readers.contains(where: { $0 === task }) else {
+            return false
+        }
+        try lockdep.acquire(sem, by: task, site: site, trylock: true, sites: sites)
+        sem.acquisitions += 1
+        grant(sem, to: task, write: write, site: site)
+        return true
+    }
+
+    private func grant(_ sem: RwSemaphore, to task: Task, write: Bool, site: Site) {
+        if write { sem.owner = task } else { sem.readers.append(task) }
+        task.held.append((sem, site))
+    }
+
+    /// `up_read` / `up_write` of `task`'s hold; waiters get the semaphore in
+    /// order (a writer alone, or every reader before the next writer).
+    public func up(_ sem: RwSemaphore, task: Task, write: Bool) {
+        task.held.removeAll { $0.lock === sem }
+        if write {
+            if sem.owner === task { sem.owner = nil }
+        } else if let i = sem.readers.firstIndex(where: { $0 === task }) {
+            sem.readers.remove(at: i)
+        }
+        grantWaiters(sem)
+    }
+
+    /// `downgrade_write`: the writer becomes a reader; waiting readers join it.
+    public func downgrade(_ sem: RwSemaphore, task: Task) {
+        guard sem.owner === task else { return }
+        sem.owner = nil
+        sem.readers.append(task)
+        grantWaiters(sem)
+    }
+
+    /// Hands the semaphore to the waiters at the head of the queue that can have it.
+    public func grantWaiters(_ sem: RwSemaphore) {
+        while let next = sem.queue.first {
+            // Readers at the head go before the writer behind them.
+            let free = next.write ? sem.grantable(write: true) : sem.owner == nil
+            guard free else { break }
+            sem.queue.removeFirst()
+            sem.waiters.removeAll { $0 === next.task }
+            let site = pendingSites.removeValue(forKey: ObjectIdentifier(next.task)) ?? .unknown
+            grant(sem, to: next.task, write: next.write, site: site)
+            next.task.handoff = sem
+            wake(next.task)
+            if next.write { break }
+        }
+    }
+
+    /// A task woken with an error stops waiting on `sem`.
+    func forget(_ task: Task, waitingOn sem: RwSemaphore) {
+        sem.queue.removeAll { $0.task === task }
+        pendingSites[ObjectIdentifier(task)] = nil
+    }
+}

@@ -1,0 +1,541 @@
+import CLua
+import LuaShim
+import MMCore
+
+/// `kernel.mm`: address spaces, the mmap lock, VMAs (MMCore/Mm).
+extension Runtime {
+    func openMm(_ lua: Lua) {
+        lua.newTable()
+        lua.setFunctions([("mm_alloc", MmBindings.mmAlloc)])
+        lua.setConstants([
+            ("PROT_NONE", Mmap.PROT_NONE), ("PROT_READ", Mmap.PROT_READ), ("PROT_WRITE", Mmap.PROT_WRITE),
+            ("PROT_EXEC", Mmap.PROT_EXEC), ("MAP_SHARED", Mmap.MAP_SHARED), ("MAP_PRIVATE", Mmap.MAP_PRIVATE),
+            ("MAP_FIXED", Mmap.MAP_FIXED), ("MAP_ANONYMOUS", Mmap.MAP_ANONYMOUS),
+            ("MAP_FIXED_NOREPLACE", Mmap.MAP_FIXED_NOREPLACE),
+        ])
+        lua.setConstants(VmFlags.named.map { ("VM_" + $0.0, Int($0.1.rawValue)) })
+        lua.set("TASK_SIZE", Mmap.taskSize)
+        lua.set("mmap_min_addr", Mmap.minAddr)
+        lua.setField(-2, "mm")
+    }
+}
+
+extension Runtime {
+    /// The driver file a mmap `hook` stands for: one per function, so that
+    /// mapping the same driver twice can merge as mapping one file does.
+    func file(_ lua: Lua, of hook: Int32) -> Int {
+        let hook = lua.absIndex(hook)
+        if files == LUA_NOREF {
+            lua.newTable()
+            lua.newTable(hash: 1)
+            lua.push("k")
+            lua.setField(-2, "__mode")  // a collected hook's file is forgotten
+            lua_setmetatable(lua.L, -2)
+            files = luaL_ref(lua.L, mmlab_registryindex())
+        }
+        lua_rawgeti(lua.L, mmlab_registryindex(), lua_Integer(files))
+        lua_pushvalue(lua.L, hook)
+        lua_rawget(lua.L, -2)
+        var isnum: Int32 = 0
+        var id = Int(lua_tointegerx(lua.L, -1, &isnum))
+        lua.pop()
+        if isnum == 0 {
+            fileCount += 1
+            id = fileCount
+            lua_pushvalue(lua.L, hook)
+            lua.push(id)
+            lua_rawset(lua.L, -3)
+        }
+        lua.pop()
+        return id
+    }
+}
+
+extension Lua {
+    /// The live handle at `arg` if it is of one of `types`; else the
+    /// argument error naming `expected`, or the use-after-drop bug.
+    func handle(_ arg: Int32, oneOf types: [HandleType], expected: String) throws -> (HandlePointer, HandleType) {
+        guard let h = mmlab_tohandle(L, arg), let type = Handles.type(h), types.contains(type) else {
+            throw typeError(arg, expected)
+        }
+        guard h.pointee.state <= HandleState.borrowed.rawValue, h.pointee.object != nil else { throw useAfterDrop(h) }
+        return (h, type)
+    }
+
+    /// The mm reference at `arg`: any `Mm`, `MmWithUser` or
+    /// `MmWithUserAsync`; with `users`, only the last two, whose address
+    /// space must still be there.
+    func mmReference(_ arg: Int32, users: Bool) throws -> MmReference {
+        let types: [HandleType] = users ? [.mmWithUser, .mmWithUserAsync] : [.mm, .mmWithUser, .mmWithUserAsync]
+        let (h, _) = try handle(arg, oneOf: types, expected: users ? "MmWithUser" : "Mm")
+        let ref = object(h, as: MmReference.self)
+        runtime.activeL = L  // page-table allocations may run the collector
+        if users { try ref.checkUsers() } else { try ref.checkLive() }
+        return ref
+    }
+
+    /// The VMA behind a `VmaRef`, `VmaMixedMap`, `VmaNew` or `VmaReadGuard`
+    /// at `arg`, checked to be still protected.
+    func vmaRef(_ arg: Int32) throws -> VmaRef {
+        let (h, type) = try handle(arg, oneOf: [.vmaRef, .vmaMixedMap, .vmaNew, .vmaReadGuard], expected: "VmaRef")
+        let ref = type == .vmaReadGuard ? object(h, as: VmaReadGuard.self).vmaRef : object(h, as: VmaRef.self)
+        try ref.check()
+        return ref
+    }
+
+    /// An address argument: any integer, unsigned as the kernel's `unsigned long`.
+    func address(_ arg: Int32) throws(LuaFailure) -> UInt64 { UInt64(bitPattern: Int64(try integer(arg))) }
+}
+
+enum MmBindings {
+    /// `kernel.mm.mm_alloc()` → MmWithUser (users 1, count 1).
+    static let mmAlloc: Binding = { L in
+        bind(L) { lua in
+            let runtime = lua.runtime
+            lua.pushHandle(try lua.machine().mmAlloc(site: runtime.currentSite(lua)), .mmWithUser)
+            return 1
+        }
+    }
+}
+
+extension HandleClass {
+    /// What every mm handle has (`Mm`'s methods): safe with `mm_users` zero.
+    private static let mmMethods: [(String, Binding)] = [
+        ("mmget_not_zero", MmMethods.mmgetNotZero),
+        ("mm_users", { L in bind(L) { lua in lua.push(try lua.mmReference(1, users: false).mm.users); return 1 } }),
+        ("mm_count", { L in bind(L) { lua in lua.push(try lua.mmReference(1, users: false).mm.count); return 1 } }),
+        ("id", { L in bind(L) { lua in lua.push(try lua.mmReference(1, users: false).mm.id); return 1 } }),
+        ("map_count", { L in bind(L) { lua in lua.push(try lua.mmReference(1, users: false).mm.mapCount); return 1 } }),
+        ("pgtables_bytes", { L in
+            bind(L) { lua in lua.push(try lua.mmReference(1, users: false).mm.pageTables * PAGE_SIZE); return 1 }
+        }),
+        ("clone", MmMethods.clone),
+    ]
+
+    /// `MmWithUser`'s own methods: they need the address space.
+    private static let withUserMethods: [(String, Binding)] = mmMethods + [
+        ("mmgrab", MmMethods.mmgrab),
+        ("mmget", MmMethods.mmget),
+        ("mmap_read_lock", MmMethods.mmapReadLock),
+        ("mmap_read_trylock", MmMethods.mmapReadTrylock),
+        ("mmap_write_lock", MmMethods.mmapWriteLock),
+        ("mmap_write_trylock", MmMethods.mmapWriteTrylock),
+        ("lock_vma_under_rcu", MmMethods.lockVmaUnderRcu),
+        ("mmap", MmMethods.mmap),
+        ("munmap", MmMethods.munmap),
+        ("follow_page", MmMethods.followPage),
+    ]
+
+    /// Drop: mmdrop (`Mm`), mmput (`MmWithUser`), mmput_async.
+    private static func dropMm(_ lua: Lua, _ object: AnyObject, _ context: DropContext) throws {
+        try unsafeDowncast(object, to: MmReference.self).release(byCollector: context.reason == .gc)
+    }
+
+    static let mm = HandleClass(.mm, methods: mmMethods, drop: dropMm)
+    static let mmWithUser = HandleClass(.mmWithUser, methods: withUserMethods + [
+        ("into_mmput_async", MmMethods.intoMmputAsync),
+    ], drop: dropMm)
+    static let mmWithUserAsync = HandleClass(.mmWithUserAsync, methods: withUserMethods, drop: dropMm)
+
+    private static let guardMethods: [(String, Binding)] = [
+        ("vma_lookup", GuardMethods.vmaLookup),
+        ("vmas", GuardMethods.vmas),
+    ]
+
+    /// Dropping a guard unlocks; the collector doing it is a warning.
+    private static func dropMmapGuard(_ lua: Lua, _ object: AnyObject, _ context: DropContext) throws {
+        let guard_ = unsafeDowncast(object, to: MmapGuard.self)
+        if context.reason == .gc, !guard_.isReleased {
+            lua.runtime.warn("\(guard_) of task '\(guard_.task.name)' was dropped by the collector: lock guards are meant to be scoped (local g <close> = mm:mmap_read_lock())")
+        }
+        try guard_.mm.unlock(guard_, byCollector: context.reason == .gc)
+    }
+
+    static let mmapReadGuard = HandleClass(.mmapReadGuard, methods: guardMethods, drop: dropMmapGuard)
+    static let mmapWriteGuard = HandleClass(.mmapWriteGuard, methods: guardMethods + [
+        ("downgrade", GuardMethods.downgrade),
+    ], drop: dropMmapGuard)
+
+    private static let vmaRefMethods: [(String, Binding)] = [
+        ("vm_start", { L in bind(L) { lua in lua.push(try lua.vmaRef(1).vmStart()); return 1 } }),
+        ("vm_end", { L in bind(L) { lua in lua.push(try lua.vmaRef(1).vmEnd()); return 1 } }),
+        ("flags", { L in bind(L) { lua in lua.push(try lua.vmaRef(1).flags().rawValue); return 1 } }),
+        ("mm", VmaMethods.mm),
+        ("zap_vma_range", VmaMethods.zapVmaRange),
+        ("as_mixedmap_vma", VmaMethods.asMixedmapVma),
+    ]
+
+    static let vmaRef = HandleClass(.vmaRef, methods: vmaRefMethods)
+    static let vmaMixedMap = HandleClass(.vmaMixedMap, methods: vmaRefMethods + [
+        ("vm_insert_page", VmaMethods.vmInsertPage),
+    ])
+    static let vmaNew = HandleClass(.vmaNew, methods: vmaRefMethods + [
+        ("set_mixedmap", VmaMethods.setMixedmap),
+        ("set_io", { L in VmaMethods.update(L) { try $0.setIo() } }),
+        ("set_dontexpand", { L in VmaMethods.update(L) { try $0.setDontexpand() } }),
+        ("set_dontcopy", { L in VmaMethods.update(L) { try $0.setDontcopy() } }),
+        ("set_dontdump", { L in VmaMethods.update(L) { try $0.setDontdump() } }),
+        ("readable", { L in VmaMethods.test(L) { try $0.readable() } }),
+        ("writable", { L in VmaMethods.test(L) { try $0.writable() } }),
+        ("executable", { L in VmaMethods.test(L) { try $0.executable() } }),
+        ("try_clear_mayread", { L in VmaMethods.update(L) { try $0.tryClear(.mayread, unless: .read) } }),
+        ("try_clear_maywrite", { L in VmaMethods.update(L) { try $0.tryClear(.maywrite, unless: .write) } }),
+        ("try_clear_mayexec", { L in VmaMethods.update(L) { try $0.tryClear(.mayexec, unless: .exec) } }),
+    ])
+
+    /// A VMA read lock derefs to its VMA; dropping it ends the read.
+    static let vmaReadGuard = HandleClass(.vmaReadGuard, methods: vmaRefMethods, drop: { lua, object, context in
+        let guard_ = unsafeDowncast(object, to: VmaReadGuard.self)
+        if context.reason == .gc, !guard_.isReleased {
+            lua.runtime.warn("\(guard_) of task '\(guard_.task.name)' was dropped by the collector: lock guards are meant to be scoped")
+        }
+        try guard_.vma.mm?.unlock(guard_, byCollector: context.reason == .gc)
+    })
+}
+
+enum MmMethods {
+    /// `m:mmget_not_zero()` → MmWithUser, or nil once `mm_users` is zero.
+    static let mmgetNotZero: Binding = { L in
+        bind(L) { lua in
+            let ref = try lua.mmReference(1, users: false)
+            guard let user = try ref.mmgetNotZero(site: lua.runtime.currentSite(lua)) else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(user, .mmWithUser)
+            return 1
+        }
+    }
+
+    /// `x:clone()` → another handle of the same kind: mmgrab for `Mm`,
+    /// mmget for the others.
+    static let clone: Binding = { L in
+        bind(L) { lua in
+            let ref = try lua.mmReference(1, users: false)
+            let site = lua.runtime.currentSite(lua)
+            switch ref {
+            case let mm as Mm: lua.pushHandle(try mm.clone(site: site), .mm)
+            case let user as MmWithUser: lua.pushHandle(try user.mmget(site: site), .mmWithUser)
+            case let async as MmWithUserAsync: lua.pushHandle(try async.clone(site: site), .mmWithUserAsync)
+            default: throw KernelError.bug("clone of \(ref), which is no kind of mm handle")
+            }
+            return 1
+        }
+    }
+
+    /// `u:mmgrab()` → Mm.
+    static let mmgrab: Binding = { L in
+        bind(L) { lua in
+            let ref = try lua.mmReference(1, users: true)
+            lua.pushHandle(try ref.mmgrab(site: lua.runtime.currentSite(lua)), .mm)
+            return 1
+        }
+    }
+
+    /// `u:mmget()` → MmWithUser.
+    static let mmget: Binding = { L in
+        bind(L) { lua in
+            let ref = try lua.mmReference(1, users: true)
+            lua.pushHandle(try ref.mmget(site: lua.runtime.currentSite(lua)), .mmWithUser)
+            return 1
+        }
+    }
+
+    /// `u:into_mmput_async()` → MmWithUserAsync; `u` is moved.
+    static let intoMmputAsync: Binding = { L in
+        bind(L) { lua in
+            let h = try lua.handle(1, .mmWithUser)
+            try lua.object(h, as: MmWithUser.self).checkUsers()
+            guard Handles.state(h) == .owned else {
+                throw KernelError.bug("into_mmput_async of a borrowed \(Handles.describe(h)): it holds no count to move")
+            }
+            let user = lua.object(h, as: MmWithUser.self)
+            let async = try user.intoMmputAsync(site: lua.runtime.currentSite(lua))
+            lua.pushHandle(async, .mmWithUserAsync)
+            lua.end(1, h, as: .moved)
+            return 1
+        }
+    }
+
+    static let mmapReadLock: Binding = { L in lock(L, write: false) }
+    static let mmapWriteLock: Binding = { L in lock(L, write: true) }
+    static let mmapReadTrylock: Binding = { L in trylock(L, write: false) }
+    static let mmapWriteTrylock: Binding = { L in trylock(L, write: true) }
+
+    /// The write lock for an operation of this binding (mmap, munmap), or
+    /// nil when the task must wait (the binding then yields and runs again).
+    private static func writeLock(_ lua: Lua, _ mm: MmStruct, _ what: String) throws -> MmapGuard? {
+        let runtime = lua.runtime
+        let scheduler = mm.machine.scheduler
+        if scheduler.wouldWait(for: mm.mmapLock, write: true), !runtime.canBlock(lua) {
+            throw runtime.cannotBlock(what)
+        }
+        return try mm.mmapLock(write: true, site: runtime.currentSite(lua))
+    }
+
+    /// `mmap_read_lock` / `mmap_write_lock`: waits while contended.
+    private static func lock(_ L: OpaquePointer?, write: Bool) -> Int32 {
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            let runtime = lua.runtime
+            if mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: write), !runtime.canBlock(lua) {
+                throw runtime.cannotBlock(write ? "mmap_write_lock" : "mmap_read_lock")
+            }
+            guard let guard_ = try mm.mmapLock(write: write, site: runtime.currentSite(lua)) else {
+                lua_settop(L, 1)
+                return MMLAB_YIELD
+            }
+            lua.pushHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
+            return 1
+        }
+    }
+
+    /// `mmap_read_trylock` / `mmap_write_trylock`: a guard or nil.
+    private static func trylock(_ L: OpaquePointer?, write: Bool) -> Int32 {
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            guard let guard_ = try mm.mmapTryLock(write: write, site: lua.runtime.currentSite(lua)) else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
+            return 1
+        }
+    }
+
+    /// `u:lock_vma_under_rcu(addr)` → VmaReadGuard, or nil when no VMA is
+    /// there or a writer holds or waits for the mmap lock.
+    static let lockVmaUnderRcu: Binding = { L in
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            guard let guard_ = mm.lockVmaUnderRcu(try lua.address(2), site: lua.runtime.currentSite(lua)) else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(guard_, .vmaReadGuard, lender: 1)
+            return 1
+        }
+    }
+
+    /// `u:mmap{addr=, len=, prot=, flags=, hook=}` → address. Takes the
+    /// write lock; a `hook` runs as a driver's mmap handler, with a VmaNew
+    /// valid during the call.
+    static let mmap: Binding = { L in
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            try lua.checkTable(2)
+            try lua.checkFields(2, arg: 2, known: ["addr", "len", "prot", "flags", "offset", "hook"])
+            let addr = try lua.integerField(2, "addr", arg: 2, default: nil)
+            guard let len = try lua.integerField(2, "len", arg: 2, default: nil) else {
+                lua.pushNil()
+                throw lua.fieldError(2, "len", "integer")
+            }
+            let prot = try lua.integerField(2, "prot", arg: 2, default: Mmap.PROT_READ | Mmap.PROT_WRITE) ?? 0
+            let flags = try lua.integerField(2, "flags", arg: 2, default: 0) ?? 0
+            let offset = try lua.integerField(2, "offset", arg: 2, default: 0) ?? 0
+            lua.getField(2, "hook")
+            let hook = !lua.isNoneOrNil(-1)
+            if hook, lua.type(-1) != LUA_TFUNCTION { throw lua.fieldError(2, "hook", "function") }
+            let file = hook ? lua.runtime.file(lua, of: -1) : nil
+            lua.pop()
+            guard let guard_ = try writeLock(lua, mm, "mmap") else {
+                lua_settop(L, 2)
+                return MMLAB_YIELD
+            }
+            let new: VmaNew
+            do {
+                new = try mm.prepareMmap(under: guard_, addr: addr.map { UInt64(bitPattern: Int64($0)) },
+                                         len: UInt64(bitPattern: Int64(len)), prot: prot, flags: flags, file: file,
+                                         offset: UInt64(bitPattern: Int64(offset)))
+            } catch {
+                try mm.unlock(guard_)
+                throw error
+            }
+            guard hook else {
+                let address = mm.commitMmap(new)
+                try mm.unlock(guard_)
+                lua.push(address)
+                return 1
+            }
+            lua_settop(L, 2)
+            lua.pushHandle(guard_, .mmapWriteGuard, lender: 1)  // 3, where finishMmap looks
+            lua.pushHandle(new, .vmaNew, state: .borrowed, keepAlive: 3)  // 4
+            mmlab_pushfinisher(L, finishMmap)
+            lua.getField(2, "hook")
+            lua_pushvalue(L, 4)
+            return MMLAB_PCALL_BASE - 1
+        }
+    }
+
+    /// After an mmap hook: the VMA goes in (or, if the hook raised, what it
+    /// mapped goes away), the VmaNew expires and the lock is released.
+    private static let finishMmap: Finisher = { L, status, first in
+        let lua = Lua(L)
+        guard let gh = mmlab_tohandle(L, 3), let vh = mmlab_tohandle(L, 4),
+              let guard_ = Handles.object(gh) as? MmapGuard, let new = Handles.object(vh) as? VmaNew else {
+            return status == LUA_OK ? 0 : MMLAB_RAISE
+        }
+        lua.end(4, vh, as: .dropped, flags: HandleFlag.expired)
+        var address: UInt64 = 0
+        if status == LUA_OK { address = guard_.mm.commitMmap(new) } else { guard_.mm.abortMmap(new) }
+        if Handles.state(gh) == .owned {
+            do { try lua.drop(3, gh, .close) } catch {
+                if status != LUA_OK { lua.pop() }
+                return lua.fail(error)
+            }
+        }
+        guard status == LUA_OK else { return MMLAB_RAISE }
+        lua.push(address)
+        return 1
+    }
+
+    /// `u:munmap(addr, len)`: takes the write lock.
+    static let munmap: Binding = { L in
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            let addr = try lua.address(2), len = try lua.address(3)
+            guard let guard_ = try writeLock(lua, mm, "munmap") else {
+                lua_settop(L, 3)
+                return MMLAB_YIELD
+            }
+            defer { try? mm.unlock(guard_) }
+            try mm.munmap(under: guard_, addr, len)
+            return 0
+        }
+    }
+
+    /// `u:follow_page(addr)` → BorrowedPage, or nil where nothing is mapped.
+    static let followPage: Binding = { L in
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            guard let page = mm.followPage(try lua.address(2)) else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(page, .borrowedPage, state: .borrowed)
+            return 1
+        }
+    }
+}
+
+enum GuardMethods {
+    static func guardObject(_ lua: Lua) throws -> MmapGuard {
+        let (h, _) = try lua.handle(1, oneOf: [.mmapReadGuard, .mmapWriteGuard], expected: "MmapReadGuard")
+        return lua.object(h, as: MmapGuard.self)
+    }
+
+    /// `g:vma_lookup(addr)` → VmaRef (valid while `g` is held) or nil.
+    static let vmaLookup: Binding = { L in
+        bind(L) { lua in
+            guard let vma = try guardObject(lua).vmaLookup(try lua.address(2)) else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(vma, .vmaRef, state: .borrowed, keepAlive: 1)
+            return 1
+        }
+    }
+
+    /// `g:vmas()` → `{{vm_start=, vm_end=, flags=, perms="rw-p"}, ...}`, in
+    /// address order: what /proc/PID/maps shows.
+    static let vmas: Binding = { L in
+        bind(L) { lua in
+            let guard_ = try guardObject(lua)
+            guard !guard_.isReleased else { throw KernelError.bug("use of \(guard_) after it was released") }
+            let vmas = guard_.mm.vmas
+            lua.newTable(array: Int32(vmas.count))
+            for (i, vma) in vmas.enumerated() {
+                lua.newTable(hash: 4)
+                lua.set("vm_start", vma.start)
+                lua.set("vm_end", vma.end)
+                lua.set("flags", vma.flags.rawValue)
+                lua.set("perms", vma.perms)
+                lua_rawseti(L, -2, lua_Integer(i + 1))
+            }
+            return 1
+        }
+    }
+
+    /// `wg:downgrade()` → MmapReadGuard; `wg` is moved.
+    static let downgrade: Binding = { L in
+        bind(L) { lua in
+            let h = try lua.handle(1, .mmapWriteGuard)
+            let write = lua.object(h, as: MmapGuard.self)
+            let read = try write.mm.downgrade(write, site: lua.runtime.currentSite(lua))
+            lua_settop(L, 1)
+            lua_getiuservalue(L, 1, 1)  // 2: the mm handle the write guard borrows
+            lua.pushHandle(read, .mmapReadGuard, lender: 2)
+            lua.end(1, h, as: .moved)
+            return 1
+        }
+    }
+}
+
+enum VmaMethods {
+    /// `v:mm()` → the VMA's mm, borrowed.
+    static let mm: Binding = { L in
+        bind(L) { lua in
+            lua.pushHandle(try lua.vmaRef(1).mm(), .mmWithUser, state: .borrowed, keepAlive: 1)
+            return 1
+        }
+    }
+
+    /// `v:zap_vma_range(addr, size)`: nothing outside the VMA.
+    static let zapVmaRange: Binding = { L in
+        bind(L) { lua in
+            try lua.vmaRef(1).zapVmaRange(try lua.address(2), try lua.address(3))
+            return 0
+        }
+    }
+
+    /// `v:as_mixedmap_vma()` → VmaMixedMap, or nil without VM_MIXEDMAP.
+    static let asMixedmapVma: Binding = { L in
+        bind(L) { lua in
+            guard let mixed = try lua.vmaRef(1).asMixedMap() else {
+                lua.pushNil()
+                return 1
+            }
+            lua.pushHandle(mixed, .vmaMixedMap, state: .borrowed, keepAlive: 1)
+            return 1
+        }
+    }
+
+    /// `v:vm_insert_page(addr, page)`: takes a reference on the page.
+    static let vmInsertPage: Binding = { L in
+        bind(L) { lua in
+            let (h, _) = try lua.handle(1, oneOf: [.vmaMixedMap], expected: "VmaMixedMap")
+            let vma = lua.object(h, as: VmaMixedMap.self)
+            try vma.check()
+            try vma.vmInsertPage(try lua.address(2), try lua.page(3))
+            return 0
+        }
+    }
+
+    static func vmaNew(_ lua: Lua) throws -> VmaNew {
+        let vma = try lua.object(1, .vmaNew, as: VmaNew.self)
+        try vma.check()
+        return vma
+    }
+
+    /// `n:set_mixedmap()` → VmaMixedMap.
+    static let setMixedmap: Binding = { L in
+        bind(L) { lua in
+            lua.pushHandle(try vmaNew(lua).setMixedmap(), .vmaMixedMap, state: .borrowed, keepAlive: 1)
+            return 1
+        }
+    }
+
+    static func update(_ L: OpaquePointer?, _ body: (VmaNew) throws -> Void) -> Int32 {
+        bind(L) { lua in
+            try body(try vmaNew(lua))
+            return 0
+        }
+    }
+
+    static func test(_ L: OpaquePointer?, _ body: (VmaNew) throws -> Bool) -> Int32 {
+        bind(L) { lua in
+            lua.push(try body(try vmaNew(lua)))
+            return 1
+        }
+    }
+}

@@ -1,0 +1,127 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLua
+import LuaShim
+import MMCore
+
+/// `kernel.uaccess`: user slices, their readers and writers (MMCore/Mm/Uaccess).
+extension Runtime {
+    func openUaccess(_ lua: Lua) {
+        lua.newTable()
+        lua.setFunctions([("UserSlice", UaccessBindings.userSlice)])
+        lua.setField(-2, "uaccess")
+    }
+}
+
+enum UaccessBindings {
+    /// The most one `read_raw` copies: its bytes become a Lua string.
+    static let maxCopy = 1 << 28
+
+    /// `UserSlice(mm, addr, len)`: `len` bytes at `addr` of `mm`'s address
+    /// space. Nothing is checked until a copy.
+    static let userSlice: Binding = { L in
+        bind(L) { lua in
+            let mm = try lua.mmReference(1, users: true).mm
+            let addr = try lua.address(2), len = try lua.integer(3)
+            guard len >= 0 else { throw KernelError(.EINVAL, "UserSlice of length \(len)") }
+            lua.pushHandle(UserSlice(mm: mm, address: addr, length: len), .userSlice, keepAlive: 1)
+            return 1
+        }
+    }
+
+    /// After a copy returned false: it waits (the binding yields and runs
+    /// again), or, where it cannot, the bug.
+    static func wait(_ lua: Lua, keeping n: Int32, _ what: String) throws -> Int32 {
+        let runtime = lua.runtime
+        guard runtime.canBlock(lua) else { throw runtime.cannotBlock(what) }
+        lua_settop(lua.L, n)
+        return MMLAB_YIELD
+    }
+}
+
+extension HandleClass {
+    static let userSlice = HandleClass(.userSlice, methods: [
+        ("reader", { L in UaccessMethods.split(L, reader: true, writer: false) }),
+        ("writer", { L in UaccessMethods.split(L, reader: false, writer: true) }),
+        ("reader_writer", { L in UaccessMethods.split(L, reader: true, writer: true) }),
+        ("len", { L in bind(L) { lua in lua.push(try lua.object(1, .userSlice, as: UserSlice.self).length); return 1 } }),
+    ])
+
+    private static let cursorMethods: [(String, Binding)] = [
+        ("len", { L in bind(L) { lua in lua.push(try UaccessMethods.cursor(lua).length); return 1 } }),
+        ("is_empty", { L in bind(L) { lua in lua.push(try UaccessMethods.cursor(lua).isEmpty); return 1 } }),
+    ]
+
+    static let userSliceReader = HandleClass(.userSliceReader, methods: cursorMethods + [
+        ("read_raw", UaccessMethods.readRaw),
+        ("skip", { L in
+            bind(L) { lua in
+                try lua.object(1, .userSliceReader, as: UserSliceReader.self).skip(try lua.integer(2))
+                return 0
+            }
+        }),
+    ])
+
+    static let userSliceWriter = HandleClass(.userSliceWriter, methods: cursorMethods + [
+        ("write_raw", UaccessMethods.writeRaw),
+    ])
+}
+
+enum UaccessMethods {
+    static func cursor(_ lua: Lua) throws -> UserSliceCursor {
+        let (h, _) = try lua.handle(1, oneOf: [.userSliceReader, .userSliceWriter], expected: "UserSliceReader")
+        return lua.object(h, as: UserSliceCursor.self)
+    }
+
+    /// `s:reader()`, `s:writer()`, `s:reader_writer()`: `s` is moved.
+    static func split(_ L: OpaquePointer?, reader: Bool, writer: Bool) -> Int32 {
+        bind(L) { lua in
+            let h = try lua.handle(1, .userSlice)
+            let slice = lua.object(h, as: UserSlice.self)
+            lua_settop(L, 1)
+            lua_getiuservalue(L, 1, 1)  // 2: the mm handle it keeps
+            if reader { lua.pushHandle(slice.reader(), .userSliceReader, keepAlive: 2) }
+            if writer { lua.pushHandle(slice.writer(), .userSliceWriter, keepAlive: 2) }
+            lua.end(1, h, as: .moved)
+            return reader && writer ? 2 : 1
+        }
+    }
+
+    /// `r:read_raw(n)` → `n` bytes; EFAULT (the reader does not move) when
+    /// fewer are left or one is not readable.
+    static let readRaw: Binding = { L in
+        bind(L) { lua in
+            let reader = try lua.object(1, .userSliceReader, as: UserSliceReader.self)
+            let n = try lua.integer(2)
+            guard n >= 0, n <= reader.length else {
+                throw KernelError(.EFAULT, "read_raw of \(n) bytes, \(reader.length) left in the user slice")
+            }
+            guard n <= UaccessBindings.maxCopy else {
+                throw KernelError(.ENOMEM, "read_raw of \(n) bytes: one call copies at most \(UaccessBindings.maxCopy)")
+            }
+            guard let buffer = malloc(max(n, 1)) else { throw KernelError(.ENOMEM, "read_raw of \(n) bytes") }
+            defer { free(buffer) }
+            let canBlock = lua.runtime.canBlock(lua)
+            guard try reader.read(into: buffer, n, site: lua.runtime.currentSite(lua), mayWait: canBlock) else {
+                return try UaccessBindings.wait(lua, keeping: 2, "read_raw")
+            }
+            lua.push(bytes: buffer, count: n)
+            return 1
+        }
+    }
+
+    /// `w:write_raw(data)`: EFAULT (the writer does not move) when the
+    /// data does not fit or a byte is not writable.
+    static let writeRaw: Binding = { L in
+        bind(L) { lua in
+            let writer = try lua.object(1, .userSliceWriter, as: UserSliceWriter.self)
+            let data = try lua.bytes(2)
+            let canBlock = lua.runtime.canBlock(lua)
+            guard try writer.write(data, site: lua.runtime.currentSite(lua), mayWait: canBlock) else {
+                return try UaccessBindings.wait(lua, keeping: 2, "write_raw")
+            }
+            return 0
+        }
+    }
+}

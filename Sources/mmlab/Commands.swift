@@ -18,6 +18,8 @@ struct MMLab: ParsableCommand {
 
             The machine boots on first use with --memory SIZE (256M), --cpus N (4) and --seed N (0); the same script, arguments and seed print the same bytes. --strict makes leaked native objects fail the run.
 
+            The `kernel` table: kernel.page (Page, into_phys, borrow_phys), kernel.mem (the page allocator), kernel.mm (mm_alloc, Mm/MmWithUser handles, mmap locks, VMAs), kernel.uaccess (UserSlice), kernel.sched (tasks, CPUs), kernel.sync (SpinLock, Mutex), kernel.percpu, kernel.debug (live handles, leaks). Try `mmlab examples` for scenarios to read and run.
+
             Examples:
               mmlab -e 'local p = kernel.page.Page.alloc_page(); print(p, p:phys())'
               mmlab --seed 7 experiment.lua arg1 arg2

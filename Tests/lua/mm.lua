@@ -237,6 +237,7 @@ end
 
 test("readers share the mmap lock while a writer waits; trylocks give nil under contention", function()
   local u = mm.mm_alloc()
+  local a = u:mmap{len = PAGE}
   local inside, release, writer_saw = 0, false, nil
   for i = 1, 2 do
     sched.spawn(function()
@@ -255,7 +256,7 @@ test("readers share the mmap lock while a writer waits; trylocks give nil under 
   expect_eq(inside, 2, "both readers still hold it")
   expect_eq(u:mmap_write_trylock(), nil, "readers hold it")
   expect_eq(u:mmap_read_trylock(), nil, "a writer waits")
-  expect_eq(u:lock_vma_under_rcu(0x10000), nil)
+  expect_eq(u:lock_vma_under_rcu(a), nil, "the optimistic VMA lock fails under a writer")
   release = true
   sched.run()
   expect_eq(writer_saw, 0, "the writer went in once both readers left")

@@ -85,6 +85,12 @@ extension MmStruct {
     /// `lock_vma_under_rcu`: the VMA at `addr` read-locked, or nil when there
     /// is none, or a writer holds or waits for the mmap lock (the optimistic
     /// path fails; take the mmap read lock instead).
+    ///
+    /// The kernel's writer takes the mmap lock at once and then waits in
+    /// `vma_start_write` for the readers of each VMA it changes, failing new
+    /// ones meanwhile. Here a writer waits for every VMA reader before it
+    /// holds the lock, and new VMA readers fail while it waits: the same
+    /// exclusion, coarser, and writers are not starved.
     public func lockVmaUnderRcu(_ addr: UInt64, site: Site) -> VmaReadGuard? {
         guard !mmapLock.writerActive, let vma = find(addr) else { return nil }
         vma.readers += 1

@@ -198,12 +198,7 @@ enum MmMethods {
     static let mmgetNotZero: Binding = { L in
         bind(L) { lua in
             let ref = try lua.mmReference(1, users: false)
-            guard let user = try ref.mmgetNotZero(site: lua.runtime.currentSite(lua)) else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(user, .mmWithUser)
-            return 1
+            return lua.pushOptionalHandle(try ref.mmgetNotZero(site: lua.runtime.currentSite(lua)), .mmWithUser)
         }
     }
 
@@ -294,12 +289,8 @@ enum MmMethods {
     private static func trylock(_ L: OpaquePointer?, write: Bool) -> Int32 {
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
-            guard let guard_ = try mm.mmapTryLock(write: write, site: lua.runtime.currentSite(lua)) else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
-            return 1
+            let guard_ = try mm.mmapTryLock(write: write, site: lua.runtime.currentSite(lua))
+            return lua.pushOptionalHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
         }
     }
 
@@ -308,12 +299,8 @@ enum MmMethods {
     static let lockVmaUnderRcu: Binding = { L in
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
-            guard let guard_ = mm.lockVmaUnderRcu(try lua.address(2), site: lua.runtime.currentSite(lua)) else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(guard_, .vmaReadGuard, lender: 1)
-            return 1
+            let guard_ = mm.lockVmaUnderRcu(try lua.address(2), site: lua.runtime.currentSite(lua))
+            return lua.pushOptionalHandle(guard_, .vmaReadGuard, lender: 1)
         }
     }
 
@@ -408,12 +395,7 @@ enum MmMethods {
     static let followPage: Binding = { L in
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
-            guard let page = mm.followPage(try lua.address(2)) else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(page, .borrowedPage, state: .borrowed)
-            return 1
+            return lua.pushOptionalHandle(mm.followPage(try lua.address(2)), .borrowedPage, state: .borrowed)
         }
     }
 }
@@ -427,12 +409,8 @@ enum GuardMethods {
     /// `g:vma_lookup(addr)` → VmaRef (valid while `g` is held) or nil.
     static let vmaLookup: Binding = { L in
         bind(L) { lua in
-            guard let vma = try guardObject(lua).vmaLookup(try lua.address(2)) else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(vma, .vmaRef, state: .borrowed, keepAlive: 1)
-            return 1
+            let vma = try guardObject(lua).vmaLookup(try lua.address(2))
+            return lua.pushOptionalHandle(vma, .vmaRef, state: .borrowed, keepAlive: 1)
         }
     }
 
@@ -491,12 +469,7 @@ enum VmaMethods {
     /// `v:as_mixedmap_vma()` → VmaMixedMap, or nil without VM_MIXEDMAP.
     static let asMixedmapVma: Binding = { L in
         bind(L) { lua in
-            guard let mixed = try lua.vmaRef(1).asMixedMap() else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(mixed, .vmaMixedMap, state: .borrowed, keepAlive: 1)
-            return 1
+            lua.pushOptionalHandle(try lua.vmaRef(1).asMixedMap(), .vmaMixedMap, state: .borrowed, keepAlive: 1)
         }
     }
 

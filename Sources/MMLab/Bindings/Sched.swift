@@ -287,12 +287,8 @@ enum TaskMethods {
     /// that has exited.
     static let mm: Binding = { L in
         bind(L) { lua in
-            guard let mm = try lua.object(1, .task, as: Task.self).mm else {
-                lua.pushNil()
-                return 1
-            }
-            lua.pushHandle(MmWithUser.view(mm), .mmWithUser, state: .borrowed, keepAlive: 1)
-            return 1
+            let mm = try lua.object(1, .task, as: Task.self).mm
+            return lua.pushOptionalHandle(mm.map(MmWithUser.view), .mmWithUser, state: .borrowed, keepAlive: 1)
         }
     }
 

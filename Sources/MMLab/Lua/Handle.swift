@@ -218,6 +218,14 @@ extension Lua {
         return h
     }
 
+    /// Pushes a handle over `object`, or nil without one: a Rust `Option`.
+    /// Returns the result count, 1.
+    func pushOptionalHandle(_ object: AnyObject?, _ type: HandleType, state: HandleState = .owned,
+                            lender: Int32? = nil, keepAlive: Int32? = nil) -> Int32 {
+        if let object { pushHandle(object, type, state: state, lender: lender, keepAlive: keepAlive) } else { pushNil() }
+        return 1
+    }
+
     /// Ends the borrow the handle at `idx` holds on its lender, if any.
     private func endBorrow(_ idx: Int32) {
         guard let h = mmlab_tohandle(L, idx), h.pointee.flags & HandleFlag.borrowing != 0 else { return }

@@ -15,6 +15,10 @@ public final class Machine {
     var givenAway: [Pfn: Page] = [:]
     /// The last mm id handed out.
     var mmIds = 0
+    /// The last driver file number handed out.
+    var files = 0
+    /// Binder's shrinker and LRU, registered with the page allocator on first use.
+    public private(set) lazy var binderLru = BinderLru(machine: self)
 
     /// The kmap_local stack of the running task. Read on every page access:
     /// kept here as tasks switch, without a dynamic exclusivity check.

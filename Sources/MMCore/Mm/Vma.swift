@@ -150,20 +150,28 @@ public final class VmaMixedMap: VmaRef {
         try check()
         try page.checkAccess()
         guard let mm = vma.mm else { throw .bug("\(self) outlived its mm") }
+        try mm.insertPage(into: vma, at: address, pfn: page.pfn)
+    }
+}
+
+extension MmStruct {
+    /// `vm_insert_page` of frame `pfn` at `address` of `vma`, taking a
+    /// reference: EFAULT outside the VMA, EBUSY where a page is mapped.
+    func insertPage(into vma: VmArea, at address: UInt64, pfn: Pfn) throws(KernelError) {
         let hex = "0x" + String(address, radix: 16)
         guard vma.contains(address) else {
             throw KernelError(.EFAULT, "vm_insert_page at \(hex), outside \(vma)")
         }
         // As the kernel, an unaligned address maps the page that holds it.
         let at = address & ~UInt64(PAGE_SIZE - 1)
-        guard mm.pageTable.lookup(at) == nil else {
+        guard pageTable.lookup(at) == nil else {
             throw KernelError(.EBUSY, "vm_insert_page at \(hex): a page is mapped there already")
         }
-        try mm.machine.pageAllocator.getPage(page.pfn)
+        try machine.pageAllocator.getPage(pfn)
         do {
-            try mm.pageTable.map(at, page.pfn, writable: vma.flags.contains(.write), executable: vma.flags.contains(.exec))
+            try pageTable.map(at, pfn, writable: vma.flags.contains(.write), executable: vma.flags.contains(.exec))
         } catch {
-            try? mm.machine.pageAllocator.putPage(page.pfn)
+            try? machine.pageAllocator.putPage(pfn)
             throw error
         }
     }

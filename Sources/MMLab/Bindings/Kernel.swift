@@ -11,7 +11,8 @@ extension Runtime {
         for cls in [HandleClass.page, .borrowedPage, .pagePointer, .mapping, .shrinker, .task, .spinLock, .mutex,
                     .spinLockGuard, .mutexGuard, .cpuGuard, .dynamicPerCpu, .staticPerCpu, .perCpuToken,
                     .mm, .mmWithUser, .mmWithUserAsync, .mmapReadGuard, .mmapWriteGuard, .vmaRef, .vmaMixedMap,
-                    .vmaNew, .vmaReadGuard, .userSlice, .userSliceReader, .userSliceWriter] {
+                    .vmaNew, .vmaReadGuard, .userSlice, .userSliceReader, .userSliceWriter, .drmMmAllocator,
+                    .drmMmNode, .drmMmScan, .rangeAllocator, .binderAlloc, .binderBuffer] {
             register(cls, in: lua)
         }
 
@@ -35,6 +36,8 @@ extension Runtime {
         openPerCpu(lua)
         openMm(lua)
         openUaccess(lua)
+        openDrmMm(lua)
+        openBinder(lua)
         openDebug(lua)
 
         lua_pushvalue(L, -1)

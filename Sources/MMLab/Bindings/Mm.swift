@@ -23,7 +23,7 @@ extension Runtime {
 extension Runtime {
     /// The driver file a mmap `hook` stands for: one per function, so that
     /// mapping the same driver twice can merge as mapping one file does.
-    func file(_ lua: Lua, of hook: Int32) -> Int {
+    func file(_ lua: Lua, of hook: Int32, machine: Machine) -> Int {
         let hook = lua.absIndex(hook)
         if files == LUA_NOREF {
             lua.newTable()
@@ -40,8 +40,7 @@ extension Runtime {
         var id = Int(lua_tointegerx(lua.L, -1, &isnum))
         lua.pop()
         if isnum == 0 {
-            fileCount += 1
-            id = fileCount
+            id = machine.newFile()
             lua_pushvalue(lua.L, hook)
             lua.push(id)
             lua_rawset(lua.L, -3)
@@ -323,7 +322,7 @@ enum MmMethods {
             lua.getField(2, "hook")
             let hook = !lua.isNoneOrNil(-1)
             if hook, lua.type(-1) != LUA_TFUNCTION { throw lua.fieldError(2, "hook", "function") }
-            let file = hook ? lua.runtime.file(lua, of: -1) : nil
+            let file = hook ? lua.runtime.file(lua, of: -1, machine: mm.machine) : nil
             lua.pop()
             guard let guard_ = try writeLock(lua, mm, "mmap") else {
                 lua_settop(L, 2)

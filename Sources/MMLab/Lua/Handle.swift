@@ -30,6 +30,12 @@ enum HandleType: UInt16, CaseIterable {
     case userSlice
     case userSliceReader
     case userSliceWriter
+    case drmMmAllocator
+    case drmMmNode
+    case drmMmScan
+    case rangeAllocator
+    case binderAlloc
+    case binderBuffer
 
     /// The name `__tostring`, `__name` and error messages use.
     var name: String {
@@ -60,6 +66,12 @@ enum HandleType: UInt16, CaseIterable {
         case .userSlice: "UserSlice"
         case .userSliceReader: "UserSliceReader"
         case .userSliceWriter: "UserSliceWriter"
+        case .drmMmAllocator: "Allocator"
+        case .drmMmNode: "Node"
+        case .drmMmScan: "Scan"
+        case .rangeAllocator: "RangeAllocator"
+        case .binderAlloc: "Alloc"
+        case .binderBuffer: "Buffer"
         }
     }
 }
@@ -296,6 +308,19 @@ enum HandleMetamethods {
             guard let h = mmlab_tohandle(lua.L, 1) else { return 0 }
             try lua.drop(1, h, .close)
             return 0
+        }
+    }
+
+    /// Two handles over the same native object are equal (an owned node
+    /// and the borrowed one `nodes()` yields).
+    static let eq: Binding = { L in
+        bind(L) { lua in
+            guard let a = mmlab_tohandle(lua.L, 1), let b = mmlab_tohandle(lua.L, 2) else {
+                lua.push(false)
+                return 1
+            }
+            lua.push(a.pointee.object != nil && a.pointee.object == b.pointee.object)
+            return 1
         }
     }
 

@@ -55,9 +55,12 @@ final class Runtime {
     /// Each `value` per-CPU variable's values: a table by CPU, a registry
     /// reference per area.
     var perCpuValues: [ObjectIdentifier: Int32] = [:]
-    /// The registry table of mmap hooks' driver files, and the last file id (Mm.swift).
+    /// The registry table of mmap hooks' driver files (Mm.swift).
     var files: Int32 = LUA_NOREF
-    var fileCount = 0
+    /// Each drm_mm's color_adjust function, a registry reference (DrmMm.swift).
+    var colorAdjusters: [ObjectIdentifier: Int32] = [:]
+    /// Binder buffers whose `new_buf` waits for the mmap lock, by task id (Binder.swift).
+    var pendingBuffers: [Int: BinderBuffer] = [:]
     var driving = false
     var mainFinished = false
     var mainResultCount: Int32 = 0
@@ -146,7 +149,7 @@ final class Runtime {
     }
 
     /// Registers a handle type's metatable: `__name`, `__index` (its
-    /// methods), `__gc`, `__close`, `__tostring`.
+    /// methods), `__gc`, `__close`, `__tostring`, `__eq`.
     func register(_ cls: HandleClass, in lua: Lua) {
         lua.newTable(hash: 5)
         lua.push(cls.type.name)
@@ -158,7 +161,7 @@ final class Runtime {
         }
         lua.setField(-2, "__index")
         for (name, fn) in [("__gc", HandleMetamethods.gc), ("__close", HandleMetamethods.close),
-                           ("__tostring", HandleMetamethods.tostring)] {
+                           ("__tostring", HandleMetamethods.tostring), ("__eq", HandleMetamethods.eq)] {
             lua.pushBinding(fn, name: name)
             lua.setField(-2, name)
         }

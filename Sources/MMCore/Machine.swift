@@ -41,6 +41,17 @@ public final class Machine {
     }
 }
 
+extension Machine {
+    /// The model's invariants: the page allocator's free lists and counts,
+    /// and every live drm_mm's hole and node indexes. A violation is a bug.
+    public func checkConsistency() throws(KernelError) {
+        try pageAllocator.checkConsistency()
+        for case let mm as DrmMm in accounting.live where !mm.validate() {
+            throw .bug("\(mm): its holes, nodes and trees disagree")
+        }
+    }
+}
+
 /// How a machine is built (`kernel.boot{...}`, the CLI's `--memory`,
 /// `--cpus`, `--seed`).
 public struct MachineConfig: Equatable, Sendable {

@@ -315,3 +315,38 @@ test("every kernel.mm and kernel.uaccess function and method, live, dead and tor
   collectgarbage()
   kernel.debug.check()
 end)
+
+test("every kernel.drm_mm and kernel.binder function and method", function()
+  local a = kernel.drm_mm.Allocator(0, 1 << 20)
+  local n = a:insert_node(4096, {data = "d"})
+  local r = kernel.binder.RangeAllocator(1 << 16)
+  local off = r:reserve_new{size = 64}
+  local u = kernel.mm.mm_alloc()
+  local alloc = kernel.binder.Alloc(u, 1 << 16)
+  local buf = alloc:new_buf{data_size = 100}
+  local handles = {a, n, r, u, alloc, buf}
+  local values = hostile_values(handles)
+  local fns = {}
+  for _, module in ipairs{kernel.drm_mm, kernel.binder} do
+    for _, fn in pairs(module) do fns[#fns + 1] = fn end
+  end
+  for _, fn in ipairs(fns) do exercise(fn, 2, {0, 4096}, values) end
+  for _, h in ipairs{a, n, r, alloc, buf} do
+    for _, name in ipairs(methods(h)) do
+      if name ~= "takedown" and name ~= "free" and name ~= "replace_node" then
+        exercise(function(...) return h[name](h, ...) end, 3, {0, 64, 0}, values)
+      end
+    end
+  end
+  local s = a:scan{size = 8192}
+  for _, name in ipairs(methods(s)) do exercise(function(...) return s[name](s, ...) end, 1, {n}, values) end
+  -- Undo what the hostile calls left: blocks in the scan, then the scan.
+  pcall(s.remove_block, s, n)
+  kernel.drop(s)
+  expect_eq(a:stats().nodes >= 1, true)
+  kernel.drop(buf)
+  kernel.drop(alloc)
+  kernel.drop(u)
+  collectgarbage()
+  kernel.debug.check()
+end)

@@ -250,6 +250,7 @@ test("eviction frees exactly the hole the scan promised", function()
     kernel.drop(s)
   end
   expect_eq(holes(a), "", "continuous again")
+  kernel.debug.check()
   drop_all(nodes)
 end)
 

@@ -53,7 +53,7 @@ public class NativeObject: CustomStringConvertible {
 /// The machine's record of live native objects: `kernel.debug.live()`,
 /// `leaks()` and the leak report at exit.
 public final class Accounting {
-    private var live = ContiguousArray<NativeObject>()
+    private(set) var live = ContiguousArray<NativeObject>()
     private var nextSerial: UInt64 = 1
 
     public init() {}

@@ -39,6 +39,7 @@ enum BinderBindings {
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
             let size = try lua.integer(2)
+            guard size > 0 else { throw KernelError(.EINVAL, "binder mmap of \(size) bytes") }
             let runtime = lua.runtime
             let scheduler = mm.machine.scheduler
             if scheduler.wouldWait(for: mm.mmapLock, write: true), !runtime.canBlock(lua) {

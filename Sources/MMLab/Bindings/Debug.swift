@@ -19,10 +19,10 @@ extension Runtime {
 
 enum DebugBindings {
     /// `check()`: the model's invariants (the page allocator's free lists
-    /// and counts); a violation is a bug error.
+    /// and counts, drm_mm's indexes); a violation is a bug error.
     static let check: Binding = { L in
         bind(L) { lua in
-            try lua.runtime.booted?.pageAllocator.checkConsistency()
+            try lua.runtime.booted?.checkConsistency()
             return 0
         }
     }

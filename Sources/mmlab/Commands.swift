@@ -25,7 +25,7 @@ struct MMLab: ParsableCommand {
               mmlab --seed 7 experiment.lua arg1 arg2
               mmlab repl
               mmlab test Tests/lua
-              mmlab examples pages
+              mmlab examples binder
 
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,

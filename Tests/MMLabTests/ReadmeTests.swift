@@ -49,7 +49,7 @@ struct ReadmeTests {
     @Test("the two set-up commands are the README's first")
     func commands() throws {
         let sh = try Self.blocks().first { $0.0 == "sh" }?.1 ?? ""
-        #expect(sh.hasPrefix("scripts/mmlab examples pages"))
+        #expect(sh.hasPrefix("scripts/mmlab examples binder"))
         #expect(sh.contains("scripts/test"))
     }
 }

@@ -203,6 +203,13 @@ test("colors force gaps between differently colored neighbours", function()
   local same = a:insert_node(10, {color = nodes[20]:color(), mode = "low"})
   expect_eq(same:start(), nodes[20]:start() + 10, "same colors abut")
   expect_error("ENOSPC", a.reserve_node, a, same:start() + 10, 5, nodes[20]:color() + 1)
+  a:set_color_adjust(function(node, color, s, e) return e, s end)  -- start past end: nothing fits
+  expect_error("ENOSPC", a.insert_node, a, 1)
+  expect_error("ENOSPC", a.reserve_node, a, 999, 1)
+  local sc = a:scan{size = 1}
+  expect_eq(sc:add_block(nodes[1]), false)
+  sc:remove_block(nodes[1])
+  kernel.drop(sc)
   a:set_color_adjust(function() return "x" end)
   expect_error("two integers", a.insert_node, a, 1)
   a:set_color_adjust(function() error("callback failed") end)

@@ -209,25 +209,36 @@ public final class DrmMm: NativeObject {
             if base == .high, he <= rangeStart { break }
             var colStart = hs, colEnd = he
             try adjust(id, color, &colStart, &colEnd)
-            var adjStart = max(colStart, rangeStart)
-            let adjEnd = min(colEnd, rangeEnd)
-            placement: do {
-                guard adjEnd > adjStart, adjEnd - adjStart >= size else { break placement }
-                if base == .high { adjStart = adjEnd - size }
-                if alignment != 0 {
-                    let rem = remainderMask != 0 ? adjStart & remainderMask : adjStart % alignment
-                    if rem != 0 {
-                        adjStart &-= rem
-                        if base != .high { adjStart &+= alignment }
-                        guard adjStart >= max(colStart, rangeStart), min(colEnd, rangeEnd) &- adjStart >= size,
-                              adjEnd > adjStart, adjEnd - adjStart >= size else { break placement }
-                    }
-                }
-                return place(after: id, start: adjStart, size: size, color: color, site: site)
+            if let start = Self.fit(size, colStart, colEnd, range: rangeStart, rangeEnd, alignment: alignment,
+                                    remainderMask: remainderMask, high: base == .high) {
+                return place(after: id, start: start, size: size, color: color, site: site)
             }
             hole = mode.once ? nil : nextHole(id, size, base)
         }
         throw KernelError(.ENOSPC, "insert_node of \(size) bytes (alignment \(alignment), color \(color), mode \(mode.rawValue)): no hole fits")
+    }
+
+    /// Where a node of `size` goes in the (color-adjusted) hole
+    /// `[colStart, colEnd)` clipped to `[rangeStart, rangeEnd)`: at the
+    /// bottom, or `high` at the top, moved to the alignment; nil when it
+    /// does not fit. The arithmetic of `drm_mm_insert_node_in_range` and
+    /// `drm_mm_scan_add_block`; a callback may leave `colStart > colEnd`.
+    static func fit(_ size: UInt64, _ colStart: UInt64, _ colEnd: UInt64, range rangeStart: UInt64, _ rangeEnd: UInt64,
+                    alignment: UInt64, remainderMask: UInt64, high: Bool) -> UInt64? {
+        var adjStart = max(colStart, rangeStart)
+        let adjEnd = min(colEnd, rangeEnd)
+        guard adjEnd > adjStart, adjEnd - adjStart >= size else { return nil }
+        if high { adjStart = adjEnd - size }
+        if alignment != 0 {
+            let rem = remainderMask != 0 ? adjStart & remainderMask : adjStart % alignment
+            if rem != 0 {
+                adjStart &-= rem
+                if !high { adjStart &+= alignment }
+                guard adjStart >= max(colStart, rangeStart), min(colEnd, rangeEnd) &- adjStart >= size,
+                      adjEnd > adjStart, adjEnd - adjStart >= size else { return nil }
+            }
+        }
+        return adjStart
     }
 
     /// The first hole a mode tries (`first_hole`). Low and high skip holes

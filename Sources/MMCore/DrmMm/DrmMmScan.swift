@@ -69,18 +69,9 @@ public final class DrmMmScan: NativeObject {
         let hs = mm.holeStart(hole), he = mm.holeEnd(hole)
         var colStart = hs, colEnd = he
         try mm.adjust(hole, color, &colStart, &colEnd)
-        var adjStart = max(colStart, rangeStart)
-        let adjEnd = min(colEnd, rangeEnd)
-        guard adjEnd > adjStart, adjEnd - adjStart >= size else { return false }
-        if mode == .high { adjStart = adjEnd - size }
-        if alignment != 0 {
-            let rem = remainderMask != 0 ? adjStart & remainderMask : adjStart % alignment
-            if rem != 0 {
-                adjStart &-= rem
-                if mode != .high { adjStart &+= alignment }
-                guard adjStart >= max(colStart, rangeStart), min(colEnd, rangeEnd) &- adjStart >= size,
-                      adjEnd > adjStart, adjEnd - adjStart >= size else { return false }
-            }
+        guard let adjStart = DrmMm.fit(size, colStart, colEnd, range: rangeStart, rangeEnd,
+                                       alignment: alignment, remainderMask: remainderMask, high: mode == .high) else {
+            return false
         }
         hitStart = adjStart
         hitEnd = adjStart + size

@@ -298,7 +298,7 @@ enum BufferMethods {
         bind(L) { lua in
             let buffer = try buffer(lua)
             let bytes = try buffer.read(try lua.integer(2), try lua.integer(3))
-            bytes.withUnsafeBytes { lua.push(bytes: $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1).unsafelyUnwrapped, count: $0.count) }
+            bytes.withUnsafeBytes { lua.push(bytes: $0) }
             return 1
         }
     }

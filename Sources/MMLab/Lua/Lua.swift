@@ -45,6 +45,10 @@ struct Lua {
     func push(bytes: UnsafeRawPointer, count: Int) {
         _ = lua_pushlstring(L, bytes.assumingMemoryBound(to: CChar.self), count)
     }
+    /// Pushes the bytes as a string (an empty buffer may have no address).
+    func push(bytes: UnsafeRawBufferPointer) {
+        _ = lua_pushlstring(L, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+    }
     func pushNil() { lua_pushnil(L) }
     func push(_ value: String?) {
         if let value { push(value) } else { pushNil() }

@@ -77,6 +77,7 @@ int mmlab_trampoline(lua_State *L) {
     if (r < 0)
         return finish(L, r);
     mmlab_State *s = mmlab_state(L);
+    s->clock++;
     if (--s->budget > 0)
         return r;
     if (!s->contended) {  // alone: nothing to switch to, no need to ask
@@ -89,6 +90,7 @@ int mmlab_trampoline(lua_State *L) {
 static void count_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     mmlab_State *s = mmlab_state(L);
+    s->clock++;
     if (s->contended && s->current == L && lua_isyieldable(L) && s->preempt(L, 1))
         lua_yield(L, 0);
 }

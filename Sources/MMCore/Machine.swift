@@ -17,6 +17,8 @@ public final class Machine {
     var mmIds = 0
     /// The last driver file number handed out.
     var files = 0
+    /// The trace being recorded, if any (`startTrace`).
+    public internal(set) var trace: TraceLog?
     /// Binder's shrinker and LRU, registered with the page allocator on first use.
     public private(set) lazy var binderLru = BinderLru(machine: self)
 

@@ -39,15 +39,25 @@ public final class Engine {
         public var ignoreEnvironment: Bool
         /// `lua -W`: turn Lua warnings on.
         public var warnings: Bool
+        /// Where `kernel.plot` writes its pictures (`--out DIR`); nil writes none.
+        public var outputDirectory: String?
+        /// Where `writeOutputs` writes the recorded results, CSV or JSON by extension (`--results FILE`).
+        public var resultsPath: String?
+        /// Where `writeOutputs` writes a Chrome trace of the run (`--trace FILE`); nil traces nothing.
+        public var tracePath: String?
 
         public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0, strict: Bool = false,
-                    ignoreEnvironment: Bool = false, warnings: Bool = false) {
+                    ignoreEnvironment: Bool = false, warnings: Bool = false, outputDirectory: String? = nil,
+                    resultsPath: String? = nil, tracePath: String? = nil) {
             self.memory = memory
             self.cpus = cpus
             self.seed = seed
             self.strict = strict
             self.ignoreEnvironment = ignoreEnvironment
             self.warnings = warnings
+            self.outputDirectory = outputDirectory
+            self.resultsPath = resultsPath
+            self.tracePath = tracePath
         }
 
         /// The machine this configuration boots.
@@ -123,6 +133,37 @@ public final class Engine {
         var lines = ["mmlab: \(leaks.count) native object\(leaks.count == 1 ? "" : "s") leaked (still alive at exit):"]
         for object in leaks { lines.append("  \(object) created at \(sites.name(object.site))") }
         return lines.joined(separator: "\n")
+    }
+
+    /// Writes the recorded results (`resultsPath`) and the trace
+    /// (`tracePath`), each whole or not at all.
+    public func writeOutputs() throws(EngineError) {
+        if let path = configuration.resultsPath {
+            guard let format = Results.Format(path: path) else {
+                throw EngineError(message: "mmlab: --results \(path): the name must end in .csv or .json")
+            }
+            let file = try OutputFile(path: path)
+            runtime.results.write(format, to: file)
+            try file.commit()
+        }
+        if let path = configuration.tracePath {
+            let file = try OutputFile(path: path)
+            runtime.writeTrace(to: file)
+            try file.commit()
+        }
+    }
+
+    /// Checks the output paths before a run, so that a long run does not
+    /// end in a file that cannot be written.
+    public func checkOutputs() throws(EngineError) {
+        if let path = configuration.resultsPath {
+            guard Results.Format(path: path) != nil else {
+                throw EngineError(message: "mmlab: --results \(path): the name must end in .csv or .json")
+            }
+            try OutputFile.check(path, what: "results")
+        }
+        if let path = configuration.tracePath { try OutputFile.check(path, what: "trace") }
+        if let dir = configuration.outputDirectory { try OutputFile.check(dir + "/picture.svg", what: "pictures") }
     }
 
     /// Ends the Lua state: every remaining handle is dropped by the collector.

@@ -59,9 +59,32 @@ struct MachineOptions: ParsableArguments {
     }
 }
 
+/// Where a run's results, trace and pictures go.
+struct OutputOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Write what kernel.results.record kept, as CSV or JSON by the extension.", valueName: "file"))
+    var results: String?
+    @Option(help: ArgumentHelp("Write a Chrome trace of the run: CPUs, tasks, locks, the page allocator (open it in Perfetto).", valueName: "file"))
+    var trace: String?
+    @Option(help: ArgumentHelp("Where kernel.plot writes its SVG pictures.", valueName: "dir"))
+    var out: String?
+
+    /// Applies them; `pictures` is the folder pictures go to without `--out`.
+    func apply(to s: inout Standalone, pictures: String?) throws {
+        do {
+            if let results { try s.set("--results", results) }
+            if let trace { try s.set("--trace", trace) }
+        } catch {
+            throw ValidationError(error.message)
+        }
+        s.configuration.outputDirectory = out ?? pictures
+    }
+}
+
 /// Runs `script` with `arguments` as lua.c would; exits with its status.
-func runScript(_ script: String, _ arguments: [String], _ options: MachineOptions) throws {
+func runScript(_ script: String, _ arguments: [String], _ options: MachineOptions, _ output: OutputOptions,
+               pictures: String?) throws {
     var s = try options.standalone()
+    try output.apply(to: &s, pictures: pictures)
     s.script = script
     s.scriptArguments = arguments
     s.argv = ["mmlab", script] + arguments
@@ -74,11 +97,12 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a Lua script (the same as `mmlab SCRIPT`).")
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var output: OutputOptions
     @Argument(help: "The script; - reads standard input.") var script: String
     @Argument(parsing: .captureForPassthrough, help: "Arguments for the script (`...` and `arg`).")
     var arguments: [String] = []
 
-    func run() throws { try runScript(script, arguments, machine) }
+    func run() throws { try runScript(script, arguments, machine, output, pictures: ".") }
 }
 
 struct ReplCommand: ParsableCommand {
@@ -87,9 +111,11 @@ struct ReplCommand: ParsableCommand {
         abstract: "Explore interactively: expressions print their values, `>>` continues a statement.",
         discussion: "History is kept in $MMLAB_HISTORY, or ~/.mmlab_history. Ctrl-D ends the session.")
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         var s = try machine.standalone()
+        try output.apply(to: &s, pictures: ".")
         s.interactive = true
         s.version = true
         let status = s.run()
@@ -126,8 +152,10 @@ struct TestCommand: ParsableCommand {
 struct ExamplesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "examples",
-        abstract: "List the shipped scenarios, or run one: mmlab examples NAME [args].")
+        abstract: "List the shipped scenarios, or run one: mmlab examples NAME [args].",
+        discussion: "Scenarios write their pictures only with --out DIR, and their figures with --results FILE.")
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var output: OutputOptions
     @Argument(help: "The scenario to run; none lists them.") var name: String?
     @Argument(parsing: .captureForPassthrough, help: "Arguments for the scenario.")
     var arguments: [String] = []
@@ -148,7 +176,7 @@ struct ExamplesCommand: ParsableCommand {
         guard access(path, R_OK) == 0 else {
             throw ValidationError("no scenario named '\(name)' (mmlab examples lists them)")
         }
-        try runScript(path, arguments, machine)
+        try runScript(path, arguments, machine, output, pictures: nil)
     }
 
     /// `$MMLAB_EXAMPLES`, else the checkout's `examples`, named relative to

@@ -5,7 +5,7 @@ import ArgumentParser
 import MMLab
 
 // `mmlab run|repl|test|examples ...` and `--help` go to the subcommands,
-// also after machine options (`mmlab --seed 3 examples binder`); anything
+// also after machine and output options (`mmlab --seed 3 examples binder`); anything
 // else is the lua-compatible command line.
 let arguments = Array(CommandLine.arguments.dropFirst())
 let commandWords: Set = ["run", "repl", "test", "examples", "help", "--help", "-h", "--version"]
@@ -16,9 +16,9 @@ func subcommandIndex(_ arguments: [String]) -> Int? {
     while i < arguments.count {
         let a = arguments[i]
         if commandWords.contains(a) { return i }
-        if a == "--strict" || ["--seed=", "--cpus=", "--memory="].contains(where: a.hasPrefix) {
+        if a == "--strict" || ["--seed=", "--cpus=", "--memory=", "--results=", "--trace=", "--out="].contains(where: a.hasPrefix) {
             i += 1
-        } else if ["--seed", "--cpus", "--memory"].contains(a) {
+        } else if ["--seed", "--cpus", "--memory", "--results", "--trace", "--out"].contains(a) {
             i += 2
         } else {
             return nil

@@ -69,6 +69,9 @@ typedef struct mmlab_State {
     // count hook, else a binding call); 1 yields the task now. Resets
     // `budget`. Called only on `current`, only where it may yield.
     int (*preempt)(lua_State *L, int hook);
+    // The machine's clock: one tick per binding call and per count hook
+    // (200 VM instructions). Deterministic: traces stamp events with it.
+    uint64_t clock;
 } mmlab_State;
 
 // Macros Swift cannot import.

@@ -126,7 +126,7 @@ final class PageRange {
 /// `mm_lock`, the mmap lock and the range's lock can all be taken with
 /// trylocks; otherwise it is skipped (`LRU_SKIP`), as rust_shrink_free_page
 /// does, since it takes them in the wrong order.
-public final class BinderLru: Shrinker {
+public final class BinderLru: Shrinker, CustomStringConvertible {
     unowned let machine: Machine
     private var list = OrderedTree<UInt64, PageInfo>()
     private var seq: UInt64 = 0
@@ -140,6 +140,7 @@ public final class BinderLru: Shrinker {
     }
 
     public var count: Int { list.count }
+    public var description: String { "binder" }
 
     func add(_ info: PageInfo) {
         guard info.lruSeq == nil else { return }
@@ -166,6 +167,8 @@ public final class BinderLru: Shrinker {
             if tryFree(entry.value) { freed += 1 } else { skipped += 1 }
         }
         reclaimed += freed
+        machine.trace?.emit(.instant, "binder shrink", category: "memory", track: .machine,
+                            args: [.init("scanned", walked), .init("freed", freed)])
         return freed
     }
 

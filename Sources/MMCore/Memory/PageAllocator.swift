@@ -101,6 +101,8 @@ public final class PageAllocator {
     /// `pressureBatch` pages: the engine steps its collector.
     public var pressure: ((Int) -> Void)?
     public var pressureBatch = 256
+    /// The trace being recorded, if any.
+    var trace: TraceLog?
     public private(set) var shrinkers: [Shrinker] = []
 
     var random: Random
@@ -195,6 +197,7 @@ public final class PageAllocator {
         }
         var pfn = try allocate(gfp, order: order)
         if pfn == nil, gfp.allowsBlocking {
+            trace?.emit(.instant, "direct reclaim", category: "memory", track: .machine, args: [.init("order", order)])
             pfn = try reclaim(gfp, order: order)
             if pfn == nil, let collector {
                 collector()
@@ -203,6 +206,7 @@ public final class PageAllocator {
             }
         }
         guard let pfn else {
+            trace?.emit(.instant, "alloc failed", category: "memory", track: .machine, args: [.init("order", order)])
             throw KernelError(.ENOMEM, "out of memory: no free block of order \(order) (\(freePages) pages free)")
         }
         prepare(pfn, order: order, gfp: gfp)
@@ -225,11 +229,16 @@ public final class PageAllocator {
                 let freeable = shrinker.countObjects()
                 guard freeable > 0 else { continue }
                 var total = (freeable >> priority) * 4 / 2
+                var freed = 0
                 while total >= 128 || total >= freeable {
                     let n = min(128, total)
-                    guard n > 0, shrinker.scanObjects(n) > 0 else { break }
+                    let got = n > 0 ? shrinker.scanObjects(n) : 0
+                    freed += got
+                    guard got > 0 else { break }
                     total -= n
                 }
+                trace?.emit(.instant, "shrink_slab", category: "memory", track: .machine,
+                            args: [.init("shrinker", "\(shrinker)"), .init("priority", priority), .init("freed", freed)])
             }
             drainPages()
             if let pfn = try allocate(gfp, order: order) { return pfn }

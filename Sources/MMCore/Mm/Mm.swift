@@ -63,6 +63,8 @@ public final class MmStruct: CustomStringConvertible {
     /// `exit_mmap`: every VMA unmapped, PTEs zapped (dropping their page
     /// references), page tables below the PGD freed.
     func exitMmap() {
+        machine.trace?.emit(.instant, "exit_mmap", category: "mm", track: .machine,
+                            args: [.init("mm", id), .init("vmas", vmas.count)])
         for vma in vmas {
             zap(vma.start..<vma.end)
             vma.isDetached = true

@@ -130,6 +130,7 @@ extension Scheduler {
     private func take(_ lock: Lock, _ task: Task, _ site: Site) {
         lock.owner = task
         task.held.append((lock, site))
+        trace?.lock("hold", lock, task, begin: true)
     }
 
     /// Drops a guard: unlocks, handing the lock to the first waiter. Only
@@ -144,6 +145,7 @@ extension Scheduler {
         guard_.markReleased()
         accounting.untrack(guard_)
         owner.held.removeAll { $0.lock === lock }
+        trace?.lock("hold", lock, owner, begin: false)
         if lock is SpinLock { try? preemptEnable(owner) }
         if let next = lock.waiters.first {
             lock.waiters.removeFirst()

@@ -90,12 +90,14 @@ extension Scheduler {
     private func grant(_ sem: RwSemaphore, to task: Task, write: Bool, site: Site) {
         if write { sem.owner = task } else { sem.readers.append(task) }
         task.held.append((sem, site))
+        trace?.lock(write ? "hold" : "hold (read)", sem, task, begin: true)
     }
 
     /// `up_read` / `up_write` of `task`'s hold; waiters get the semaphore in
     /// order (a writer alone, or every reader before the next writer).
     public func up(_ sem: RwSemaphore, task: Task, write: Bool) {
         task.held.removeAll { $0.lock === sem }
+        trace?.lock(write ? "hold" : "hold (read)", sem, task, begin: false)
         if write {
             if sem.owner === task { sem.owner = nil }
         } else if let i = sem.readers.firstIndex(where: { $0 === task }) {
@@ -109,6 +111,8 @@ extension Scheduler {
         guard sem.owner === task else { return }
         sem.owner = nil
         sem.readers.append(task)
+        trace?.lock("hold", sem, task, begin: false)
+        trace?.lock("hold (read)", sem, task, begin: true)
         grantWaiters(sem)
     }
 

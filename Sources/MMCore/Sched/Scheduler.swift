@@ -43,6 +43,8 @@ public final class Scheduler {
     var lockCount = 0
     /// Where each waiting task asked for its lock.
     var pendingSites: [ObjectIdentifier: Site] = [:]
+    /// The trace being recorded, if any.
+    var trace: TraceLog?
     /// Deferred work (`schedule_work` on the system workqueue), in order.
     private var work: [(name: String, run: () -> Void)] = []
     let sites: SiteTable
@@ -87,6 +89,7 @@ public final class Scheduler {
         let task = Task(id: id, name: name ?? "task\(id)", cpu: home, boundCpu: cpu, site: site)
         task.mm = mm
         tasks.append(task)
+        trace?.name(task)
         runnable += 1
         enqueue(task)
         return task
@@ -135,7 +138,7 @@ public final class Scheduler {
         } else {
             task = queues[cpu].removeFirst()
             task.isQueued = false
-            running[cpu] = task
+            setRunning(cpu, task)
         }
         switchTo(task)
         return task
@@ -158,9 +161,14 @@ public final class Scheduler {
         let otherCpus = (0..<cpuCount).contains { $0 != cpu && ready($0) }
         let preemptible = task.preemptCount == 0
         if preemptible, !queues[cpu].isEmpty || (otherCpus && random.below(2) == 0) {
-            running[cpu] = nil
+            trace?.emit(.instant, "preempt", category: "sched", track: .cpu(cpu), args: [.init("task", task.name)])
+            setRunning(cpu, nil)
             if task.boundCpu == nil, cpuCount > 1, random.below(migrationOdds) == 0 {
                 task.cpu = Int(random.below(UInt64(cpuCount)))
+                if task.cpu != cpu {
+                    trace?.emit(.instant, "migrate", category: "sched", track: .task(task.id),
+                                args: [.init("from", cpu), .init("to", task.cpu)])
+                }
             }
             enqueue(task)
             return true
@@ -185,7 +193,7 @@ public final class Scheduler {
         guard main.state != .runnable else { return }
         main.state = .runnable
         runnable += 1
-        running[main.cpu] = main
+        setRunning(main.cpu, main)
         switchTo(main)
     }
 
@@ -196,7 +204,7 @@ public final class Scheduler {
     public func yieldCurrent() {
         let task = current
         guard task.state == .runnable, !task.isQueued else { return }
-        if running[task.cpu] === task { running[task.cpu] = nil }
+        if running[task.cpu] === task { setRunning(task.cpu, nil) }
         enqueue(task)
     }
 
@@ -211,8 +219,11 @@ public final class Scheduler {
         task.state = .blocked
         task.waiting = wait
         runnable -= 1
-        if case .lock(let lock) = wait, lock is SpinLock { return }
-        if running[task.cpu] === task { running[task.cpu] = nil }
+        if case .lock(let lock) = wait {
+            trace?.lock("wait", lock, task, begin: true)
+            if lock is SpinLock { return }
+        }
+        if running[task.cpu] === task { setRunning(task.cpu, nil) }
     }
 
     /// Makes a blocked task runnable: a spinner resumes on its CPU, a
@@ -223,9 +234,12 @@ public final class Scheduler {
         task.wakeError = error
         runnable += 1
         if running[task.cpu] !== task { enqueue(task) }
-        if case .lock(let lock) = task.waiting, error != nil {
-            lock.waiters.removeAll { $0 === task }
-            if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
+        if case .lock(let lock) = task.waiting {
+            trace?.lock("wait", lock, task, begin: false)
+            if error != nil {
+                lock.waiters.removeAll { $0 === task }
+                if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
+            }
         }
         task.waiting = nil
     }
@@ -236,7 +250,7 @@ public final class Scheduler {
         if task.state == .runnable { runnable -= 1 }
         task.state = failed ? .failed : .done
         task.waiting = nil
-        if running[task.cpu] === task { running[task.cpu] = nil }
+        if running[task.cpu] === task { setRunning(task.cpu, nil) }
         if let mm = task.mm {
             task.mm = nil
             mm.put(async: false)
@@ -265,6 +279,12 @@ public final class Scheduler {
     /// Runs the queued work, in order, including work queued meanwhile.
     public func runWork() {
         while !work.isEmpty { work.removeFirst().run() }
+    }
+
+    /// Puts `task` (or nobody) on `cpu`, as the trace's sched_switch.
+    private func setRunning(_ cpu: Int, _ task: Task?) {
+        running[cpu] = task
+        trace?.cpu(cpu, runs: task)
     }
 
     /// Tasks not finished.

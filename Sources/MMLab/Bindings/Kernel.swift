@@ -38,6 +38,7 @@ extension Runtime {
         openUaccess(lua)
         openDrmMm(lua)
         openBinder(lua)
+        openOutput(lua)
         openDebug(lua)
 
         lua_pushvalue(L, -1)

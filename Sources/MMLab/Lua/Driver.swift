@@ -120,6 +120,7 @@ extension Runtime {
             }
             resume(id: task.id)
             scheduler.runWork()  // the workqueue runs between tasks
+            sampleTrace()
         }
         return nil
     }

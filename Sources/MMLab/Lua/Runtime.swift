@@ -61,6 +61,10 @@ final class Runtime {
     var colorAdjusters: [ObjectIdentifier: Int32] = [:]
     /// Binder buffers whose `new_buf` waits for the mmap lock, by task id (Binder.swift).
     var pendingBuffers: [Int: BinderBuffer] = [:]
+    /// What `kernel.results.record` kept.
+    let results = Results()
+    /// `kernel.progress`'s line on a terminal.
+    let progress = Progress()
     var driving = false
     var mainFinished = false
     var mainResultCount: Int32 = 0
@@ -81,7 +85,7 @@ final class Runtime {
         self.configuration = configuration
         state = .allocate(capacity: 1)
         state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, contended: 0,
-                                         preempt: Runtime.preempt))
+                                         preempt: Runtime.preempt, clock: 0))
         let count = Int((HandleType.allCases.map(\.rawValue).max() ?? 0) + 1)
         metatables = Array(repeating: LUA_NOREF, count: count)
         classes = Array(repeating: nil, count: count)
@@ -137,6 +141,7 @@ final class Runtime {
             _ = mmlab_gc(self.activeL, LUA_GCSTEP, Int32(clamping: pages * PAGE_SIZE / 1024))
         }
         booted = machine
+        startTraceIfAsked(machine)
         if driving { machine.scheduler.adoptMain() }
         state.pointee.budget = 1
         machine.scheduler.onContention = { [weak self] contended in

@@ -42,7 +42,9 @@ public struct Standalone {
     public var argv: [String] = ["mmlab"]
     public var scriptIndex = 0
 
-    public init() {}
+    public init() {
+        configuration.outputDirectory = "."
+    }
 
     public static let usage = """
         usage: mmlab [options] [script [args]]
@@ -61,6 +63,9 @@ public struct Standalone {
           --cpus N       simulated CPUs (default 4)
           --memory SIZE  RAM, e.g. 256M or 4G (default 256M)
           --strict       leaks and guards dropped by the collector fail the run
+          --results FILE write what kernel.results.record kept, as .csv or .json
+          --trace FILE   write a Chrome trace of the run (Perfetto opens it)
+          --out DIR      where kernel.plot writes its pictures (default .)
         """
 
     /// Parses a lua.c command line (`arguments` without the program name).
@@ -115,7 +120,7 @@ public struct Standalone {
     }
 
     private static func longOption(_ a: String) -> (String, String?)? {
-        for name in ["--seed", "--cpus", "--memory"] {
+        for name in ["--seed", "--cpus", "--memory", "--results", "--trace", "--out"] {
             if a == name { return (name, nil) }
             if a.hasPrefix(name + "=") { return (name, String(a.dropFirst(name.count + 1))) }
         }
@@ -141,6 +146,11 @@ public struct Standalone {
                 throw UsageError("--memory takes a size from 4K to 1T such as 256M or 4G, got '\(text)'")
             }
             configuration.memory = bytes
+        case "--results":
+            guard Results.Format(path: text) != nil else { throw UsageError("--results takes a file ending in .csv or .json, got '\(text)'") }
+            configuration.resultsPath = text
+        case "--trace": configuration.tracePath = text
+        case "--out": configuration.outputDirectory = text
         default:
             throw UsageError("unrecognized option '\(option)'")
         }
@@ -167,6 +177,7 @@ public struct Standalone {
         engine.setArgTable(argv, scriptIndex: scriptIndex)
         var status: Int32 = 0
         do {
+            try engine.checkOutputs()
             if !configuration.ignoreEnvironment { try runInit(engine) }
             for action in actions {
                 switch action {
@@ -221,6 +232,10 @@ public struct Standalone {
         if let report = engine.leakReport() {
             fputs(report + "\n", stderr)
             if configuration.strict { status = 1 }
+        }
+        do { try engine.writeOutputs() } catch {
+            report(error)
+            status = 1
         }
         if configuration.strict && engine.strictViolations > 0 { status = 1 }
         return status

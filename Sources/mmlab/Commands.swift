@@ -135,7 +135,8 @@ struct TestCommand: ParsableCommand {
     @Argument(help: "Files or directories (default: Tests/lua).") var paths: [String] = []
 
     func run() throws {
-        let configuration = try machine.standalone().configuration
+        var configuration = try machine.standalone().configuration
+        configuration.outputDirectory = nil  // regressions write no pictures
         let paths = self.paths.isEmpty ? [defaultTestPath()] : self.paths
         let files: [String]
         do { files = try TestRunner.files(paths) } catch { throw ValidationError(error.message) }

@@ -57,8 +57,8 @@ final class LineEditor {
         var raw = saved
         raw.c_iflag &= ~tcflag_t(BRKINT | ICRNL | INPCK | ISTRIP | IXON)
         raw.c_lflag &= ~tcflag_t(ECHO | ICANON | IEXTEN | ISIG)
-        tcsetattr(0, TCSAFLUSH, &raw)
-        defer { tcsetattr(0, TCSAFLUSH, &saved) }
+        tcsetattr(0, TCSADRAIN, &raw)  // not FLUSH: keep what was typed ahead (a paste)
+        defer { tcsetattr(0, TCSADRAIN, &saved) }
         var state = EditState(prompt: prompt, history: history)
         state.render()
         while true {

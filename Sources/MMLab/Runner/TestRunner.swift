@@ -56,7 +56,11 @@ public struct TestRunner {
     public func run(files: [String]) -> (passed: Int, failed: Int) {
         let report = Report(tap: tap)
         if tap { report.emit("TAP version 13") }
-        for file in files { run(file: file, report: report) }
+        for (i, file) in files.enumerated() {
+            report.position = "[\(i + 1)/\(files.count)]"
+            run(file: file, report: report)
+        }
+        report.progress.clear()
         if tap { report.emit("1..\(report.passed + report.failed)") }
         report.emit("\(report.passed) passed, \(report.failed) failed")
         return (report.passed, report.failed)
@@ -65,6 +69,7 @@ public struct TestRunner {
     private func run(file: String, report: Report) {
         let before = report.passed + report.failed
         report.file = file
+        report.starting(nil)
         do {
             let engine = try Engine(configuration: configuration)
             defer { engine.close() }
@@ -111,8 +116,9 @@ public struct TestRunner {
     /// `test(name, fn)`: runs `fn` under a protected call and reports it.
     static let test: Binding = { L in
         bind(L) { lua in
-            _ = try lua.string(1)
+            let name = try lua.string(1)
             try lua.checkFunction(2)
+            lua.runtime.testReport?.starting(name)
             lua_settop(L, 2)
             mmlab_pushfinisher(L, finishTest)
             lua_pushvalue(L, 2)
@@ -128,13 +134,22 @@ public struct TestRunner {
         return 0
     }
 
-    /// The lines a run prints, and its counts.
+    /// The lines a run prints, and its counts. On a terminal, a progress
+    /// line on stderr names the file and case running.
     final class Report {
         let tap: Bool
         var file = ""
         var passed = 0, failed = 0
+        /// `[3/21]`: which file of how many.
+        var position = ""
+        let progress = Progress()
 
         init(tap: Bool) { self.tap = tap }
+
+        /// A case (or, with nil, a file) starts.
+        func starting(_ name: String?) {
+            progress.status("\(position) \(file)\(name.map { ": " + $0 } ?? "")  (\(passed) passed, \(failed) failed)")
+        }
 
         func record(_ name: String, failure: String?) {
             let label = "\(file): \(name)"
@@ -155,7 +170,9 @@ public struct TestRunner {
         }
 
         func emit(_ line: String) {
+            progress.clear()
             fputs(line + "\n", stdout)
+            fflush(stdout)
         }
     }
 }

@@ -18,6 +18,11 @@
 -- What to look at: pages active/lru/free as traffic comes and goes, the
 -- shrinker's reclaims under pressure, and the spam detections.
 --
+-- Writes: with --out DIR, binder-pages.svg (pages active, on the LRU and
+-- free as the run goes), binder-strip.svg (every page when traffic peaks),
+-- binder-memory.svg (physical memory while the hog holds it). The timeline
+-- with --results FILE; a trace of tasks, locks and reclaim with --trace FILE.
+--
 -- Usage: mmlab --seed N examples/binder.lua [transactions per sender]
 kernel.boot{memory = "24M"}  -- small enough that the hog reaches binder's pages
 local mm, binder, uaccess, sched = kernel.mm, kernel.binder, kernel.uaccess, kernel.sched
@@ -35,8 +40,12 @@ local todo = kernel.sync.SpinLock("B todo")  -- as binder's proc->inner_lock: ta
 local stats = {sent = 0, bytes = 0, oneway = 0, waits = 0, spam = 0, verified = 0}  -- under `todo`
 local stuck = false       -- a sender found no space: B should catch up (under `todo`)
 
+local samples = 0
 local function line(what)
   local c = alloc:page_counts()
+  samples = samples + 1
+  kernel.results.record{sample = samples, what = what, sent = stats.sent, active = c.active, lru = c.lru, free = c.free,
+                        reclaimed = binder.stats().reclaimed, oneway_kib = alloc:free_async_space() // 1024}
   print(("%-26s sent %4d  pages active %4d lru %4d free %4d  reclaimed %4d  oneway space %4d KiB"):format(
     what, stats.sent, c.active, c.lru, c.free, binder.stats().reclaimed, alloc:free_async_space() // 1024))
 end
@@ -122,6 +131,7 @@ local function receiver()
   end, {name = "B", mm = b_mm})
 end
 
+local peak = 0
 local function traffic(senders, every)
   local total = 0
   for _, s in ipairs(senders) do total = total + s[2] end
@@ -142,6 +152,10 @@ local function traffic(senders, every)
     if stats.sent >= next_line then
       line(("  %d sent"):format(stats.sent))
       next_line = next_line + every
+      if alloc:page_counts().active > peak then
+        peak = alloc:page_counts().active
+        kernel.plot.binder(alloc, {file = "binder-strip.svg", title = ("B's buffer pages at %d pages active"):format(peak)})
+      end
     end
   end
   for _, t in ipairs(tasks) do t:join() end
@@ -167,6 +181,7 @@ local hog = {}
 pcall(function()
   while true do hog[#hog + 1] = kernel.page.Page.alloc_page() end
 end)
+kernel.plot.memory{file = "binder-memory.svg", title = "Physical memory while a hog holds it: binder's LRU pages were reclaimed"}
 line(("a hog took %d pages"):format(#hog))
 hog = nil
 collectgarbage()
@@ -179,6 +194,8 @@ total = total + 60
 print(("%d transactions (%d KiB, %d oneway), %d read back by B, %d waits for space, %d oneway spam detections"):format(
   total, stats.bytes // 1024, stats.oneway, stats.verified, stats.waits, stats.spam))
 print(("shrinker: %d pages reclaimed, %d skipped on contention"):format(binder.stats().reclaimed, binder.stats().skipped))
+kernel.plot.line{file = "binder-pages.svg", title = "B's binder pages: traffic, a memory hog, traffic again", x = "sample",
+                 y = {"active", "lru", "free"}, xlabel = "sample (the printed lines)", ylabel = "pages"}
 
 kernel.drop(alloc)
 kernel.drop(b_mm)

@@ -14,6 +14,10 @@
 --     scan relies on).
 -- What to look at: fragmentation and refusals per mode as the run goes.
 --
+-- Writes: with --out DIR, drm_mm-fragmentation.svg (fragmentation of each
+-- mode as the run goes) and drm_mm-MODE.svg (each mode's address space at
+-- the end); the checkpoints with --results FILE.
+--
 -- Usage: mmlab --seed N examples/drm_mm_fragmentation.lua [operations]
 local OPS = math.tointeger(tonumber(arg and arg[1])) or 20000
 local SPACE = 256 << 20      -- a 256 MiB aperture
@@ -26,20 +30,26 @@ local function draw_size()
   return PAGE * math.random(1024, 8192)                      -- render targets
 end
 
-local function report(mode, step, a, refused)
+-- A checkpoint: recorded, and printed when `shown`; its fragmentation.
+local function checkpoint(mode, step, a, refused, shown)
   local st = a:stats()
   local frag = st.free > 0 and 100 * (1 - st.largest_hole / st.free) or 0
-  print(("%-6s %6d  nodes %5d  used %5.1f%%  holes %5d  largest hole %7.1f MiB  fragmentation %5.1f%%  refused %4d"):format(
-    mode, step, st.nodes, 100 * st.used / SPACE, st.holes, st.largest_hole / (1 << 20), frag, refused))
+  kernel.results.record{mode = mode, step = step, nodes = st.nodes, used_pct = 100 * st.used / SPACE, holes = st.holes,
+                        largest_hole = st.largest_hole, fragmentation = frag, refused = refused}
+  if shown then
+    print(("%-6s %6d  nodes %5d  used %5.1f%%  holes %5d  largest hole %7.1f MiB  fragmentation %5.1f%%  refused %4d"):format(
+      mode, step, st.nodes, 100 * st.used / SPACE, st.holes, st.largest_hole / (1 << 20), frag, refused))
+  end
   return frag
 end
 
-local summary = {}
+local summary, curves, steps = {}, {}, {}
+for i = 1, 20 do steps[i] = i * (OPS // 20) end
 for _, mode in ipairs{"best", "low", "high", "evict"} do
   math.randomseed(kernel.machine().seed)  -- every mode sees the same workload
   local a = kernel.drm_mm.Allocator(0, SPACE)
   local live, used, refused = {}, 0, 0
-  local frag
+  local frags, frag = {}, 0
   for step = 1, OPS do
     if used < 0.75 * SPACE then
       local size = draw_size()
@@ -57,11 +67,18 @@ for _, mode in ipairs{"best", "low", "high", "evict"} do
       live[i] = live[#live]
       live[#live] = nil
     end
-    if step % (OPS // 4) == 0 then frag = report(mode, step, a, refused) end
+    if step % (OPS // 20) == 0 then
+      frag = checkpoint(mode, step, a, refused, step % (OPS // 4) == 0)
+      frags[#frags + 1] = frag
+    end
   end
+  kernel.plot.drm_mm(a, {file = ("drm_mm-%s.svg"):format(mode), title = ("drm_mm after %d operations in mode %s"):format(OPS, mode)})
+  curves[mode] = frags
   summary[#summary + 1] = ("%s %.1f%% / %d refused"):format(mode, frag, refused)
   for _, node in ipairs(live) do kernel.drop(node) end
   a:takedown()
   print()
 end
 print("fragmentation at the end: " .. table.concat(summary, ", "))
+kernel.plot.line{file = "drm_mm-fragmentation.svg", title = "Fragmentation by insert mode", x = steps, series = curves,
+                 xlabel = "operations", ylabel = "% of free space outside the largest hole"}

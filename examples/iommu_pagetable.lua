@@ -16,6 +16,8 @@
 --     the page was freed, as KASAN would report it.
 -- What to look at: the dump of mappings, the table and page counts, and the
 -- free-page figures before and after.
+-- Writes: iommu-memory.svg (physical memory holding the tables and data
+-- pages) with --out DIR; the mappings with --results FILE.
 local Page, kp, gfp = kernel.page.Page, kernel.page, kernel.gfp
 
 local LEVELS, ENTRIES, PTE_SIZE = 3, 512, 8
@@ -102,6 +104,7 @@ walk(root, 0, 0, function(iova, page, pte)
   local prot = (pte & PTE_READ ~= 0 and "r" or "-") .. (pte & PTE_WRITE ~= 0 and "w" or "-")
   local text = page:read_raw(0, 24):gsub("%z.*", "")
   print(("0x%010x  ->  0x%08x    %s    %s"):format(iova, page:phys(), prot, text))
+  kernel.results.record{iova = iova, phys = page:phys(), prot = prot, contents = text}
 end)
 
 -- A device reads through the table: translate, then borrow the page.
@@ -119,6 +122,7 @@ print(("\ndevice read at IO address 0x4000001005: phys 0x%x, %q"):format(pa, pag
 print(("device read at IO address 0x2000000000: %s"):format(select(2, translate(0x2000000000))))
 
 local kept = kp.borrow_phys(translate(0x0010000000) & ~0xfff)
+kernel.plot.memory{file = "iommu-memory.svg", title = "Physical memory holding the IOMMU tables and data pages"}
 
 -- Teardown: take every page back from its entry and drop it.
 local function free_table(table, level)

@@ -14,13 +14,20 @@
 --   * The last mmdrop frees the structure.
 -- What to look at: the counts on each line, and which calls still work.
 --
+-- Writes: mm-lifecycle.svg (the counts step by step) with --out DIR; the
+-- steps with --results FILE.
+--
 -- Usage: mmlab examples/mm_lifecycle.lua
 local mm, sched, uaccess = kernel.mm, kernel.sched, kernel.uaccess
 local PAGE = kernel.PAGE_SIZE
 
+local steps = 0
 local function show(step, m)
   print(("%-40s users=%d count=%d vmas=%d page-table pages=%d"):format(
     step, m:mm_users(), m:mm_count(), m:map_count(), m:pgtables_bytes() // PAGE))
+  steps = steps + 1
+  kernel.results.record{step = steps, what = step, mm_users = m:mm_users(), mm_count = m:mm_count(),
+                        vmas = m:map_count(), page_tables = m:pgtables_bytes() // PAGE}
 end
 
 local function try(what, fn, ...)
@@ -74,6 +81,8 @@ try("pinned:mmget_not_zero()", pinned.mmget_not_zero, pinned)
 try("pinned:mm_count()", pinned.mm_count, pinned)
 try("view:mmap_read_lock()", view.mmap_read_lock, view)
 
+kernel.plot.line{file = "mm-lifecycle.svg", title = "One mm_struct from mm_alloc to its last mmdrop", x = "step",
+                 y = {"mm_users", "mm_count", "vmas", "page_tables"}, xlabel = "step (see the printed lines)"}
 kernel.drop(pinned)
 print("the last mmdrop freed it")
 try("pinned:mm_users()", pinned.mm_users, pinned)

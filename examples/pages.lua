@@ -13,6 +13,8 @@
 --     where it was dropped when used again.
 -- What to look at: which accesses raise, the freed frame being reused, and
 -- the drop statistics at the end.
+-- Writes: pages-memory.svg (physical memory with blocks of each order
+-- allocated) with --out DIR; the bounds checks with --results FILE.
 local Page = kernel.page.Page
 local gfp = kernel.gfp
 
@@ -34,6 +36,7 @@ local size = p:size()
 for _, e in ipairs{{size, 0}, {0, size}, {size - 1, 1}, {size - 1, 2}, {1, size}, {size + 1, 0}, {-1, 1}} do
   local ok, err = pcall(p.read_raw, p, e[1], e[2])
   print(("  (%5d, %4d)        %s"):format(e[1], e[2], ok and "ok" or tostring(err)))
+  kernel.results.record{off = e[1], len = e[2], allowed = ok}
 end
 
 -- 3. A pointer valid only inside its callback.
@@ -56,6 +59,15 @@ print(("\nafter kernel.drop: state %s; using it: %s"):format(kernel.state(p), se
 do
   local q <close> = Page.alloc_page()
   print(("a new page reuses the freed frame: pfn 0x%x == 0x%x"):format(q:pfn(), pfn))
+end
+-- Blocks of each order, to see in the physical memory map.
+do
+  local blocks = {}
+  for order = 0, 10 do
+    for _ = 1, 4 do blocks[#blocks + 1] = Page.alloc_pages(gfp.GFP_KERNEL, order) end
+  end
+  kernel.plot.memory{file = "pages-memory.svg", title = "Physical memory: 4 blocks of each order 0 to 10 allocated"}
+  for _, b in ipairs(blocks) do kernel.drop(b) end
 end
 for _ = 1, 10 do Page.alloc_page() end  -- never dropped: the collector will
 print(("live before collecting: %d pages"):format(kernel.debug.live().Page))

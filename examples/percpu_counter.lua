@@ -15,6 +15,9 @@
 -- What to look at: the lost updates of the unguarded counter, the spread of
 -- the per-CPU slots, and the spinlock's contention.
 --
+-- Writes: percpu-counters.svg (the three counters as the run goes) with
+-- --out DIR; the samples with --results FILE.csv; a trace with --trace FILE.
+--
 -- Usage: mmlab --seed N examples/percpu_counter.lua [tasks] [events]
 local sched, percpu, sync = kernel.sched, kernel.percpu, kernel.sync
 local TASKS = math.tointeger(tonumber(arg and arg[1])) or 8
@@ -26,8 +29,9 @@ local racy = percpu.alloc("u64")           -- unguarded read-modify-write
 local lock = sync.SpinLock("counter")
 local shared = 0                           -- under the spinlock
 
+local tasks = {}
 for t = 1, TASKS do
-  sched.spawn(function()
+  tasks[t] = sched.spawn(function()
     for _ = 1, EVENTS do
       per_cpu:this_cpu_inc()
 
@@ -42,7 +46,23 @@ for t = 1, TASKS do
     end
   end, {name = "counter" .. t})
 end
-sched.run()
+-- Main samples the counters while the tasks run.
+local function running()
+  for _, t in ipairs(tasks) do if t:state() ~= "done" and t:state() ~= "failed" then return true end end
+end
+local step = 0
+repeat
+  step = step + 1
+  kernel.results.record{step = step, per_cpu = per_cpu:sum(), shared = shared, racy = racy:sum(),
+                        lost = per_cpu:sum() - racy:sum()}
+  kernel.progress("counting", per_cpu:sum(), expected)
+  sched.yield()
+until not running()
+sched.run()  -- re-raises a task's failure
+kernel.results.record{step = step + 1, per_cpu = per_cpu:sum(), shared = shared, racy = racy:sum(),
+                      lost = per_cpu:sum() - racy:sum()}
+kernel.plot.line{file = "percpu-counters.svg", title = "this_cpu_inc (exact, as the spinlocked counter) vs an unguarded RMW",
+                 x = "step", y = {"per_cpu", "racy", "lost"}, xlabel = "samples by main", ylabel = "events counted"}
 
 local function slots(v)
   local out = {}

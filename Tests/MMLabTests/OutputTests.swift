@@ -144,6 +144,30 @@ struct OutputTests {
         #expect(none.stdout.contains("nil\n"))
     }
 
+    @Test("every example records its figures and draws at least one picture")
+    func examples() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot + "/examples")
+            .filter { $0.hasSuffix(".lua") }.sorted()
+        #expect(names.count >= 6)
+        for name in names {
+            let dir = try folder()
+            let r = try mmlab(["examples", "--out", dir, "--results", dir + "/results.csv", String(name.dropLast(4))])
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+            let pictures = files.filter { $0.hasSuffix(".svg") }
+            #expect(!pictures.isEmpty, "\(name) drew no picture")
+            for picture in pictures {
+                let text = try String(contentsOfFile: dir + "/" + picture, encoding: .utf8)
+                #expect(SvgCheck.parse(text) != nil, "\(name): \(picture) is well-formed")
+            }
+            let csv = try String(contentsOfFile: dir + "/results.csv", encoding: .utf8)
+            #expect(csv.split(separator: "\n").count >= 3, "\(name) recorded its figures")
+            let source = try String(contentsOfFile: repositoryRoot + "/examples/" + name, encoding: .utf8)
+            #expect(source.contains("-- What it shows:") && source.contains("-- What to look at:") && source.contains("-- Writes:"),
+                    "\(name) says what it shows, what to look at and what it writes")
+        }
+    }
+
     @Test("a trace of percpu_counter: valid trace-event JSON, one track per CPU, balanced slices, the same twice")
     func trace() throws {
         let dir = try folder()

@@ -255,7 +255,7 @@ enum Pictures {
         for row in 0..<rows {
             let y = top + Double(row) * (cellH + 2)
             let rowStart = UInt64(row * columns)
-            if row % max(1, rows / 16) == 0 {
+            if row % max(2, rows / 16) == 0 {
                 svg.text(left - 8, y + cellH, hex(mm.start &+ rowStart * perCell), size: 10, anchor: "end", fill: "#555")
             }
             let cellsInRow = min(columns, count - row * columns)
@@ -312,7 +312,7 @@ enum Pictures {
         svg.text(left, 46, stats + "; one cell = \(map.framesPerCell) page\(map.framesPerCell == 1 ? "" : "s")", size: 12)
         for row in 0..<rows {
             let y = top + Double(row) * (cellH + 1)
-            if row % max(1, rows / 20) == 0 {
+            if row % max(2, rows / 20) == 0 {
                 let pfn = map.firstPfn + UInt64(row * columns) * map.framesPerCell
                 svg.text(left - 8, y + cellH, hex(pfn << UInt64(MMCore.PAGE_SHIFT)), size: 10, anchor: "end", fill: "#555")
             }

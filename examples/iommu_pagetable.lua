@@ -122,7 +122,8 @@ print(("\ndevice read at IO address 0x4000001005: phys 0x%x, %q"):format(pa, pag
 print(("device read at IO address 0x2000000000: %s"):format(select(2, translate(0x2000000000))))
 
 local kept = kp.borrow_phys(translate(0x0010000000) & ~0xfff)
-kernel.plot.memory{file = "iommu-memory.svg", title = "Physical memory holding the IOMMU tables and data pages"}
+kernel.plot.memory{file = "iommu-memory.svg", title = "The first 256 KiB of RAM: the IOMMU's tables and data pages",
+                   start = 0x100000, size = 256 << 10}
 
 -- Teardown: take every page back from its entry and drop it.
 local function free_table(table, level)

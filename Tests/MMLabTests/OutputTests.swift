@@ -111,12 +111,15 @@ struct OutputTests {
             kernel.plot.line{file = "line.svg", title = "sine", x = "t", y = "v"}
             print(pcall(kernel.plot.line, {x = {1, 2, 3}, series = {a = {1, 2}}}))
             print(pcall(kernel.plot.line, {x = "t", y = "nope"}))
+            print(pcall(kernel.plot.memory, {start = 0x100000, size = 0}))
+            print(#kernel.plot.memory{start = 0x100000, size = 64 * 4096} > 0)
             """)
         let r = try mmlab(["run", "--out", dir, script])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("true\ttrue\n"))
         #expect(r.stdout.contains("EINVAL: plot: series 'a' has 2 values, x has 3"))
         #expect(r.stdout.contains("no recorded column 'nope'"))
+        #expect(r.stdout.contains("EINVAL: plot.memory: size 0 from 0x100000"))
         func check(_ name: String) throws -> SvgCheck {
             let text = try String(contentsOfFile: dir + "/" + name, encoding: .utf8)
             guard let check = SvgCheck.parse(text) else {

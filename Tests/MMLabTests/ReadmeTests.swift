@@ -46,6 +46,23 @@ struct ReadmeTests {
         #expect(ran >= 3)
     }
 
+    @Test("every picture the README shows is in the checkout, well-formed")
+    func pictures() throws {
+        let text = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+        var shown: [String] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "](docs/") {
+            rest = rest[open.upperBound...]
+            guard let close = rest.firstIndex(of: ")") else { break }
+            shown.append("docs/" + rest[..<close])
+        }
+        #expect(shown.count >= 5)
+        for path in shown {
+            let svg = try String(contentsOfFile: repositoryRoot + "/" + path, encoding: .utf8)
+            #expect(SvgCheck.parse(svg) != nil, "\(path) is well-formed SVG")
+        }
+    }
+
     @Test("the two set-up commands are the README's first")
     func commands() throws {
         let sh = try Self.blocks().first { $0.0 == "sh" }?.1 ?? ""

@@ -21,12 +21,19 @@ public struct FrameMap: Sendable {
 }
 
 extension PageAllocator {
-    /// The frame map of physical memory in at most `cells` cells. Sections
-    /// never touched are free RAM without looking at them.
-    public func frameMap(cells wanted: Int) -> FrameMap {
-        let regions = memory.regions
-        let first = regions.first?.startPfn.rawValue ?? 0
-        let last = regions.last?.endPfn.rawValue ?? first
+    /// The frame map of physical memory (or of the frames in `range`) in at
+    /// most `cells` cells. Sections never touched are free RAM without
+    /// looking at them.
+    public func frameMap(cells wanted: Int, range: Range<UInt64>? = nil) -> FrameMap {
+        let all = memory.regions
+        let first = range?.lowerBound ?? all.first?.startPfn.rawValue ?? 0
+        let last = max(first, range?.upperBound ?? all.last?.endPfn.rawValue ?? first)
+        // The regions, clipped to the frames shown.
+        let regions = all.compactMap { r -> MemoryRegion? in
+            let s = max(r.startPfn.rawValue, first), e = min(r.endPfn.rawValue, last)
+            guard s < e else { return nil }
+            return MemoryRegion(start: Pfn(s).phys, size: (e - s) << UInt64(PAGE_SHIFT), kind: r.kind)
+        }
         let frames = max(1, last - first)
         let perCell = max(1, (frames + UInt64(max(1, wanted)) - 1) / UInt64(max(1, wanted)))
         let count = Int((frames + perCell - 1) / perCell)
@@ -86,6 +93,7 @@ extension PageAllocator {
                 }
             }
         }
+        if cursor < last { add(cursor, last - cursor) { $0.absent += $1 } }  // past the last region
         return map
     }
 }

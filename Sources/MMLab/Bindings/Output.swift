@@ -220,14 +220,28 @@ enum OutputBindings {
         }
     }
 
-    /// `kernel.plot.memory{file=, title=}` → svg, path: the physical memory map.
+    /// `kernel.plot.memory{file=, title=, start=, size=}` → svg, path: the
+    /// physical memory map, or the `size` bytes of it from physical `start`.
     static let memory: Binding = { L in
         bind(L) { lua in
-            let (file, title) = try options(lua, 1, title: "Physical memory")
+            let (file, title) = try options(lua, 1, title: "Physical memory", known: ["start", "size"])
+            var range: Range<UInt64>?
+            if !lua.isNoneOrNil(1) {
+                let start = try lua.unsignedField(1, "start", arg: 1, default: 0)
+                let size = try lua.unsignedField(1, "size", arg: 1, default: 0)
+                if start != 0 || size != 0 {
+                    let first = start >> UInt64(MMCore.PAGE_SHIFT)
+                    guard size > 0, size <= MachineConfig.maxMemory, start < maxPhysAddr else {
+                        throw KernelError(.EINVAL, "plot.memory: size \(size) from 0x\(String(start, radix: 16)) is not a range of physical memory")
+                    }
+                    range = first..<first + max(1, (size + UInt64(MMCore.PAGE_SIZE) - 1) >> UInt64(MMCore.PAGE_SHIFT))
+                }
+            }
             let machine = try lua.machine()
             let allocator = machine.pageAllocator
-            let stats = "\(Pictures.bytes(machine.config.memory)) of RAM, \(allocator.freePages + UInt64(allocator.pcpPages)) of \(allocator.totalPages) pages free"
-            let svg = Pictures.memory(allocator.frameMap(cells: 256 * 64), title: title, stats: stats)
+            var stats = "\(Pictures.bytes(machine.config.memory)) of RAM, \(allocator.freePages + UInt64(allocator.pcpPages)) of \(allocator.totalPages) pages free"
+            if let range { stats += "; showing \(Pictures.hex(range.lowerBound << UInt64(MMCore.PAGE_SHIFT)))-\(Pictures.hex(range.upperBound << UInt64(MMCore.PAGE_SHIFT)))" }
+            let svg = Pictures.memory(allocator.frameMap(cells: 256 * 64, range: range), title: title, stats: stats)
             return try finish(lua, svg, file: file)
         }
     }

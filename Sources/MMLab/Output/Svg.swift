@@ -129,10 +129,15 @@ enum Pictures {
         return r
     }
 
+    /// A tick label: `1500`, `25k`, `1.5M`, `0.25`, `2e-05`.
     static func label(_ v: Double) -> String {
-        if v.magnitude >= 1e6 || (v != 0 && v.magnitude < 1e-3) {
+        for (scale, suffix) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k")] where v.magnitude >= scale {
+            let unit = suffix == "k" ? 1e3 : scale
+            return Svg.number(v / unit) + suffix
+        }
+        if v != 0, v.magnitude < 1e-3 {
             var s = String(v)
-            if let e = s.firstIndex(of: "e") { s = String(s[..<e].prefix(5)) + String(s[e...]) }
+            if let e = s.firstIndex(of: "e") { s = String(s[..<e].prefix(4)) + String(s[e...]) }
             return s
         }
         return Svg.number(v)
@@ -295,9 +300,11 @@ enum Pictures {
     /// Physical memory as rows of cells: free, allocated (darker for larger
     /// orders), reserved, and MMIO or holes.
     static func memory(_ map: FrameMap, title: String, stats: String) -> String {
-        let columns = 256
+        // A few cells (a zoomed range) are drawn large and apart; many, small and merged.
+        let few = map.cells.count <= 512
+        let columns = few ? min(64, max(1, map.cells.count)) : 256
         let rows = (map.cells.count + columns - 1) / columns
-        let cellW = 3.5, cellH = 9.0, left = 160.0, top = 60.0
+        let cellW = 896.0 / Double(columns), cellH = few ? 16.0 : 9.0, left = 160.0, top = 60.0
         let orderColors = ["#90caf9", "#64b5f6", "#42a5f5", "#1e88e5", "#1565c0", "#5e35b1", "#7b1fa2", "#ad1457", "#c62828", "#d84315", "#bf360c"]
         func fill(_ cell: FrameMap.Cell) -> (String, Double) {
             let total = cell.free + cell.allocated + cell.reserved + cell.absent
@@ -321,9 +328,10 @@ enum Pictures {
             while c < inRow {
                 let (color, opacity) = fill(map.cells[row * columns + c])
                 var run = 1
-                while c + run < inRow, fill(map.cells[row * columns + c + run]) == (color, opacity) { run += 1 }
-                if opacity < 1 { svg.rect(left + Double(c) * cellW, y, Double(run) * cellW, cellH, fill: "#e8f5e9") }
-                svg.rect(left + Double(c) * cellW, y, Double(run) * cellW, cellH, fill: color, opacity: opacity)
+                while !few, c + run < inRow, fill(map.cells[row * columns + c + run]) == (color, opacity) { run += 1 }
+                let width = Double(run) * cellW - (few ? 2 : 0)
+                if opacity < 1 { svg.rect(left + Double(c) * cellW, y, width, cellH, fill: "#e8f5e9") }
+                svg.rect(left + Double(c) * cellW, y, width, cellH, fill: color, opacity: opacity)
                 c += run
             }
         }

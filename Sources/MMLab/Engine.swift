@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CLua
 import LuaShim
 import MMCore
@@ -145,11 +148,17 @@ public final class Engine {
             let file = try OutputFile(path: path)
             runtime.results.write(format, to: file)
             try file.commit()
+            if runtime.results.dropped > 0 {
+                fputs("mmlab: \(path) holds the first \(Results.limit) rows; \(runtime.results.dropped) more were not kept\n", stderr)
+            }
         }
         if let path = configuration.tracePath {
             let file = try OutputFile(path: path)
             runtime.writeTrace(to: file)
             try file.commit()
+            if let dropped = runtime.booted?.trace?.dropped, dropped > 0 {
+                fputs("mmlab: \(path) holds the first events of the run; \(dropped) later ones were not kept\n", stderr)
+            }
         }
     }
 

@@ -18,7 +18,9 @@ struct MMLab: ParsableCommand {
 
             The machine boots on first use with --memory SIZE (256M), --cpus N (4) and --seed N (0); the same script, arguments and seed print the same bytes. --strict makes leaked native objects fail the run.
 
-            The `kernel` table: kernel.page (Page, into_phys, borrow_phys), kernel.mem (the page allocator), kernel.mm (mm_alloc, Mm/MmWithUser handles, mmap locks, VMAs), kernel.uaccess (UserSlice), kernel.sched (tasks, CPUs), kernel.sync (SpinLock, Mutex), kernel.percpu, kernel.debug (live handles, leaks). Try `mmlab examples` for scenarios to read and run.
+            What a run leaves behind: --results FILE writes what kernel.results.record kept (.csv or .json); --out DIR is where kernel.plot draws SVG pictures (the current folder for scripts; examples and tests draw only when given); --trace FILE writes a Chrome trace of CPUs, tasks, locks and the page allocator, which Perfetto opens. Output is written whole or not at all.
+
+            The `kernel` table: kernel.page (Page, into_phys, borrow_phys), kernel.mem (the page allocator), kernel.mm (mm_alloc, Mm/MmWithUser handles, mmap locks, VMAs), kernel.uaccess (UserSlice), kernel.sched (tasks, CPUs), kernel.sync (SpinLock, Mutex), kernel.percpu, kernel.drm_mm, kernel.binder, kernel.results, kernel.plot, kernel.debug (live handles, leaks). Try `mmlab examples` for scenarios to read and run, and `mmlab repl` (:help inside) to explore.
 
             Examples:
               mmlab -e 'local p = kernel.page.Page.alloc_page(); print(p, p:phys())'
@@ -26,6 +28,8 @@ struct MMLab: ParsableCommand {
               mmlab repl
               mmlab test Tests/lua
               mmlab examples binder
+              mmlab examples binder --out pictures --results binder.csv
+              mmlab --trace trace.json examples/percpu_counter.lua
 
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,

@@ -111,8 +111,8 @@ public final class TraceLog {
 
 extension Machine {
     /// Starts recording a trace, stamped by `now`.
-    public func startTrace(now: @escaping () -> UInt64) -> TraceLog {
-        let log = TraceLog(cpus: config.cpus, now: now)
+    public func startTrace(limit: Int = 2_000_000, now: @escaping () -> UInt64) -> TraceLog {
+        let log = TraceLog(cpus: config.cpus, limit: limit, now: now)
         trace = log
         scheduler.trace = log
         pageAllocator.trace = log

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import MMCore
 
 /// The trace a `--trace FILE` run writes: Chrome trace-event JSON that
@@ -11,7 +14,9 @@ extension Runtime {
     func startTraceIfAsked(_ machine: Machine) {
         guard configuration.tracePath != nil else { return }
         let state = self.state
-        _ = machine.startTrace { state.pointee.clock }
+        // $MMLAB_TRACE_LIMIT caps the events kept (2 million by default).
+        let limit = getenv("MMLAB_TRACE_LIMIT").flatMap { Int(String(cString: $0)) } ?? 2_000_000
+        _ = machine.startTrace(limit: max(0, limit)) { state.pointee.clock }
     }
 
     /// Samples the page allocator's counters (between task slices).

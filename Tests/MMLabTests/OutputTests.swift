@@ -175,7 +175,7 @@ struct OutputTests {
     func trace() throws {
         let dir = try folder()
         let path = dir + "/t.json"
-        let r = try mmlab(["--cpus", "3", "--trace", path, "examples/percpu_counter.lua", "4", "50"])
+        let r = try mmlab(["--cpus", "3", "--trace", path, "--out", dir, "examples/percpu_counter.lua", "4", "50"])
         #expect(r.status == 0, "\(r.stderr)")
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
@@ -199,13 +199,13 @@ struct OutputTests {
         #expect(names.contains("preempt"))
         #expect(names.contains { $0.hasPrefix("hold SpinLock{counter}") })
         #expect(names.contains("free pages"))
-        let capped = try mmlab(["--trace", dir + "/c.json", "examples/percpu_counter.lua", "4", "50"],
+        let capped = try mmlab(["--trace", dir + "/c.json", "--out", dir, "examples/percpu_counter.lua", "4", "50"],
                                environment: ["MMLAB_TRACE_LIMIT": "100"])
         #expect(capped.status == 0)
         #expect(capped.stderr.contains("c.json holds the first events of the run;"), "a truncated trace says so")
         let cappedEvents = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/c.json"))) as? [String: Any])?["traceEvents"] as? [[String: Any]]
         #expect(cappedEvents?.contains { ($0["name"] as? String)?.hasPrefix("trace truncated") == true } == true)
-        let again = try mmlab(["--cpus", "3", "--trace", dir + "/u.json", "examples/percpu_counter.lua", "4", "50"])
+        let again = try mmlab(["--cpus", "3", "--trace", dir + "/u.json", "--out", dir, "examples/percpu_counter.lua", "4", "50"])
         #expect(again.status == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/u.json")) == data, "the same seed, the same trace")
     }

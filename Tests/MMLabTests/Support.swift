@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// The checkout this test file is in.
 let repositoryRoot: String = {
@@ -41,8 +42,14 @@ func mmlab(_ arguments: [String], stdin: String = "", environment: [String: Stri
     process.standardOutput = FileHandle(forWritingAtPath: out)
     process.standardError = FileHandle(forWritingAtPath: err)
     process.standardInput = FileHandle(forReadingAtPath: input)
+    let before = directory == repositoryRoot ? try FileManager.default.contentsOfDirectory(atPath: directory) : []
     try process.run()
     process.waitUntilExit()
+    if directory == repositoryRoot {
+        let added = Set(try FileManager.default.contentsOfDirectory(atPath: directory)).subtracting(before)
+            .filter { !$0.hasPrefix(".") && $0 != "Package.resolved" }
+        #expect(added.isEmpty, "mmlab \(arguments) left \(added.sorted()) in the checkout")
+    }
     return RunResult(status: process.terminationStatus,
                      stdout: try String(contentsOfFile: out, encoding: .utf8),
                      stderr: try String(contentsOfFile: err, encoding: .utf8))

@@ -36,10 +36,17 @@ public final class Machine {
         pageAllocator = try PageAllocator(memory: memory, config: config)
         scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites, accounting: accounting)
         kmap = scheduler.current.kmap
-        scheduler.onSwitch = { [weak self] task in
-            self?.pageAllocator.currentCpu = task.cpu
-            self?.kmap = task.kmap
+        // Unowned, not weak: a weak reference gives the machine a side
+        // table, and every retain of it (each new page holds one) then
+        // takes the runtime's slow path. deinit clears the callback.
+        scheduler.onSwitch = { [unowned self] task in
+            self.pageAllocator.currentCpu = task.cpu
+            self.kmap = task.kmap
         }
+    }
+
+    deinit {
+        scheduler.onSwitch = nil
     }
 }
 
@@ -71,6 +78,10 @@ public struct MachineConfig: Equatable, Sendable {
     public var initOnAlloc: Bool
     /// Zero pages on free instead of poisoning them (`init_on_free=1`).
     public var initOnFree: Bool
+    /// Poison freed pages with 0x6b (`page_poison=1`). On by default, so
+    /// reading memory nobody initialized shows; off, a free costs no
+    /// memset, as on a kernel built without CONFIG_PAGE_POISONING.
+    public var pagePoison: Bool
 
     /// Where the default RAM region starts, as on a PC above the BIOS area.
     public static let ramStart = PhysAddr(0x100000)
@@ -80,7 +91,7 @@ public struct MachineConfig: Equatable, Sendable {
     public static let maxCpus = 64
 
     public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0, memmap: [MemoryRegion]? = nil,
-                highmem: UInt64 = 0, initOnAlloc: Bool = false, initOnFree: Bool = false) {
+                highmem: UInt64 = 0, initOnAlloc: Bool = false, initOnFree: Bool = false, pagePoison: Bool = true) {
         self.memory = memmap.map(MachineConfig.ram) ?? memory
         self.cpus = cpus
         self.seed = seed
@@ -88,6 +99,7 @@ public struct MachineConfig: Equatable, Sendable {
         self.highmem = highmem
         self.initOnAlloc = initOnAlloc
         self.initOnFree = initOnFree
+        self.pagePoison = pagePoison
     }
 
     /// RAM bytes in a memory map.

@@ -13,21 +13,26 @@ public final class Zone {
     public let spans: [Range<UInt64>]
     /// RAM pages the zone manages.
     public let managedPages: UInt64
+    // The zone's mutable state below is changed only by PageAllocator's
+    // methods, which never call out (shrinkers, collector) while changing
+    // it: exclusivity holds by construction, and its dynamic checks were
+    // half the cost of an allocation.
+
     /// Pages in the buddy free lists (`NR_FREE_PAGES`), pcp pages excluded.
-    public internal(set) var freePages: UInt64 = 0
+    @exclusivity(unchecked) public internal(set) var freePages: UInt64 = 0
     /// Pages moved to or from the per-CPU lists at once.
     public let batch: Int
     /// A per-CPU list holding this many pages returns `batch` of them.
     public let high: Int
 
     /// Free lists by order, linked through `struct page`.
-    var freeLists = [FreeList](repeating: FreeList(), count: MAX_ORDER + 1)
+    @exclusivity(unchecked) var freeLists = [FreeList](repeating: FreeList(), count: MAX_ORDER + 1)
     /// Max-order free blocks never touched since boot, lowest first: they
     /// are on no list so that booting touches no page structs.
-    var pristine: [Range<UInt64>] = []
-    var pristineBlocks = 0
-    /// Per-CPU lists of free order-0 pages; the last element is the head.
-    var pcp: [[UInt32]]
+    @exclusivity(unchecked) var pristine: [Range<UInt64>] = []
+    @exclusivity(unchecked) var pristineBlocks = 0
+    /// Per-CPU lists of free order-0 pages (`per_cpu_pages`).
+    let pcp: PcpLists
 
     init(name: String, spans: [Range<UInt64>], cpus: Int) {
         self.name = name
@@ -39,7 +44,7 @@ public final class Zone {
         batch = max(1 << (Int.bitWidth - 1 - (batch + batch / 2).leadingZeroBitCount) - 1, 1)
         self.batch = batch
         high = 6 * batch
-        pcp = Array(repeating: [], count: cpus)
+        pcp = PcpLists(cpus: cpus, capacity: high)
     }
 
     @inline(__always)
@@ -53,9 +58,100 @@ public final class Zone {
         freeLists[order].count + (order == MAX_ORDER ? pristineBlocks : 0)
     }
 
-    public var pcpPages: Int { pcp.reduce(0) { $0 + $1.count } }
+    public var pcpPages: Int { pcp.total }
 }
 
+/// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`).
+/// Each CPU's list is a ring of at most `capacity` pfns, hot at the top
+/// (the kernel's `pcp_list` head: the last freed is the next allocated)
+/// and cold at the bottom. Rings rather than lists through `struct page`:
+/// pushing and popping touch no other frame's `struct page`. One object
+/// for all CPUs, so that reaching a list retains nothing.
+final class PcpLists {
+    let cpus: Int
+    let capacity: Int
+    /// CPU `c`'s ring is `ring[c * capacity ..< (c + 1) * capacity]`.
+    private let ring: UnsafeMutablePointer<UInt32>
+    private let bottom: UnsafeMutablePointer<Int>
+    private let counts: UnsafeMutablePointer<Int>
+
+    init(cpus: Int, capacity: Int) {
+        self.cpus = max(cpus, 1)
+        self.capacity = max(capacity, 1)
+        ring = .allocate(capacity: self.cpus * self.capacity)
+        bottom = .allocate(capacity: self.cpus)
+        bottom.initialize(repeating: 0, count: self.cpus)
+        counts = .allocate(capacity: self.cpus)
+        counts.initialize(repeating: 0, count: self.cpus)
+    }
+
+    deinit {
+        // SAFETY: `init` allocated these; nothing else holds them.
+        ring.deallocate()
+        bottom.deallocate()
+        counts.deallocate()
+    }
+
+    /// An out-of-range CPU uses the first list.
+    @inline(__always)
+    private func valid(_ cpu: Int) -> Int { cpu >= 0 && cpu < cpus ? cpu : 0 }
+
+    /// The ring index of the `i`th frame from the bottom of `cpu`'s list.
+    @inline(__always)
+    private func slot(_ cpu: Int, _ i: Int) -> Int {
+        // SAFETY: `cpu` is valid, so `bottom[cpu]` is initialized.
+        let j = bottom[cpu] + i
+        return cpu * capacity + (j >= capacity ? j - capacity : j)
+    }
+
+    func count(_ cpu: Int) -> Int {
+        // SAFETY: `valid` keeps the index inside `counts`.
+        counts[valid(cpu)]
+    }
+
+    var total: Int { (0..<cpus).reduce(0) { $0 + count($1) } }
+
+    /// Frees onto the top of `cpu`'s list; false when it is full.
+    @inline(__always)
+    func push(_ cpu: Int, _ pfn: UInt32) -> Bool {
+        let cpu = valid(cpu)
+        // SAFETY: `cpu` is valid; `slot` stays inside the CPU's ring while count < capacity.
+        guard counts[cpu] < capacity else { return false }
+        ring[slot(cpu, counts[cpu])] = pfn
+        counts[cpu] += 1
+        return true
+    }
+
+    /// The hottest frame of `cpu`'s list.
+    @inline(__always)
+    func pop(_ cpu: Int) -> UInt32? {
+        let cpu = valid(cpu)
+        // SAFETY: `cpu` is valid; `slot` of an index below count is inside the CPU's ring.
+        guard counts[cpu] > 0 else { return nil }
+        counts[cpu] -= 1
+        return ring[slot(cpu, counts[cpu])]
+    }
+
+    /// The coldest frame of `cpu`'s list.
+    func popCold(_ cpu: Int) -> UInt32? {
+        let cpu = valid(cpu)
+        // SAFETY: `cpu` is valid; `slot` of an index below count is inside the CPU's ring.
+        guard counts[cpu] > 0 else { return nil }
+        let pfn = ring[slot(cpu, 0)]
+        bottom[cpu] = (bottom[cpu] + 1) % capacity
+        counts[cpu] -= 1
+        return pfn
+    }
+
+    /// `cpu`'s frames, coldest first.
+    func pfns(_ cpu: Int) -> [UInt32] {
+        let cpu = valid(cpu)
+        // SAFETY: `cpu` is valid; `slot` of an index below count is inside the CPU's ring.
+        return (0..<counts[cpu]).map { ring[slot(cpu, $0)] }
+    }
+}
+
+/// A list of frames linked through their `struct page` (`list_head`).
 struct FreeList {
     var head = StructPage.none
     var tail = StructPage.none
@@ -86,28 +182,37 @@ public final class PageAllocator {
     public let memory: PhysicalMemory
     /// Normal first, then HighMem if the machine has it.
     public let zones: [Zone]
+    // The same, as properties: reading an array element of class type
+    // retains it, and those atomic retains were half the cost of an
+    // order-0 allocation.
+    private let normalZone: Zone
+    private let highmemZone: Zone?
     /// RAM pages the allocator manages.
     public let totalPages: UInt64
     public let initOnAlloc: Bool
     public let initOnFree: Bool
+    public let pagePoison: Bool
     /// `fail_page_alloc`, when on.
-    public var faultInjection: FaultAttr?
+    @exclusivity(unchecked) public var faultInjection: FaultAttr?
     /// The CPU allocations run on, for the per-CPU lists.
-    public var currentCpu = 0
+    @exclusivity(unchecked) public var currentCpu = 0
     /// Frees memory others hold when an allocation that may sleep fails:
     /// the engine runs the garbage collector here.
     public var collector: (() -> Void)?
-    /// Called with the pages allocated since the last call, every
-    /// `pressureBatch` pages: the engine steps its collector.
-    public var pressure: ((Int) -> Void)?
-    public var pressureBatch = 256
+    /// Called with the net pages allocated since the last call (frees
+    /// count back) every `pressureBatch` of them: the engine steps its
+    /// collector. Pages freed explicitly leave nothing for the collector
+    /// to find, so they add no pressure.
+    @exclusivity(unchecked) public var pressure: ((Int) -> Void)?
+    @exclusivity(unchecked) public var pressureBatch = 256
     /// The trace being recorded, if any.
     var trace: TraceLog?
     public private(set) var shrinkers: [Shrinker] = []
 
-    var random: Random
-    private var generation: UInt32 = 0
-    private var pressurePages = 0
+    // As Zone's: changed only here, never across a call out.
+    @exclusivity(unchecked) var random: Random
+    @exclusivity(unchecked) private var generation: UInt32 = 0
+    @exclusivity(unchecked) private var pressurePages = 0
 
     /// The freed-memory pattern (`POISON_FREE`).
     public static let poison: UInt8 = 0x6b
@@ -116,6 +221,7 @@ public final class PageAllocator {
         self.memory = memory
         initOnAlloc = config.initOnAlloc
         initOnFree = config.initOnFree
+        pagePoison = config.pagePoison
         random = Random(seed: config.seed ^ 0x6661_696c_5f70_6167)
         let ram = PageAllocator.ramSpans(memory.regions)
         totalPages = ram.reduce(0) { $0 + UInt64($1.count) }
@@ -125,6 +231,8 @@ public final class PageAllocator {
         var zones = [Zone(name: "Normal", spans: normal, cpus: config.cpus)]
         if !high.isEmpty { zones.append(Zone(name: "HighMem", spans: high, cpus: config.cpus)) }
         self.zones = zones
+        normalZone = zones[0]
+        highmemZone = zones.count > 1 ? zones[1] : nil
         for zone in zones {
             for span in zone.spans { try addFreeRange(span, to: zone) }
         }
@@ -248,14 +356,14 @@ public final class PageAllocator {
 
     /// Tries the zones `gfp` may use, in zonelist order: HighMem first when
     /// `__GFP_HIGHMEM` allows it, then Normal.
-    private func allocate(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
-        if gfp.contains(.highmem), zones.count > 1, let pfn = try allocate(from: zones[1], order: order) {
+    @inline(__always) private func allocate(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
+        if gfp.contains(.highmem), let highmemZone, let pfn = try allocate(from: highmemZone, order: order) {
             return Pfn(pfn)
         }
-        return try allocate(from: zones[0], order: order).map { Pfn($0) }
+        return try allocate(from: normalZone, order: order).map { Pfn($0) }
     }
 
-    private func allocate(from zone: Zone, order: Int) throws(KernelError) -> UInt64? {
+    @inline(__always) private func allocate(from zone: Zone, order: Int) throws(KernelError) -> UInt64? {
         try order == 0 ? allocatePcp(zone) : removeSmallest(zone, order: order)
     }
 
@@ -263,17 +371,17 @@ public final class PageAllocator {
     /// from the buddy allocator when empty (what is left, if less).
     private func allocatePcp(_ zone: Zone) throws(KernelError) -> UInt64? {
         let cpu = currentCpu
-        if zone.pcp[cpu].isEmpty {
+        if zone.pcp.count(cpu) == 0 {
+            // rmqueue_bulk: the first block taken is the first handed out.
             var refill: [UInt32] = []
             for _ in 0..<zone.batch {
                 guard let pfn = try removeSmallest(zone, order: 0) else { break }
                 memory.existingPage(Pfn(pfn))?.pointee.flags = StructPage.Flag.pcp
                 refill.append(UInt32(pfn))
             }
-            zone.pcp[cpu] = refill.reversed()
+            for pfn in refill.reversed() { _ = zone.pcp.push(cpu, pfn) }
         }
-        guard let pfn = zone.pcp[cpu].popLast() else { return nil }
-        return UInt64(pfn)
+        return zone.pcp.pop(cpu).map { UInt64($0) }
     }
 
     /// `__rmqueue_smallest`: the smallest free block that fits, split down
@@ -313,7 +421,7 @@ public final class PageAllocator {
     }
 
     /// `prep_new_page`: marks the block allocated, one reference on its head.
-    private func prepare(_ pfn: Pfn, order: Int, gfp: Gfp) {
+    @inline(__always) private func prepare(_ pfn: Pfn, order: Int, gfp: Gfp) {
         generation &+= 1
         let count = 1 << order
         var flags = StructPage.Flag.allocated
@@ -345,13 +453,16 @@ public final class PageAllocator {
         let compound = head.pointee.has(StructPage.Flag.compound)
         head.pointee.refcount -= 1
         if head.pointee.refcount == 0 {
-            freeBlock(pfn, order: Int(head.pointee.order), site: site)
+            freeBlock(pfn, head, order: order, site: site)
         } else if !compound && head.pointee.order > 0 {
             var o = Int(head.pointee.order)
             head.pointee.order = 0
             while o > 0 {
                 o -= 1
-                freeBlock(pfn + (UInt64(1) << UInt64(o)), order: o, site: site)
+                let part = pfn + (UInt64(1) << UInt64(o))
+                // The block was allocated, so its section exists.
+                guard let page = memory.existingPage(part) else { continue }
+                freeBlock(part, page, order: o, site: site)
             }
         }
     }
@@ -365,7 +476,7 @@ public final class PageAllocator {
     public func putPage(_ pfn: Pfn, site: Site = .unknown) throws(KernelError) {
         let head = try checkedHead(pfn, "put_page")
         head.pointee.refcount -= 1
-        if head.pointee.refcount == 0 { freeBlock(pfn, order: Int(head.pointee.order), site: site) }
+        if head.pointee.refcount == 0 { freeBlock(pfn, head, order: Int(head.pointee.order), site: site) }
     }
 
     /// `page_ref_count`: 0 for a frame that is not an allocated head.
@@ -374,35 +485,45 @@ public final class PageAllocator {
         return Int(page.pointee.refcount)
     }
 
-    private func checkedHead(_ pfn: Pfn, _ what: String) throws(KernelError) -> UnsafeMutablePointer<StructPage> {
-        guard memory.isManaged(pfn), let page = memory.existingPage(pfn),
-              page.pointee.has(StructPage.Flag.head), page.pointee.refcount > 0 else {
+    /// Only frames this allocator handed out are flagged `head`, so the
+    /// flags alone tell a managed, allocated head.
+    @inline(__always) private func checkedHead(_ pfn: Pfn, _ what: String) throws(KernelError) -> UnsafeMutablePointer<StructPage> {
+        guard let page = memory.existingPage(pfn), page.pointee.has(StructPage.Flag.head), page.pointee.refcount > 0 else {
             throw KernelError.bug("\(what) of pfn \(pfn), which is not an allocated page")
         }
         return page
     }
 
-    /// `free_the_page`: poisons (or zeroes, with init_on_free) and returns
+    /// `free_the_page`: poisons (or zeroes, with init_on_free; or neither,
+    /// without page_poison) and returns
     /// the block: order 0 to this CPU's list, larger blocks to the buddy
     /// allocator.
-    private func freeBlock(_ pfn: Pfn, order: Int, site: Site) {
+    private func freeBlock(_ pfn: Pfn, _ head: UnsafeMutablePointer<StructPage>, order: Int, site: Site) {
         let count = 1 << order
+        pressurePages = max(0, pressurePages - count)
         for i in 0..<count {
-            // The block was allocated, so its section exists.
-            guard let page = memory.existingPage(pfn + UInt64(i)) else { continue }
+            // SAFETY: a block lies in one section, whose `struct page`s are contiguous.
+            let page = head + i
             page.pointee.flags = 0
             page.pointee.refcount = 0
             page.pointee.order = 0
             page.pointee.freedAt = site.id
         }
-        if let base = memory.address(of: pfn) {
+        if initOnFree || pagePoison, let base = memory.address(of: pfn) {
             // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
             base.initializeMemory(as: UInt8.self, repeating: initOnFree ? 0 : PageAllocator.poison,
                                   count: count * PAGE_SIZE)
         }
-        guard let zone = zones.first(where: { $0.contains(pfn.rawValue) }) else { return }
+        if let highmemZone, highmemZone.contains(pfn.rawValue) {
+            release(pfn, head, order: order, to: highmemZone)
+        } else {
+            release(pfn, head, order: order, to: normalZone)
+        }
+    }
+
+    @inline(__always) private func release(_ pfn: Pfn, _ head: UnsafeMutablePointer<StructPage>, order: Int, to zone: Zone) {
         if order == 0 {
-            freePcp(pfn.rawValue, zone: zone)
+            freePcp(pfn.rawValue, head, zone: zone)
         } else {
             freeOne(pfn.rawValue, order: order, zone: zone)
         }
@@ -410,14 +531,17 @@ public final class PageAllocator {
 
     /// `free_unref_page`: onto this CPU's list; past `high`, a batch of the
     /// coldest pages goes back to the buddy allocator.
-    private func freePcp(_ pfn: UInt64, zone: Zone) {
-        memory.existingPage(Pfn(pfn))?.pointee.flags = StructPage.Flag.pcp
+    private func freePcp(_ pfn: UInt64, _ page: UnsafeMutablePointer<StructPage>, zone: Zone) {
+        page.pointee.flags = StructPage.Flag.pcp
         let cpu = currentCpu
-        zone.pcp[cpu].append(UInt32(pfn))
-        if zone.pcp[cpu].count >= zone.high {
-            let cold = zone.pcp[cpu].prefix(zone.batch)
-            zone.pcp[cpu].removeFirst(cold.count)
-            for pfn in cold { freeOne(UInt64(pfn), order: 0, zone: zone) }
+        // The list holds `high` pages, and a batch leaves when it is full.
+        guard zone.pcp.push(cpu, UInt32(pfn)) else { return freeOne(pfn, order: 0, zone: zone) }
+        if zone.pcp.count(cpu) >= zone.high {
+            // free_pcppages_bulk: the coldest pages.
+            for _ in 0..<zone.batch {
+                guard let cold = zone.pcp.popCold(cpu) else { break }
+                freeOne(UInt64(cold), order: 0, zone: zone)
+            }
         }
     }
 
@@ -456,10 +580,8 @@ public final class PageAllocator {
     /// `drain_all_pages`: every per-CPU list back to the buddy allocator.
     public func drainPages() {
         for zone in zones {
-            for cpu in zone.pcp.indices {
-                let pages = zone.pcp[cpu]
-                zone.pcp[cpu] = []
-                for pfn in pages { freeOne(UInt64(pfn), order: 0, zone: zone) }
+            for cpu in 0..<zone.pcp.cpus {
+                while let pfn = zone.pcp.popCold(cpu) { freeOne(UInt64(pfn), order: 0, zone: zone) }
             }
         }
     }
@@ -468,8 +590,17 @@ public final class PageAllocator {
 
     private func addToFreeList(_ pfn: UInt64, order: Int, zone: Zone, tail: Bool) {
         guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        let p = UInt32(pfn)
-        var list = zone.freeLists[order]
+        link(page, UInt32(pfn), into: &zone.freeLists[order], tail: tail)
+    }
+
+    private func removeFromFreeList(_ pfn: UInt64, order: Int, zone: Zone) {
+        guard let page = memory.existingPage(Pfn(pfn)) else { return }
+        unlink(page, UInt32(pfn), from: &zone.freeLists[order])
+        page.pointee.flags &= ~StructPage.Flag.buddy
+    }
+
+    /// `list_add` (or `list_add_tail`) of frame `p`, whose `struct page` is `page`.
+    private func link(_ page: UnsafeMutablePointer<StructPage>, _ p: UInt32, into list: inout FreeList, tail: Bool) {
         if list.count == 0 {
             page.pointee.next = StructPage.none
             page.pointee.prev = StructPage.none
@@ -487,18 +618,14 @@ public final class PageAllocator {
             list.head = p
         }
         list.count += 1
-        zone.freeLists[order] = list
     }
 
-    private func removeFromFreeList(_ pfn: UInt64, order: Int, zone: Zone) {
-        guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        var list = zone.freeLists[order]
+    /// `list_del` of frame `p` from `list`.
+    private func unlink(_ page: UnsafeMutablePointer<StructPage>, _ p: UInt32, from list: inout FreeList) {
         let next = page.pointee.next, prev = page.pointee.prev
         if prev == StructPage.none { list.head = next } else { memory.existingPage(Pfn(UInt64(prev)))?.pointee.next = next }
         if next == StructPage.none { list.tail = prev } else { memory.existingPage(Pfn(UInt64(next)))?.pointee.prev = prev }
-        page.pointee.flags &= ~StructPage.Flag.buddy
         list.count -= 1
-        zone.freeLists[order] = list
     }
 
     // MARK: Shrinkers and statistics
@@ -559,8 +686,8 @@ public final class PageAllocator {
             guard pages == zone.freePages else {
                 throw .bug("\(zone.name): \(pages) pages on the free lists, \(zone.freePages) counted free")
             }
-            for list in zone.pcp {
-                for pfn in list where memory.existingPage(Pfn(UInt64(pfn)))?.pointee.has(StructPage.Flag.pcp) != true {
+            for cpu in 0..<zone.pcp.cpus {
+                for pfn in zone.pcp.pfns(cpu) where memory.existingPage(Pfn(UInt64(pfn)))?.pointee.has(StructPage.Flag.pcp) != true {
                     throw .bug("\(zone.name): per-CPU page 0x\(String(pfn, radix: 16)) is not flagged")
                 }
             }
@@ -568,7 +695,12 @@ public final class PageAllocator {
     }
 
     /// The zone holding a managed frame.
-    public func zone(of pfn: Pfn) -> Zone? { zones.first { $0.contains(pfn.rawValue) } }
+    public func zone(of pfn: Pfn) -> Zone? {
+        for zone in zones where zone.contains(pfn.rawValue) { return zone }
+        return nil
+    }
+
+
 
     /// Whether a frame is part of an allocated block, and which allocation.
     func allocation(of pfn: Pfn) -> (allocated: Bool, generation: UInt32, freedAt: Site) {

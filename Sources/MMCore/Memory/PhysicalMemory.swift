@@ -47,7 +47,8 @@ public struct MemoryRegion: Equatable, Sendable {
 public final class PhysicalMemory {
     public let regions: [MemoryRegion]
     private let backing: [UnsafeMutableRawPointer?]
-    private var sections: [UnsafeMutablePointer<StructPage>?]
+    /// Read on every page lookup; only `page(_:)` writes it, and calls nothing meanwhile.
+    @exclusivity(unchecked) private var sections: [UnsafeMutablePointer<StructPage>?]
 
     init(regions: [MemoryRegion]) throws(KernelError) {
         self.regions = regions

@@ -140,14 +140,14 @@ extension Lua {
 }
 
 enum KernelBindings {
-    /// `kernel.boot{memory=, cpus=, seed=, memmap=, highmem=, init_on_alloc=, init_on_free=}`.
+    /// `kernel.boot{memory=, cpus=, seed=, memmap=, highmem=, init_on_alloc=, init_on_free=, page_poison=}`.
     static let boot: Binding = { L in
         bind(L) { lua in
             var config = lua.runtime.configuration.machine
             if !lua.isNoneOrNil(1) {
                 try lua.checkTable(1)
                 try lua.checkFields(1, arg: 1, known: [
-                    "memory", "cpus", "seed", "memmap", "highmem", "init_on_alloc", "init_on_free",
+                    "memory", "cpus", "seed", "memmap", "highmem", "init_on_alloc", "init_on_free", "page_poison",
                 ])
                 var memory: UInt64?
                 if lua.getField(1, "memory") > LUA_TNIL { memory = try lua.size(-1, arg: 1, field: "memory") }
@@ -167,6 +167,7 @@ enum KernelBindings {
                 }
                 config.initOnAlloc = try lua.booleanField(1, "init_on_alloc", arg: 1, default: false)
                 config.initOnFree = try lua.booleanField(1, "init_on_free", arg: 1, default: false)
+                config.pagePoison = try lua.booleanField(1, "page_poison", arg: 1, default: true)
             }
             try lua.runtime.boot(config)
             return 0
@@ -178,13 +179,14 @@ enum KernelBindings {
         bind(L) { lua in
             let machine = try lua.machine()
             let config = machine.config
-            lua.newTable(hash: 7)
+            lua.newTable(hash: 8)
             lua.set("memory", config.memory)
             lua.set("cpus", config.cpus)
             lua.set("seed", config.seed)
             lua.set("highmem", config.highmem)
             lua.set("init_on_alloc", config.initOnAlloc)
             lua.set("init_on_free", config.initOnFree)
+            lua.set("page_poison", config.pagePoison)
             lua.newTable(array: Int32(machine.memory.regions.count))
             for (i, region) in machine.memory.regions.enumerated() {
                 lua.newTable(hash: 3)

@@ -45,6 +45,7 @@ typedef struct mmlab_Handle {
     uint8_t state;       // HandleState
     uint8_t flags;
     uint32_t reserved;
+    uint64_t tombstone;  // after a drop that let go of `object`: what describes it
 } mmlab_Handle;
 
 #define MMLAB_HANDLE_MAGIC 0x6d6d6c6162686e64ULL

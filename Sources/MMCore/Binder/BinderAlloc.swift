@@ -22,8 +22,9 @@ public final class BinderAlloc: NativeObject {
     let ranges: RangeAllocator<Void>
     let pages: PageRange
     /// Live buffers by offset: released with the Alloc.
-    private var buffers: [Int: BinderBuffer] = [:]
-    public private(set) var isReleased = false
+    // As RangeAllocator's state.
+    @exclusivity(unchecked) private var buffers: [Int: BinderBuffer] = [:]
+    @exclusivity(unchecked) public private(set) var isReleased = false
 
     /// `binder_mmap` of `size` bytes into `mm` under `guard_` (its write
     /// lock): the VMA is read-only for userspace (MAYWRITE cleared),

@@ -26,9 +26,10 @@ final class PageRange {
     /// The VMA the pages go into, recognised by its driver file.
     let vmaAddress: UInt64
     let file: Int
-    private(set) var pages: [PageInfo] = []
+    // As RangeAllocator's state.
+    @exclusivity(unchecked) private(set) var pages: [PageInfo] = []
     /// A task is inserting pages (`mm_lock` held): the shrinker skips us.
-    var populating = 0
+    @exclusivity(unchecked) var populating = 0
     private(set) var isReleased = false
 
     init(machine: Machine, mm: MmStruct, vmaAddress: UInt64, file: Int, count: Int) {
@@ -128,8 +129,9 @@ final class PageRange {
 /// does, since it takes them in the wrong order.
 public final class BinderLru: Shrinker, CustomStringConvertible {
     unowned let machine: Machine
-    private var list = OrderedTree<UInt64, PageInfo>()
-    private var seq: UInt64 = 0
+    // As RangeAllocator's state.
+    @exclusivity(unchecked) private var list = OrderedTree<UInt64, PageInfo>()
+    @exclusivity(unchecked) private var seq: UInt64 = 0
     /// Pages freed, and pages skipped on contention, so far.
     public private(set) var reclaimed = 0
     public private(set) var skipped = 0

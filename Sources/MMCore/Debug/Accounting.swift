@@ -38,8 +38,11 @@ public class NativeObject: CustomStringConvertible {
     /// Where the script created it.
     public let site: Site
     /// Creation order: later objects have larger serials.
-    public fileprivate(set) var serial: UInt64 = 0
-    fileprivate var slot = -1
+    // Changed only by Accounting's track and untrack, which call nothing
+    // meanwhile: no dynamic exclusivity check is needed (they cost a third
+    // of creating a handle).
+    @exclusivity(unchecked) public fileprivate(set) var serial: UInt64 = 0
+    @exclusivity(unchecked) fileprivate var slot = -1
 
     init(site: Site) { self.site = site }
 
@@ -53,8 +56,9 @@ public class NativeObject: CustomStringConvertible {
 /// The machine's record of live native objects: `kernel.debug.live()`,
 /// `leaks()` and the leak report at exit.
 public final class Accounting {
-    private(set) var live = ContiguousArray<NativeObject>()
-    private var nextSerial: UInt64 = 1
+    // As NativeObject's serial and slot.
+    @exclusivity(unchecked) private(set) var live = ContiguousArray<NativeObject>()
+    @exclusivity(unchecked) private var nextSerial: UInt64 = 1
 
     public init() {}
 

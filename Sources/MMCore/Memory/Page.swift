@@ -133,17 +133,25 @@ public final class Page: NativeObject, PageAccess {
     public func free(site: Site = .unknown) throws(KernelError) {
         if let freedAt { throw .bug("double free: \(self) freed at \(machine.sites.name(freedAt))") }
         if isGivenAway { throw .bug("free of \(self), which was given away with into_phys") }
-        try machine.pageAllocator.freePages(pfn, order: order, site: site)
+        // Locals, not `machine.x.f()`: in a typed-throws function, Swift 6.3
+        // retains a class reference loaded for a call, and atomic retains
+        // are a large part of a page's cost.
+        let allocator = machine.pageAllocator, accounting = machine.accounting
+        try allocator.freePages(pfn, order: order, site: site)
         freedAt = site
-        machine.accounting.untrack(self)
+        accounting.untrack(self)
     }
 
     public var isFreed: Bool { freedAt != nil }
     /// Whether `intoPhys` gave it away and `fromPhys` has not taken it back.
-    public var isGivenAway: Bool { machine.givenAway[pfn] === self }
+    public var isGivenAway: Bool {
+        // The frame's flag first: a free should not cost a dictionary lookup.
+        machine.memory.existingPage(pfn)?.pointee.has(StructPage.Flag.intoPhys) == true && machine.givenAway[pfn] === self
+    }
 
     override public var typeName: String { "Page" }
-    override public var description: String { "Page{pfn=\(pfn), order=\(order)}" }
+    override public var description: String { Page.describe(pfn: pfn, order: order) }
+    public static func describe(pfn: Pfn, order: Int) -> String { "Page{pfn=\(pfn), order=\(order)}" }
 
     @inlinable
     public func pointerIntoPage(_ off: Int, _ len: Int) throws(KernelError) -> UnsafeMutableRawPointer {
@@ -194,7 +202,8 @@ public final class BorrowedPage: PageAccess {
         }
     }
 
-    public var description: String { "BorrowedPage{pfn=\(pfn)}" }
+    public var description: String { BorrowedPage.describe(pfn: pfn) }
+    public static func describe(pfn: Pfn) -> String { "BorrowedPage{pfn=\(pfn)}" }
 
     public func pointerIntoPage(_ off: Int, _ len: Int) throws(KernelError) -> UnsafeMutableRawPointer {
         try checkPageBounds(off, len, size: size)

@@ -22,7 +22,8 @@ public final class Scheduler {
     public private(set) var tasks: [Task] = []
     public let main: Task
     /// The task the engine is running.
-    public private(set) var current: Task
+    /// Read on every binding call; changed only by the switch itself.
+    @exclusivity(unchecked) public private(set) var current: Task
     /// Called when the running task or its CPU changes: the page allocator
     /// serves that CPU's lists.
     public var onSwitch: ((Task) -> Void)?

@@ -13,7 +13,8 @@ public final class Task: CustomStringConvertible {
     public let boundCpu: Int?
     public internal(set) var state: TaskState = .runnable
     /// `preempt_count()`: preemption is off while it is above zero.
-    public internal(set) var preemptCount = 0
+    /// Read by every might_sleep; changed only by plain increments.
+    @exclusivity(unchecked) public internal(set) var preemptCount = 0
     /// Locks held, in the order taken, with where each was taken.
     public internal(set) var held: [(lock: Lock, site: Site)] = []
     /// What it is blocked on.

@@ -45,7 +45,7 @@ enum BinderBindings {
             if scheduler.wouldWait(for: mm.mmapLock, write: true), !runtime.canBlock(lua) {
                 throw runtime.cannotBlock("binder Alloc")
             }
-            let site = runtime.currentSite(lua)
+            let site = lua.site()
             guard let guard_ = try mm.mmapLock(write: true, site: site) else {
                 lua_settop(L, 2)
                 return MMLAB_YIELD
@@ -260,10 +260,10 @@ enum AllocMethods {
                 let async = try lua.booleanField(2, "is_async", arg: 2, default: false)
                 let pid = try lua.integerField(2, "pid", arg: 2, default: 0) ?? 0
                 buffer = try alloc.newBuf(dataSize: UInt64(bitPattern: Int64(data)), offsetsSize: offsets,
-                                          extraBuffersSize: extra, isAsync: async, pid: pid, site: runtime.currentSite(lua))
+                                          extraBuffersSize: extra, isAsync: async, pid: pid, site: lua.site())
             }
             let canBlock = runtime.canBlock(lua)
-            guard try alloc.populate(buffer, site: runtime.currentSite(lua), mayWait: canBlock) else {
+            guard try alloc.populate(buffer, site: lua.site(), mayWait: canBlock) else {
                 guard canBlock else {
                     buffer.free()
                     throw runtime.cannotBlock("new_buf")
@@ -315,7 +315,7 @@ enum BufferMethods {
             defer { free(temp) }
             let runtime = lua.runtime
             let canBlock = runtime.canBlock(lua)
-            guard try reader.read(into: temp, len, site: runtime.currentSite(lua), mayWait: canBlock) else {
+            guard try reader.read(into: temp, len, site: lua.site(), mayWait: canBlock) else {
                 return try UaccessBindings.wait(lua, keeping: 4, "copy_into")
             }
             try buffer.write(UnsafeRawBufferPointer(start: temp, count: len), at: off)

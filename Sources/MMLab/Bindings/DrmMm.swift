@@ -60,7 +60,7 @@ enum DrmMmBindings {
             let start = try lua.unsigned(1), size = try lua.unsigned(2)
             let machine = try lua.machine()
             lua.pushHandle(try DrmMm(start: start, size: size, accounting: machine.accounting,
-                                     site: lua.runtime.currentSite(lua)), .drmMmAllocator)
+                                     site: lua.site()), .drmMmAllocator)
             return 1
         }
     }
@@ -195,7 +195,7 @@ enum DrmMmMethods {
                 }
             }
             let node = try mm.insert(size: size, alignment: alignment, color: color, rangeStart: rangeStart,
-                                     rangeEnd: rangeEnd, mode: mode, site: lua.runtime.currentSite(lua))
+                                     rangeEnd: rangeEnd, mode: mode, site: lua.site())
             if !lua.isNoneOrNil(3) {
                 lua.getField(3, "data")
                 lua.setNodeData(node, from: -1)
@@ -210,7 +210,7 @@ enum DrmMmMethods {
         bind(L) { lua in
             let mm = try lua.drmMm()
             let start = try lua.unsigned(2), size = try lua.unsigned(3), color = try lua.unsigned(4, default: 0)
-            let node = try mm.reserve(start: start, size: size, color: color, site: lua.runtime.currentSite(lua))
+            let node = try mm.reserve(start: start, size: size, color: color, site: lua.site())
             lua.setNodeData(node, from: 5)
             return lua.pushNode(node, owned: true)
         }
@@ -222,11 +222,11 @@ enum DrmMmMethods {
             let mm = try lua.drmMm()
             let h = try lua.handle(2, .drmMmNode)
             guard Handles.state(h) == .owned else {
-                throw KernelError.bug("replace_node of a borrowed \(Handles.describe(h)): only its owner can give it up")
+                throw KernelError.bug("replace_node of a borrowed \(lua.describe(h)): only its owner can give it up")
             }
             let old = lua.object(h, as: DrmMmNode.self)
             try old.checkAllocated()
-            let node = try mm.replace(old, site: lua.runtime.currentSite(lua))
+            let node = try mm.replace(old, site: lua.site())
             old.tag = nil
             lua.end(2, h, as: .dropped)
             return lua.pushNode(node, owned: true)
@@ -251,8 +251,8 @@ enum DrmMmMethods {
             lua_pushvalue(L, 2)
             let ref = luaL_ref(L, mmlab_registryindex())
             runtime.colorAdjusters[ObjectIdentifier(mm)] = ref
-            mm.colorAdjust = { [weak runtime] node, color, start, end in
-                guard let runtime else { return }
+            mm.colorAdjust = { [link = runtime.link] node, color, start, end in
+                guard let runtime = link.runtime else { return }
                 try runtime.colorAdjust(ref, node, color, &start, &end)
             }
             return 0
@@ -355,7 +355,7 @@ enum DrmMmMethods {
                 throw LuaFailure.argument(2, "field 'mode': \"low\" or \"high\" expected, got \"\(name)\"")
             }
             let scan = try DrmMmScan(mm: mm, size: size, alignment: alignment, color: color, rangeStart: rangeStart,
-                                     rangeEnd: rangeEnd, mode: mode, site: lua.runtime.currentSite(lua))
+                                     rangeEnd: rangeEnd, mode: mode, site: lua.site())
             lua.pushHandle(scan, .drmMmScan, lender: 1)
             return 1
         }

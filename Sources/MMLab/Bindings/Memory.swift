@@ -124,7 +124,7 @@ enum MemoryBindings {
         bind(L) { lua in
             let gfp = try lua.gfp(1)
             let machine = try lua.machine()
-            lua.pushHandle(try Page.allocPage(machine, gfp, site: lua.runtime.currentSite(lua)), .page)
+            lua.pushHandle(try Page.allocPage(machine, gfp, site: lua.site()), .page)
             return 1
         }
     }
@@ -135,7 +135,7 @@ enum MemoryBindings {
             let gfp = try lua.gfp(1)
             let order = try lua.integer(2)
             let machine = try lua.machine()
-            lua.pushHandle(try Page.allocPages(machine, gfp, order: order, site: lua.runtime.currentSite(lua)), .page)
+            lua.pushHandle(try Page.allocPages(machine, gfp, order: order, site: lua.site()), .page)
             return 1
         }
     }
@@ -145,7 +145,7 @@ enum MemoryBindings {
         bind(L) { lua in
             let h = try lua.handle(1, .page)
             guard h.pointee.borrows == 0 else {
-                throw KernelError.bug("into_phys of \(Handles.describe(h)) while it is borrowed")
+                throw KernelError.bug("into_phys of \(lua.describe(h)) while it is borrowed")
             }
             let page = lua.object(h, as: Page.self)
             let pa = try Page.intoPhys(page)
@@ -308,13 +308,14 @@ enum MemoryBindings {
 /// protected call when an allocation needs memory; an error becomes a
 /// warning and frees nothing, as a shrinker cannot fail an allocation.
 final class LuaShrinker: Shrinker, CustomStringConvertible {
-    weak var runtime: Runtime?
+    let link: RuntimeLink
+    var runtime: Runtime? { link.runtime }
     let count: Int32, scan: Int32
     let name: String
     var isRegistered = true
 
     init(runtime: Runtime, count: Int32, scan: Int32, name: String) {
-        self.runtime = runtime
+        link = runtime.link
         self.count = count
         self.scan = scan
         self.name = name
@@ -434,7 +435,7 @@ extension HandleClass {
             let off = try lua.integer(3), len = try lua.integer(4)
             let p = try page.pointerIntoPage(off, len)
             let canBlock = lua.runtime.canBlock(lua)
-            guard try reader.read(into: p, len, site: lua.runtime.currentSite(lua), mayWait: canBlock) else {
+            guard try reader.read(into: p, len, site: lua.site(), mayWait: canBlock) else {
                 return try UaccessBindings.wait(lua, keeping: 4, "copy_from_user_slice_raw")
             }
             return 0
@@ -444,10 +445,17 @@ extension HandleClass {
     static let page = HandleClass(.page, methods: pageMethods, drop: { lua, object, context in
         // SAFETY: `.page` handles hold a Page (allocPage, allocPages, fromPhys).
         try unsafeDowncast(object, to: Page.self).free(site: context.site)
-    })
+    }, tombstone: (make: { object in
+        // SAFETY: as above. A pfn fits in 32 bits, an order in 8.
+        let page = unsafeDowncast(object, to: Page.self)
+        return page.pfn.rawValue << 8 | UInt64(page.order)
+    }, describe: { Page.describe(pfn: Pfn($0 >> 8), order: Int($0 & 0xff)) }))
 
     /// Borrowed handles: dropping one releases nothing.
-    static let borrowedPage = HandleClass(.borrowedPage, methods: pageMethods)
+    static let borrowedPage = HandleClass(.borrowedPage, methods: pageMethods, tombstone: (make: { object in
+        // SAFETY: `.borrowedPage` handles hold a BorrowedPage (borrowPhys).
+        unsafeDowncast(object, to: BorrowedPage.self).pfn.rawValue
+    }, describe: { BorrowedPage.describe(pfn: Pfn($0)) }))
 
     /// `p:with_pointer_into_page(off, len, fn)`: EINVAL without calling
     /// `fn`, or `fn(ptr)`'s results. The page is mapped (a kmap_local slot)

@@ -91,7 +91,7 @@ enum MmBindings {
     static let mmAlloc: Binding = { L in
         bind(L) { lua in
             let runtime = lua.runtime
-            lua.pushHandle(try lua.machine().mmAlloc(site: runtime.currentSite(lua)), .mmWithUser)
+            lua.pushHandle(try lua.machine().mmAlloc(site: lua.site()), .mmWithUser)
             return 1
         }
     }
@@ -197,7 +197,7 @@ enum MmMethods {
     static let mmgetNotZero: Binding = { L in
         bind(L) { lua in
             let ref = try lua.mmReference(1, users: false)
-            return lua.pushOptionalHandle(try ref.mmgetNotZero(site: lua.runtime.currentSite(lua)), .mmWithUser)
+            return lua.pushOptionalHandle(try ref.mmgetNotZero(site: lua.site()), .mmWithUser)
         }
     }
 
@@ -206,7 +206,7 @@ enum MmMethods {
     static let clone: Binding = { L in
         bind(L) { lua in
             let ref = try lua.mmReference(1, users: false)
-            let site = lua.runtime.currentSite(lua)
+            let site = lua.site()
             switch ref {
             case let mm as Mm: lua.pushHandle(try mm.clone(site: site), .mm)
             case let user as MmWithUser: lua.pushHandle(try user.mmget(site: site), .mmWithUser)
@@ -221,7 +221,7 @@ enum MmMethods {
     static let mmgrab: Binding = { L in
         bind(L) { lua in
             let ref = try lua.mmReference(1, users: true)
-            lua.pushHandle(try ref.mmgrab(site: lua.runtime.currentSite(lua)), .mm)
+            lua.pushHandle(try ref.mmgrab(site: lua.site()), .mm)
             return 1
         }
     }
@@ -230,7 +230,7 @@ enum MmMethods {
     static let mmget: Binding = { L in
         bind(L) { lua in
             let ref = try lua.mmReference(1, users: true)
-            lua.pushHandle(try ref.mmget(site: lua.runtime.currentSite(lua)), .mmWithUser)
+            lua.pushHandle(try ref.mmget(site: lua.site()), .mmWithUser)
             return 1
         }
     }
@@ -241,10 +241,10 @@ enum MmMethods {
             let h = try lua.handle(1, .mmWithUser)
             try lua.object(h, as: MmWithUser.self).checkUsers()
             guard Handles.state(h) == .owned else {
-                throw KernelError.bug("into_mmput_async of a borrowed \(Handles.describe(h)): it holds no count to move")
+                throw KernelError.bug("into_mmput_async of a borrowed \(lua.describe(h)): it holds no count to move")
             }
             let user = lua.object(h, as: MmWithUser.self)
-            let async = try user.intoMmputAsync(site: lua.runtime.currentSite(lua))
+            let async = try user.intoMmputAsync(site: lua.site())
             lua.pushHandle(async, .mmWithUserAsync)
             lua.end(1, h, as: .moved)
             return 1
@@ -264,7 +264,7 @@ enum MmMethods {
         if scheduler.wouldWait(for: mm.mmapLock, write: true), !runtime.canBlock(lua) {
             throw runtime.cannotBlock(what)
         }
-        return try mm.mmapLock(write: true, site: runtime.currentSite(lua))
+        return try mm.mmapLock(write: true, site: lua.site())
     }
 
     /// `mmap_read_lock` / `mmap_write_lock`: waits while contended.
@@ -275,7 +275,7 @@ enum MmMethods {
             if mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: write), !runtime.canBlock(lua) {
                 throw runtime.cannotBlock(write ? "mmap_write_lock" : "mmap_read_lock")
             }
-            guard let guard_ = try mm.mmapLock(write: write, site: runtime.currentSite(lua)) else {
+            guard let guard_ = try mm.mmapLock(write: write, site: lua.site()) else {
                 lua_settop(L, 1)
                 return MMLAB_YIELD
             }
@@ -288,7 +288,7 @@ enum MmMethods {
     private static func trylock(_ L: OpaquePointer?, write: Bool) -> Int32 {
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
-            let guard_ = try mm.mmapTryLock(write: write, site: lua.runtime.currentSite(lua))
+            let guard_ = try mm.mmapTryLock(write: write, site: lua.site())
             return lua.pushOptionalHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
         }
     }
@@ -298,7 +298,7 @@ enum MmMethods {
     static let lockVmaUnderRcu: Binding = { L in
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
-            let guard_ = mm.lockVmaUnderRcu(try lua.address(2), site: lua.runtime.currentSite(lua))
+            let guard_ = mm.lockVmaUnderRcu(try lua.address(2), site: lua.site())
             return lua.pushOptionalHandle(guard_, .vmaReadGuard, lender: 1)
         }
     }
@@ -438,7 +438,7 @@ enum GuardMethods {
         bind(L) { lua in
             let h = try lua.handle(1, .mmapWriteGuard)
             let write = lua.object(h, as: MmapGuard.self)
-            let read = try write.mm.downgrade(write, site: lua.runtime.currentSite(lua))
+            let read = try write.mm.downgrade(write, site: lua.site())
             lua_settop(L, 1)
             lua_getiuservalue(L, 1, 1)  // 2: the mm handle the write guard borrows
             lua.pushHandle(read, .mmapReadGuard, lender: 2)

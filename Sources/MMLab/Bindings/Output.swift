@@ -113,10 +113,10 @@ enum OutputBindings {
     }
 
     /// The options table at `arg`: its `file` and `title` (default `title`).
-    static func options(_ lua: Lua, _ arg: Int32, title: String, known: Set<String> = []) throws -> (file: String?, title: String) {
+    static func options(_ lua: Lua, _ arg: Int32, title: String, known: [StaticString] = []) throws -> (file: String?, title: String) {
         guard !lua.isNoneOrNil(arg) else { return (nil, title) }
         try lua.checkTable(arg)
-        try lua.checkFields(arg, arg: arg, known: known.union(["file", "title"]))
+        try lua.checkFields(arg, arg: arg, known: known + ["file", "title"])
         return (try lua.stringField(arg, "file", arg: arg), try lua.stringField(arg, "title", arg: arg) ?? title)
     }
 

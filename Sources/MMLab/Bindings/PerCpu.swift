@@ -86,7 +86,7 @@ enum PerCpuBindings {
     static let cpuGuard: Binding = { L in
         bind(L) { lua in
             let runtime = lua.runtime
-            lua.pushHandle(try lua.scheduler().cpuGuard(site: runtime.currentSite(lua)), .cpuGuard)
+            lua.pushHandle(try lua.scheduler().cpuGuard(site: lua.site()), .cpuGuard)
             return 1
         }
     }
@@ -98,7 +98,7 @@ enum PerCpuBindings {
             let type = try lua.perCpuType(2)
             let initial = type.isNumeric && !lua.isNoneOrNil(3) ? Int64(try lua.integer(3)) : 0
             let runtime = lua.runtime
-            let area = try lua.machine().percpu.define(name, type, initial: initial, site: runtime.currentSite(lua))
+            let area = try lua.machine().percpu.define(name, type, initial: initial, site: lua.site())
             if !type.isNumeric {
                 for cpu in 0..<area.cpus { try lua.setSlot(area, cpu, from: 3) }
             }
@@ -143,7 +143,7 @@ enum PerCpuBindings {
                 lua_rawseti(L, 3, lua_Integer(cpu))
             }
             let runtime = lua.runtime
-            let area = machine.percpu.alloc(type, site: runtime.currentSite(lua)) { cpu in
+            let area = machine.percpu.alloc(type, site: lua.site()) { cpu in
                 lua_rawgeti(L, 3, lua_Integer(cpu))
                 defer { lua.pop() }
                 return lua_tointegerx(L, -1, nil)
@@ -298,7 +298,7 @@ enum PerCpuMethods {
                 throw KernelError.bug("get_mut with \(guard_), which belongs to task '\(guard_.task.name)'")
             }
             guard g.pointee.borrows == 0 else { throw KernelError.bug("get_mut moves \(guard_) while it is borrowed") }
-            let token = try lua.machine().percpu.token(area, guard_, site: runtime.currentSite(lua))
+            let token = try lua.machine().percpu.token(area, guard_, site: lua.site())
             lua.end(2, g, as: .moved)
             lua.pushHandle(token, .perCpuToken, lender: 1)
             return 1

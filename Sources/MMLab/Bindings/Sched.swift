@@ -67,7 +67,7 @@ enum SchedBindings {
                 lua.pop()
             }
             let runtime = lua.runtime
-            let task = try lua.scheduler().spawn(name: name, cpu: cpu, mm: mm, site: runtime.currentSite(lua))
+            let task = try lua.scheduler().spawn(name: name, cpu: cpu, mm: mm, site: lua.site())
             try runtime.startThread(lua, for: task, function: 1)
             lua.pushHandle(task, .task)
             return 1
@@ -209,7 +209,7 @@ enum SchedBindings {
                 try scheduler.mightSleep("on_each_cpu(fn, true)")
             }
             lua_settop(L, 2)
-            let site = runtime.currentSite(lua)
+            let site = lua.site()
             var group: [Task] = []
             for cpu in 0..<scheduler.cpuCount {
                 let task = try scheduler.spawnAtomic(name: "ipi/\(cpu)", cpu: cpu, site: site)
@@ -233,8 +233,7 @@ enum SchedBindings {
     private static func newLock(_ L: OpaquePointer?, spin: Bool) -> Int32 {
         bind(L) { lua in
             let name = try lua.string(1, default: nil)
-            let runtime = lua.runtime
-            let lock = try lua.scheduler().makeLock(spin: spin, name: name, site: runtime.currentSite(lua))
+            let lock = try lua.scheduler().makeLock(spin: spin, name: name, site: lua.site())
             lua.pushHandle(lock, spin ? .spinLock : .mutex)
             return 1
         }
@@ -343,7 +342,7 @@ enum LockMethods {
             if scheduler.wouldWait(for: lock), !runtime.canBlock(lua) {
                 throw runtime.cannotBlock("\(lock).lock()")
             }
-            guard let guard_ = try scheduler.lock(lock, site: runtime.currentSite(lua)) else {
+            guard let guard_ = try scheduler.lock(lock, site: lua.site()) else {
                 lua_settop(L, 1)
                 return MMLAB_YIELD
             }
@@ -357,7 +356,7 @@ enum LockMethods {
         bind(L) { lua in
             let lock = try lock(lua)
             let runtime = lua.runtime
-            guard let guard_ = try lua.scheduler().tryLock(lock, site: runtime.currentSite(lua)) else { return 0 }
+            guard let guard_ = try lua.scheduler().tryLock(lock, site: lua.site()) else { return 0 }
             pushGuard(lua, guard_)
             return 1
         }

@@ -103,7 +103,7 @@ enum UaccessMethods {
             guard let buffer = malloc(max(n, 1)) else { throw KernelError(.ENOMEM, "read_raw of \(n) bytes") }
             defer { free(buffer) }
             let canBlock = lua.runtime.canBlock(lua)
-            guard try reader.read(into: buffer, n, site: lua.runtime.currentSite(lua), mayWait: canBlock) else {
+            guard try reader.read(into: buffer, n, site: lua.site(), mayWait: canBlock) else {
                 return try UaccessBindings.wait(lua, keeping: 2, "read_raw")
             }
             lua.push(bytes: buffer, count: n)
@@ -118,7 +118,7 @@ enum UaccessMethods {
             let writer = try lua.object(1, .userSliceWriter, as: UserSliceWriter.self)
             let data = try lua.bytes(2)
             let canBlock = lua.runtime.canBlock(lua)
-            guard try writer.write(data, site: lua.runtime.currentSite(lua), mayWait: canBlock) else {
+            guard try writer.write(data, site: lua.site(), mayWait: canBlock) else {
                 return try UaccessBindings.wait(lua, keeping: 2, "write_raw")
             }
             return 0

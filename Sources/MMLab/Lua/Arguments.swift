@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CLua
 import LuaShim
 
@@ -113,15 +116,27 @@ extension Lua {
 
     /// Fails when the options table at `table` has a key not in `known`:
     /// a misspelt option should not be silently ignored.
-    func checkFields(_ table: Int32, arg: Int32, known: Set<String>) throws(LuaFailure) {
+    /// Compares bytes, not Swift strings: options tables are passed on
+    /// hot paths (`new_buf{...}`), and hashing a Set per call cost more
+    /// than the rest of the binding.
+    func checkFields(_ table: Int32, arg: Int32, known: [StaticString]) throws(LuaFailure) {
         let t = absIndex(table)
         pushNil()
         while lua_next(L, t) != 0 {
             pop()
-            if let key = string(at: -1), known.contains(key) { continue }
+            // Only a string key is read as one: lua_tolstring would turn a
+            // number key into a string and confuse lua_next.
+            if lua_type(L, -1) == LUA_TSTRING {
+                var length = 0
+                if let key = lua_tolstring(L, -1, &length),
+                   known.contains(where: { $0.utf8CodeUnitCount == length && memcmp($0.utf8Start, key, length) == 0 }) {
+                    continue
+                }
+            }
             let name = describe(-1)
             pop()
-            throw .argument(arg, "unknown field '\(name)' (expected one of \(known.sorted().joined(separator: ", ")))")
+            let expected = known.map { "\($0)" }.sorted().joined(separator: ", ")
+            throw .argument(arg, "unknown field '\(name)' (expected one of \(expected))")
         }
     }
 }

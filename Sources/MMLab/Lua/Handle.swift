@@ -107,6 +107,8 @@ enum HandleFlag {
     static let expired: UInt8 = 1
     /// Its user value is a lender it holds a counted borrow on.
     static let borrowing: UInt8 = 2
+    /// Dropped, it let go of its object and keeps a tombstone to describe it.
+    static let tombstone: UInt8 = 4
 }
 
 /// Why and where a handle is being dropped.
@@ -117,16 +119,29 @@ struct DropContext {
 
 /// One handle type's behaviour in Lua: its methods, and what dropping an
 /// owned handle releases (Rust's `Drop`).
-struct HandleClass {
+/// A class, not a struct: its drop closure is then stored as a function of
+/// its own type, not behind the reabstraction thunk an array of closures
+/// needs, and calling it copies nothing. Every instance is a `static let`.
+final class HandleClass {
+    typealias Drop = (Lua, AnyObject, DropContext) throws -> Void
+    /// 64 bits from which a dropped object's description can be rebuilt,
+    /// and the rebuilding.
+    typealias Tombstone = (make: (AnyObject) -> UInt64, describe: (UInt64) -> String)
     let type: HandleType
     let methods: [(String, Binding)]
-    let drop: (Lua, AnyObject, DropContext) throws -> Void
+    let drop: Drop
+    /// With one, a handle lets go of its object when it is dropped rather
+    /// than when it is collected: objects created and dropped in a loop are
+    /// then freed while hot, not in bulk by the collector (a third of the
+    /// cost of a new handle).
+    let tombstone: Tombstone?
 
-    init(_ type: HandleType, methods: [(String, Binding)],
-         drop: @escaping (Lua, AnyObject, DropContext) throws -> Void = { _, _, _ in }) {
+    init(_ type: HandleType, methods: [(String, Binding)], drop: @escaping Drop = { _, _, _ in },
+         tombstone: Tombstone? = nil) {
         self.type = type
         self.methods = methods
         self.drop = drop
+        self.tombstone = tombstone
     }
 }
 
@@ -148,11 +163,6 @@ enum Handles {
         return Unmanaged<AnyObject>.fromOpaque(p).takeUnretainedValue()
     }
 
-    /// `Page{pfn=0x1a2, order=0}`: the object's description.
-    static func describe(_ h: HandlePointer) -> String {
-        if let object = object(h) { return String(describing: object) }
-        return type(h)?.name ?? "handle"
-    }
 }
 
 extension Lua {
@@ -193,7 +203,7 @@ extension Lua {
 
     func useAfterDrop(_ h: HandlePointer) -> KernelError {
         let site = runtime.sites.name(Site(id: h.pointee.site))
-        let what = Handles.describe(h)
+        let what = describe(h)
         if Handles.state(h) == .moved { return .bug("use after move: \(what) moved at \(site)") }
         if h.pointee.flags & HandleFlag.expired != 0 {
             return .bug("use after scope: \(what) was valid only inside the callback at \(site)")
@@ -215,8 +225,8 @@ extension Lua {
         let h = raw.unsafelyUnwrapped.bindMemory(to: mmlab_Handle.self, capacity: 1)
         h.initialize(to: mmlab_Handle(
             magic: MMLAB_HANDLE_MAGIC, object: Unmanaged.passRetained(object).toOpaque(),
-            borrows: 0, site: 0, type: type.rawValue, state: state.rawValue, flags: 0, reserved: 0))
-        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(runtime.metatables[Int(type.rawValue)]))
+            borrows: 0, site: 0, type: type.rawValue, state: state.rawValue, flags: 0, reserved: 0, tombstone: 0))
+        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(withRuntime { $0.metatables[Int(type.rawValue)] }))
         lua_setmetatable(L, -2)
         if let lender, let lent = mmlab_tohandle(L, lender) {
             lua_pushvalue(L, lender)
@@ -258,24 +268,57 @@ extension Lua {
         guard state == .owned || state == .borrowed else {
             guard reason == .drop else { return }
             let site = runtime.sites.name(Site(id: h.pointee.site))
-            throw KernelError.bug("double drop: \(Handles.describe(h)) \(state.name) at \(site)")
+            throw KernelError.bug("double drop: \(describe(h)) \(state.name) at \(site)")
         }
         // The collector finalizes borrowers before their lenders, so only a
         // script calling __gc by hand gets here with a live borrow.
         if h.pointee.borrows > 0 {
-            throw KernelError.bug("dropped while borrowed: \(Handles.describe(h)) has \(h.pointee.borrows) live borrow(s)")
+            throw KernelError.bug("dropped while borrowed: \(describe(h)) has \(h.pointee.borrows) live borrow(s)")
         }
-        let runtime = self.runtime
-        let site = reason == .gc ? Site.unknown : runtime.currentSite(self)
+        let site = reason == .gc ? Site.unknown : self.site()
         // Release first: a drop that fails (a guard dropped by the wrong
         // task) leaves the handle as it was.
-        if state == .owned, let type = Handles.type(h), let object = Handles.object(h) {
-            try runtime.classes[Int(type.rawValue)]?.drop(self, object, DropContext(reason: reason, site: site))
+        if state == .owned, let type = Handles.type(h), let p = h.pointee.object {
+            if let cls = withRuntime({ $0.classes[Int(type.rawValue)] }) {
+                // SAFETY: `object` holds the retain taken in `pushHandle` until
+                // `__gc` clears it; classes are static lets, never freed.
+                try Unmanaged<AnyObject>.fromOpaque(p)._withUnsafeGuaranteedRef { object in
+                    try cls._withUnsafeGuaranteedRef { try $0.drop(self, object, DropContext(reason: reason, site: site)) }
+                }
+            }
         }
         h.pointee.state = HandleState.dropped.rawValue
         h.pointee.site = site.id
+        if reason != .gc { bury(h) }
         endBorrow(idx)
-        runtime.stats.count(reason)
+        withRuntime { $0.stats.count(reason) }
+    }
+
+    /// Lets a dropped handle go of its object if its class can describe it
+    /// from a tombstone.
+    private func bury(_ h: HandlePointer) {
+        guard let type = Handles.type(h), let p = h.pointee.object,
+              let cls = withRuntime({ $0.classes[Int(type.rawValue)] }) else { return }
+        // SAFETY: classes are static lets, never freed.
+        guard let tombstone = cls._withUnsafeGuaranteedRef({ $0.tombstone }) else { return }
+        let object = Unmanaged<AnyObject>.fromOpaque(p)
+        h.pointee.tombstone = object._withUnsafeGuaranteedRef { tombstone.make($0) }
+        h.pointee.flags |= HandleFlag.tombstone
+        h.pointee.object = nil
+        // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
+        object.release()
+    }
+
+    /// `Page{pfn=0x1a2, order=0}`: the handle's object's description, live or dead.
+    func describe(_ h: HandlePointer) -> String {
+        if let object = Handles.object(h) { return String(describing: object) }
+        if h.pointee.flags & HandleFlag.tombstone != 0, let type = Handles.type(h),
+           let cls = withRuntime({ $0.classes[Int(type.rawValue)] }),
+           // SAFETY: classes are static lets, never freed.
+           let tombstone = cls._withUnsafeGuaranteedRef({ $0.tombstone }) {
+            return tombstone.describe(h.pointee.tombstone)
+        }
+        return Handles.type(h)?.name ?? "handle"
     }
 
     /// Ends the handle at `idx` without releasing anything: a consuming
@@ -283,7 +326,7 @@ extension Lua {
     func end(_ idx: Int32, _ h: HandlePointer, as state: HandleState, flags: UInt8 = 0) {
         h.pointee.state = state.rawValue
         h.pointee.flags |= flags
-        h.pointee.site = runtime.currentSite(self).id
+        h.pointee.site = site().id
         endBorrow(absIndex(idx))
     }
 }
@@ -329,7 +372,7 @@ enum HandleMetamethods {
             let h = try lua.anyHandle(1)
             let state = Handles.state(h)
             let suffix = state == .dropped || state == .moved ? " (\(state.name))" : ""
-            lua.push(Handles.describe(h) + suffix)
+            lua.push(lua.describe(h) + suffix)
             return 1
         }
     }

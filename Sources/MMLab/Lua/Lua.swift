@@ -1,5 +1,6 @@
 import CLua
 import LuaShim
+import MMCore
 
 /// A binding: called by the C trampoline with the Lua state; returns a
 /// result count or a sentinel (`MMLAB_RAISE`, ...). It never raises.
@@ -26,6 +27,24 @@ struct Lua {
         // SAFETY: the extra space holds the Runtime, which outlives its state (Runtime.close).
         Unmanaged<Runtime>.fromOpaque(mmlab_getextra(L).unsafelyUnwrapped).takeUnretainedValue()
     }
+
+    /// Runs `body` with the runtime and no retain of it: the hot paths
+    /// (creating and dropping handles) use this, as each atomic retain and
+    /// release costs about what the rest of a binding call does.
+    @inline(__always)
+    func withRuntime<T, E: Error>(_ body: (Runtime) throws(E) -> T) throws(E) -> T {
+        // SAFETY: the extra space holds the Runtime, which outlives its state (Runtime.close).
+        let unmanaged = Unmanaged<Runtime>.fromOpaque(mmlab_getextra(L).unsafelyUnwrapped)
+        var result: Result<T, E>?
+        unmanaged._withUnsafeGuaranteedRef { runtime in
+            do throws(E) { result = .success(try body(runtime)) } catch { result = .failure(error) }
+        }
+        return try result.unsafelyUnwrapped.get()
+    }
+
+    /// Where the running script is, as a `Site` (`exp.lua:12`).
+    @inline(__always)
+    func site() -> Site { withRuntime { $0.currentSite(self) } }
 
     var top: Int32 { lua_gettop(L) }
     func pop(_ n: Int32 = 1) { lua_settop(L, -n - 1) }
@@ -115,7 +134,7 @@ struct Lua {
             return isInt != 0 && lua_isinteger(L, idx) != 0 ? String(i) : String(lua_tonumberx(L, idx, nil))
         case LUA_TSTRING: return string(at: idx) ?? ""
         default:
-            if let h = mmlab_tohandle(L, idx) { return Handles.describe(h) }
+            if let h = mmlab_tohandle(L, idx) { return describe(h) }
             return typeName(idx)
         }
     }

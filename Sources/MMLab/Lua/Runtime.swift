@@ -18,6 +18,21 @@ struct DropStats {
     }
 }
 
+/// How the machine's callbacks (collector, pressure, contention, Lua
+/// shrinkers, color_adjust) reach the runtime. Not a weak reference: one
+/// gives the runtime a side table, and every retain of it then takes
+/// Swift's slow path.
+final class RuntimeLink {
+    // SAFETY: the runtime clears the link in its deinit, so a runtime read
+    // through it is alive.
+    unowned(unsafe) private var target: Runtime?
+
+    init(_ runtime: Runtime) { target = runtime }
+
+    var runtime: Runtime? { target }
+    func clear() { target = nil }
+}
+
 /// The engine's core: one Lua state, its machine, and what the bindings
 /// share. The state's extra space points here; `close` ends the state
 /// before the runtime goes.
@@ -27,17 +42,19 @@ final class Runtime {
     let state: UnsafeMutablePointer<mmlab_State>
     let configuration: Engine.Configuration
     let sites = SiteTable()
-    var stats = DropStats()
+    // The fields every binding call reads or bumps are changed only in
+    // place, never across a call out: no dynamic exclusivity check.
+    @exclusivity(unchecked) var stats = DropStats()
     /// Registry references of each handle type's metatable, by raw type.
-    var metatables: [Int32]
-    /// Each handle type's class, by raw type.
-    var classes: [HandleClass?]
+    @exclusivity(unchecked) var metatables: [Int32]
+    /// Each handle type's class, by raw type: static lets, so unretained.
+    @exclusivity(unchecked) var classes: [Unmanaged<HandleClass>?]
     var errorMetatable: Int32 = LUA_NOREF
     /// The machine `kernel.boot` or first use created.
     private(set) var booted: Machine?
     private var closed = false
     /// The thread that last entered the machine: the collector runs on it.
-    var activeL: OpaquePointer
+    @exclusivity(unchecked) var activeL: OpaquePointer
     /// Where `test(name, fn)` reports, under `mmlab test`.
     var testReport: TestRunner.Report?
 
@@ -72,11 +89,7 @@ final class Runtime {
     /// warning, and a failure under `--strict`.
     var strictViolations = 0
 
-    private struct SiteKey: Hashable {
-        let source: UnsafeRawPointer
-        let line: Int32
-    }
-    private var siteCache: [SiteKey: (site: Site, source: UnsafeMutablePointer<CChar>)] = [:]
+    private let siteCache = SiteCache()
 
     init(configuration: Engine.Configuration) throws(EngineError) {
         guard let L = luaL_newstate() else { throw EngineError(message: "cannot create a Lua state: out of memory") }
@@ -103,9 +116,12 @@ final class Runtime {
         openKernel(lua)
     }
 
+    /// What outlives the runtime uses this to reach it.
+    private(set) lazy var link = RuntimeLink(self)
+
     deinit {
+        link.clear()
         close()
-        for entry in siteCache.values { free(entry.source) }
         state.deallocate()
     }
 
@@ -132,20 +148,20 @@ final class Runtime {
         let machine = try Machine(config, sites: sites)
         // Native memory reaches the collector: pressure steps it as pages are
         // allocated, and an allocation that would fail runs it in full first.
-        machine.pageAllocator.collector = { [weak self] in
-            guard let self, !self.closed else { return }
+        machine.pageAllocator.collector = { [link] in
+            guard let self = link.runtime, !self.closed else { return }
             _ = mmlab_gc(self.activeL, LUA_GCCOLLECT, 0)
         }
-        machine.pageAllocator.pressure = { [weak self] pages in
-            guard let self, !self.closed else { return }
+        machine.pageAllocator.pressure = { [link] pages in
+            guard let self = link.runtime, !self.closed else { return }
             _ = mmlab_gc(self.activeL, LUA_GCSTEP, Int32(clamping: pages * PAGE_SIZE / 1024))
         }
         booted = machine
         startTraceIfAsked(machine)
         if driving { machine.scheduler.adoptMain() }
         state.pointee.budget = 1
-        machine.scheduler.onContention = { [weak self] contended in
-            guard let state = self?.state else { return }
+        machine.scheduler.onContention = { [link] contended in
+            guard let state = link.runtime?.state else { return }
             // Another task became runnable: the running one gets a short budget.
             if contended, state.pointee.budget > 8 { state.pointee.budget = 8 }
             state.pointee.contended = contended ? 1 : 0
@@ -171,7 +187,7 @@ final class Runtime {
             lua.setField(-2, name)
         }
         metatables[Int(cls.type.rawValue)] = luaL_ref(L, mmlab_registryindex())
-        classes[Int(cls.type.rawValue)] = cls
+        classes[Int(cls.type.rawValue)] = Unmanaged.passUnretained(cls)
     }
 
     /// The script position running now, interned: where a handle was
@@ -180,12 +196,9 @@ final class Runtime {
     func currentSite(_ lua: Lua) -> Site {
         var ar = lua_Debug()
         guard lua.luaFrame(&ar), let source = ar.source else { return .unknown }
-        let key = SiteKey(source: UnsafeRawPointer(source), line: ar.currentline)
-        // A chunk's source may be collected and its address reused: compare.
-        if let entry = siteCache[key], strcmp(entry.source, source) == 0 { return entry.site }
+        if let site = siteCache.lookup(source, length: ar.srclen, line: ar.currentline) { return site }
         let site = sites.intern("\(Lua.shortSource(&ar)):\(ar.currentline)")
-        if let old = siteCache[key] { free(old.source) }
-        siteCache[key] = (site, strdup(source))
+        siteCache.insert(source, length: ar.srclen, line: ar.currentline, site: site)
         return site
     }
 
@@ -209,9 +222,10 @@ extension Lua {
     /// The machine, booted on first use; the collector runs on this thread
     /// if an allocation needs it.
     func machine() throws(KernelError) -> Machine {
-        let runtime = self.runtime
-        runtime.activeL = L
-        return try runtime.machine()
+        try withRuntime { (runtime) throws(KernelError) -> Machine in
+            runtime.activeL = L
+            return try runtime.machine()
+        }
     }
 
     /// Fills `ar` for the first Lua frame above the running C function.

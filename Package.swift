@@ -24,6 +24,8 @@ let package = Package(
             name: "mmlab",
             dependencies: ["MMLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // Native rows of scripts/bench.
+        .executableTarget(name: "mmbench", dependencies: ["MMCore"], path: "Benchmarks/MMBench"),
         .testTarget(name: "MMCoreTests", dependencies: ["MMCore"]),
         .testTarget(name: "MMLabTests", dependencies: ["MMLab", "MMCore"]),
     ],

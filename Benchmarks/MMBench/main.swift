@@ -1,0 +1,135 @@
+// Native rows of scripts/bench, run by Benchmarks/bench.lua: each prints
+// "name ours base" in nanoseconds, both measured in this run.
+//   mmbench pages [N]                   order-0 alloc+free: MMCore vs malloc(4096)+free
+//   mmbench startup N CMD... -- CMD...  wall time of launching each command
+import Glibc
+import MMCore
+
+func now() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
+
+/// Best of `rounds` of `body(n)`, in ns per iteration.
+func best(_ n: Int, rounds: Int = 7, _ body: (Int) -> Void) -> Double {
+    var best = UInt64.max
+    for _ in 0..<rounds {
+        let t0 = now()
+        body(n)
+        best = min(best, now() - t0)
+    }
+    return Double(best) / Double(n)
+}
+
+/// Keeps the optimizer from removing a loop whose result is unused.
+@inline(never) func consume(_ x: UInt) { if x == 1 { print("", terminator: "") } }
+
+/// Order-0 alloc+free through MMCore's page allocator, n times.
+func allocFree(_ allocator: PageAllocator, _ n: Int) throws {
+    var sum: UInt = 0
+    for _ in 0..<n {
+        let pfn = try allocator.allocPages(.kernel, order: 0)
+        sum &+= UInt(pfn.rawValue)
+        try allocator.freePages(pfn, order: 0)
+    }
+    consume(sum)
+}
+
+/// The poison a free writes, through a variable: the compiler drops a
+/// memset it can see of memory that is freed next.
+nonisolated(unsafe) var fill: (UnsafeMutableRawPointer, Int32, Int) -> UnsafeMutableRawPointer? = memset
+
+/// malloc(4096)+free, n times, poisoning the block before its free as
+/// page_poison does if asked.
+func mallocFree(_ n: Int, poison: Bool) {
+    var sum: UInt = 0
+    for _ in 0..<n {
+        let p = malloc(4096)
+        sum &+= UInt(bitPattern: p)
+        if poison, let p { _ = fill(p, 0x6b, 4096) }
+        free(p)
+    }
+    consume(sum)
+}
+
+/// "pages OURS_POISON BASE_POISON OURS_PLAIN BASE_PLAIN", ns per
+/// alloc+free: MMCore with page_poison on (the default) against
+/// malloc+memset+free, and with it off against malloc+free. Rounds
+/// interleave and the best of each counts: the machine is noisy.
+func pages(_ n: Int) throws {
+    // Both machines first, kept for the whole run: creating and freeing
+    // one changes how glibc trims its heap, and so what malloc costs.
+    let poisoned = try Machine(MachineConfig(memory: 256 << 20, cpus: 1)).pageAllocator
+    let plain = try Machine(MachineConfig(memory: 256 << 20, cpus: 1, pagePoison: false)).pageAllocator
+    var bestOf = [UInt64](repeating: .max, count: 4)
+    var failure: (any Error)?
+    let runs: [(Int) -> Void] = [
+        { n in do { try allocFree(poisoned, n) } catch { failure = error } },
+        { n in mallocFree(n, poison: true) },
+        { n in do { try allocFree(plain, n) } catch { failure = error } },
+        { n in mallocFree(n, poison: false) },
+    ]
+    for _ in 0..<7 {
+        for (i, run) in runs.enumerated() {
+            let t0 = now()
+            run(n)
+            bestOf[i] = min(bestOf[i], now() - t0)
+        }
+    }
+    if let failure { throw failure }
+    print("pages " + bestOf.map { String(Double($0) / Double(n)) }.joined(separator: " "))
+}
+
+/// Launches `argv` and waits; the time includes exec and exit.
+func launch(_ argv: [String]) -> Bool {
+    var pid = pid_t()
+    var cargs = argv.map { strdup($0) } + [nil]
+    defer { for p in cargs { free(p) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    guard posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ) == 0 else { return false }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return status == 0
+}
+
+func startup(_ n: Int, _ ours: [String], _ base: [String]) -> Bool {
+    var ok = true
+    // Interleaved, best of n each: start-up is noisy (page cache, scheduler).
+    var bestOurs = UInt64.max, bestBase = UInt64.max
+    for _ in 0..<n {
+        var t0 = now()
+        ok = launch(ours) && ok
+        bestOurs = min(bestOurs, now() - t0)
+        t0 = now()
+        ok = launch(base) && ok
+        bestBase = min(bestBase, now() - t0)
+    }
+    print("startup \(bestOurs) \(bestBase)")
+    return ok
+}
+
+let args = Array(CommandLine.arguments.dropFirst())
+switch args.first {
+case "pages":
+    do {
+        try pages(args.count > 1 ? Int(args[1]) ?? 1_000_000 : 1_000_000)
+    } catch {
+        print("mmbench: \(error)")
+        exit(1)
+    }
+case "startup":
+    guard args.count > 2, let n = Int(args[1]), let split = args.firstIndex(of: "--") else {
+        print("usage: mmbench startup N CMD... -- CMD...")
+        exit(2)
+    }
+    let ours = Array(args[2..<split]), base = Array(args[(split + 1)...])
+    guard !ours.isEmpty, !base.isEmpty else { exit(2) }
+    if !startup(n, ours, base) { print("mmbench: a command failed"); exit(1) }
+default:
+    print("usage: mmbench pages [N] | mmbench startup N CMD... -- CMD...")
+    exit(2)
+}

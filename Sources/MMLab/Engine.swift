@@ -172,7 +172,11 @@ public final class Engine {
             try OutputFile.check(path, what: "results")
         }
         if let path = configuration.tracePath { try OutputFile.check(path, what: "trace") }
-        if let dir = configuration.outputDirectory { try OutputFile.check(dir + "/picture.svg", what: "pictures") }
+        // The default folder is checked when a picture is written: a script
+        // that draws nothing runs in a folder it cannot write.
+        if let dir = configuration.outputDirectory, dir != "." {
+            try OutputFile.check(dir + "/picture.svg", what: "pictures")
+        }
     }
 
     /// Ends the Lua state: every remaining handle is dropped by the collector.

@@ -60,8 +60,7 @@ struct CommandLineTests {
 
     @Test("-l mod and -l g=mod with LUA_PATH; -E ignores the environment")
     func require() throws {
-        let dir = NSTemporaryDirectory() + "mmlab-modules-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try temporaryDirectory("mmlab-modules")
         let name = "answers"
         try "return {answer = 42}".write(toFile: "\(dir)/\(name).lua", atomically: true, encoding: .utf8)
         let env = ["LUA_PATH": "\(dir)/?.lua"]
@@ -140,8 +139,10 @@ struct CommandLineTests {
 
     @Test("an unguarded per-CPU read-modify-write loses updates for a seed, the same each time")
     func lostUpdates() throws {
+        let out = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: out) }
         func run(_ seed: Int) throws -> String {
-            try mmlab(["--seed", String(seed), "--out", NSTemporaryDirectory(), "examples/percpu_counter.lua", "8", "200"]).stdout
+            try mmlab(["--seed", String(seed), "--out", out, "examples/percpu_counter.lua", "8", "200"]).stdout
         }
         var losses: Set<String> = []
         for seed in 0..<3 {

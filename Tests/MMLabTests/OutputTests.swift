@@ -34,11 +34,7 @@ final class SvgCheck: NSObject, XMLParserDelegate {
 
 @Suite("Results, pictures and traces")
 struct OutputTests {
-    func folder() throws -> String {
-        let dir = NSTemporaryDirectory() + "mmlab-out-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
+    func folder() throws -> String { try temporaryDirectory("mmlab-out") }
 
     @Test("results are written as CSV or JSON by the extension, NaN included")
     func results() throws {

@@ -27,8 +27,7 @@ struct ReadmeTests {
     @Test("every Lua block runs, and prints the text block that follows it")
     func luaBlocks() throws {
         let blocks = try Self.blocks()
-        let dir = NSTemporaryDirectory() + "mmlab-readme-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try temporaryDirectory("mmlab-readme")
         var ran = 0
         for (i, (language, code)) in blocks.enumerated() where language == "lua" {
             try code.write(toFile: dir + "/experiment.lua", atomically: true, encoding: .utf8)

@@ -15,6 +15,13 @@ func temporaryFile(_ text: String, suffix: String = ".lua") throws -> String {
     return path
 }
 
+/// A new empty folder of its own; the caller removes it.
+func temporaryDirectory(_ prefix: String = "mmlab") throws -> String {
+    let dir = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
 /// What a run of the `mmlab` binary printed and how it exited.
 struct RunResult {
     var status: Int32

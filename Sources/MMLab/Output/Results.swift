@@ -122,8 +122,9 @@ final class Results {
     }
 }
 
-/// A file written whole or not at all: into `path.tmp`, renamed over
+/// A file written whole or not at all: into `path.PID.tmp`, renamed over
 /// `path` by `commit`; abandoned (and the temporary removed) otherwise.
+/// The pid keeps two runs writing the same file from sharing a temporary.
 final class OutputFile {
     let path: String
     private let temporary: String
@@ -133,7 +134,7 @@ final class OutputFile {
     /// Opens the temporary; the error says why it cannot be written.
     init(path: String) throws(EngineError) {
         self.path = path
-        temporary = path + ".tmp"
+        temporary = "\(path).\(getpid()).tmp"
         guard let handle = fopen(temporary, "w") else {
             throw EngineError(message: "mmlab: cannot write \(path): \(String(cString: strerror(errno)))")
         }

@@ -59,7 +59,7 @@ struct OutputTests {
         #expect(json?.count == 4)
         #expect(json?[0]["name"] as? String == "a,\"b\"")
         #expect(json?[3]["value"] is NSNull, "NaN is null in JSON")
-        #expect(!FileManager.default.fileExists(atPath: dir + "/r.json.tmp"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["r.csv", "r.json"], "no temporary left")
     }
 
     @Test("unwritable outputs are clear errors before the run, and never half-written files")

@@ -19,7 +19,8 @@ let package = Package(
         ),
         .target(name: "LuaShim", dependencies: ["CLua"]),
         .target(name: "MMCore"),
-        .target(name: "MMLab", dependencies: ["CLua", "LuaShim", "MMCore"]),
+        .target(name: "MMLab", dependencies: ["CLua", "LuaShim", "MMCore"],
+                resources: [.embedInCode("Runner/fuzz.lua")]),
         .executableTarget(
             name: "mmlab",
             dependencies: ["MMLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]

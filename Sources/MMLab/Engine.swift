@@ -108,6 +108,12 @@ public final class Engine {
     /// `--strict` counts as failures.
     public var strictViolations: Int { runtime.strictViolations }
 
+    /// Counts warnings without printing them.
+    var quiet: Bool {
+        get { runtime.quiet }
+        set { runtime.quiet = newValue }
+    }
+
     /// Evaluates an expression (or runs a chunk that returns values) and
     /// returns its first value.
     @discardableResult

@@ -30,11 +30,12 @@ struct MMLab: ParsableCommand {
               mmlab examples binder
               mmlab examples binder --out pictures --results binder.csv
               mmlab --trace trace.json examples/percpu_counter.lua
+              mmlab fuzz --calls 1000000
 
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,
         version: versionLine,
-        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self]
+        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self, FuzzCommand.self]
     )
 }
 
@@ -208,6 +209,36 @@ struct ExamplesCommand: ParsableCommand {
             }
         }
         return ""
+    }
+}
+
+struct FuzzCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fuzz",
+        abstract: "Call every kernel function and method with hostile arguments; check nothing breaks.",
+        discussion: """
+            Rounds of \(Fuzzer.roundCalls) calls, each in a fresh machine seeded --seed, --seed + 1, ...: random and hostile arguments (wrong types, nil, NaN, huge and negative numbers, dropped, moved and foreign handles, callbacks that raise, yield, drop what their caller uses or call back in), some calls in spawned tasks. A round fails if a call raises anything but a string or a kernel.Error, or if, once every handle is dropped, native objects are left, the allocator's invariants break or pages are missing. Each failure names the command that replays it. Exits 1 on a failure.
+            """)
+    @Option(help: "The first round's seed.") var seed: UInt64 = 1
+    @Option(help: "Calls in all.") var calls: Int = 20000
+    @Flag(help: "Print each call as it is made (this changes the interleaving: bisect --calls with it on).")
+    var printCalls = false
+
+    func run() throws {
+        guard calls > 0 else { throw ValidationError("--calls must be positive") }
+        let terminal = isatty(2) != 0
+        let report = Fuzzer(seed: seed, calls: calls, printCalls: printCalls).run { done, total in
+            if terminal { fputs("\rfuzz: \(done)/\(total) calls", stderr) }
+        }
+        if terminal { fputs("\r\u{1b}[K", stderr) }
+        let errnos = report.errnos.sorted { $0.value > $1.value }.prefix(6).map { "\($0.key) \($0.value)" }
+        print("fuzz: \(report.calls) calls in \(report.rounds) rounds (seeds \(seed)-\(seed + UInt64(report.rounds) - 1)): "
+              + "\(report.returned) returned, \(report.kernelErrors) kernel.Error (\(errnos.joined(separator: ", "))), "
+              + "\(report.bugs) bug errors, \(report.luaErrors) Lua errors"
+              + (report.deadlocked > 0 ? "; \(report.deadlocked) rounds ended in a deadlock of their tasks" : ""))
+        for failure in report.failures { print("FAIL " + failure) }
+        print(report.failures.isEmpty ? "no failures" : "\(report.failures.count) failures")
+        if !report.failures.isEmpty { throw ExitCode(1) }
     }
 }
 

@@ -4,11 +4,11 @@ import Glibc
 import ArgumentParser
 import MMLab
 
-// `mmlab run|repl|test|examples ...` and `--help` go to the subcommands,
+// `mmlab run|repl|test|examples|fuzz ...` and `--help` go to the subcommands,
 // also after machine and output options (`mmlab --seed 3 examples binder`); anything
 // else is the lua-compatible command line.
 let arguments = Array(CommandLine.arguments.dropFirst())
-let commandWords: Set = ["run", "repl", "test", "examples", "help", "--help", "-h", "--version"]
+let commandWords: Set = ["run", "repl", "test", "examples", "fuzz", "help", "--help", "-h", "--version"]
 
 /// The index of a subcommand word after leading machine options, if any.
 func subcommandIndex(_ arguments: [String]) -> Int? {

@@ -109,6 +109,9 @@ struct OutputTests {
             print(pcall(kernel.plot.line, {x = "t", y = "nope"}))
             print(pcall(kernel.plot.memory, {start = 0x100000, size = 0}))
             print(#kernel.plot.memory{start = 0x100000, size = 64 * 4096} > 0)
+            local whole = kernel.drm_mm.Allocator(0, -1)  -- 2^64 - 1 bytes: cell sizes must not wrap
+            local top = whole:insert_node(1 << 40, {mode = "high"})
+            print("whole", #kernel.plot.drm_mm(whole) > 0)
             """)
         let r = try mmlab(["run", "--out", dir, script])
         #expect(r.status == 0, "\(r.stderr)")
@@ -116,6 +119,7 @@ struct OutputTests {
         #expect(r.stdout.contains("EINVAL: plot: series 'a' has 2 values, x has 3"))
         #expect(r.stdout.contains("no recorded column 'nope'"))
         #expect(r.stdout.contains("EINVAL: plot.memory: size 0 from 0x100000"))
+        #expect(r.stdout.contains("whole\ttrue"), "a drm_mm over the whole 64-bit space draws")
         func check(_ name: String) throws -> SvgCheck {
             let text = try String(contentsOfFile: dir + "/" + name, encoding: .utf8)
             guard let check = SvgCheck.parse(text) else {

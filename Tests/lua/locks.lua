@@ -33,6 +33,17 @@ test("a spinlock disables preemption while held", function()
   expect_eq(sched.preempt_count(), 0)
 end)
 
+test("preempt_enable may not take back what a held spinlock disabled", function()
+  local s = sync.SpinLock("s")
+  local g <close> = s:lock()
+  local e = expect_error("preempt_enable without a matching preempt_disable in task 'main': the count left is what SpinLock{s}", sched.preempt_enable)
+  expect_eq(e.bug, true)
+  expect_eq(sched.preempt_count(), 1, "still not preemptible")
+  sched.preempt_disable()
+  sched.preempt_enable()  -- a matched pair is fine
+  expect_eq(sched.preempt_count(), 1)
+end)
+
 test("sleeping while holding a spinlock is a bug", function()
   local s, m = sync.SpinLock("s"), sync.Mutex("m")
   local g <close> = s:lock()

@@ -114,6 +114,18 @@ test("into_mmput_async moves the handle and defers exit_mmap to the work queue",
   kernel.drop(m)
 end)
 
+test("run() returns once the queued work has run, with no task to wait for", function()
+  local u = mm.mm_alloc()
+  u:mmap{len = PAGE}
+  local m = u:mmgrab()
+  kernel.drop(u:into_mmput_async())
+  expect_eq(m:map_count(), 1, "teardown has not run yet")
+  sched.run()
+  expect_eq(m:map_count(), 0)
+  expect_eq(m:mm_count(), 1)
+  kernel.drop(m)
+end)
+
 test("mmput_async is allowed where mmput may not sleep", function()
   local u = mm.mm_alloc()
   local a = u:mmget():into_mmput_async()

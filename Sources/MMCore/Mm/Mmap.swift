@@ -262,8 +262,15 @@ extension MmStruct {
             let new: Pfn
             do {
                 new = try machine.pageAllocator.allocPages([.highuser, .movable, .zero], order: 0)
+            } catch {
+                throw KernelError(.EFAULT, "\(hex): the page fault failed: \(error.message)")
+            }
+            do {
                 try pageTable.map(page, new, writable: true, executable: vma.flags.contains(.exec))
             } catch {
+                // No page table for it: the page goes back (the kernel's
+                // do_anonymous_page releases it on its way out, too).
+                try? machine.pageAllocator.putPage(new)
                 throw KernelError(.EFAULT, "\(hex): the page fault failed: \(error.message)")
             }
             pfn = new

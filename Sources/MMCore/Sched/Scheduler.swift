@@ -327,6 +327,19 @@ public final class Scheduler {
         task.preemptCount -= 1
     }
 
+    /// `preempt_enable()` called by the script: the count may not drop below
+    /// what the held spinlocks took. The kernel lets it, and the task can then
+    /// be preempted inside its critical section, while a task that wants the
+    /// lock spins on the CPU it needs: a lockup, with no message.
+    public func preemptEnableByScript() throws(KernelError) {
+        let task = current
+        let spins = task.held.filter { $0.lock is SpinLock }
+        if let (lock, site) = spins.last, task.preemptCount <= spins.count {
+            throw .bug("preempt_enable without a matching preempt_disable in task '\(task.name)': the count left is what \(lock) (locked at \(sites.name(site))) took")
+        }
+        try preemptEnable(task)
+    }
+
     /// `; holding SpinLock{a} (locked at x.lua:3), ...` or nothing.
     func heldDescription(_ task: Task) -> String {
         task.held.isEmpty ? "" : "; holding " + task.held.map { "\($0.lock) (locked at \(sites.name($0.site)))" }.joined(separator: ", ")

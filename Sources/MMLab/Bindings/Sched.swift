@@ -74,7 +74,8 @@ enum SchedBindings {
         }
     }
 
-    /// `run()`: waits until every other task is done; re-raises the first
+    /// `run()`: waits until every other task is done and the queued work
+    /// has run; re-raises the first
     /// failure nobody joined; EDEADLK when every task is blocked.
     static let run: Binding = { L in
         bind(L) { lua in
@@ -84,6 +85,9 @@ enum SchedBindings {
             if let error = me.takeWakeError() { throw error }
             try scheduler.mightSleep("kernel.sched.run")
             guard scheduler.tasks.contains(where: { $0 !== me && !$0.isFinished }) else {
+                // Nothing to wait for but the work queued (mmput_async):
+                // it is done when run returns, as after flush_scheduled_work.
+                scheduler.runWork()
                 if let failed = scheduler.tasks.first(where: { $0 !== me && $0.state == .failed && !$0.failureReported }) {
                     runtime.pushFailure(lua, failed)
                     return MMLAB_RAISE
@@ -156,7 +160,7 @@ enum SchedBindings {
 
     static let preemptEnable: Binding = { L in
         bind(L) { lua in
-            try lua.scheduler().preemptEnable()
+            try lua.scheduler().preemptEnableByScript()
             return 0
         }
     }

@@ -254,6 +254,7 @@ extension Runtime {
     /// A warning on stderr: it counts against `--strict`.
     func warn(_ message: String) {
         strictViolations += 1
+        guard !quiet else { return }
         fflush(stdout)
         fputs("mmlab: warning: \(message)\n", stderr)
     }

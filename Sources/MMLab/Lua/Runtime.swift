@@ -88,6 +88,8 @@ final class Runtime {
     /// Guards the collector dropped, and tasks left blocked at exit: each a
     /// warning, and a failure under `--strict`.
     var strictViolations = 0
+    /// Warnings are counted but not printed (the fuzzer's engines).
+    var quiet = false
 
     private let siteCache = SiteCache()
 

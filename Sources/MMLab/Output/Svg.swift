@@ -228,8 +228,10 @@ enum Pictures {
     static func drmMm(_ mm: DrmMm, title: String) -> String {
         let columns = 512, maxRows = 64
         let cells = UInt64(columns * maxRows)
-        let perCell = max(1, (mm.size + cells - 1) / cells)
-        let count = Int((mm.size + perCell - 1) / perCell)
+        // Rounded up without `size + cells - 1`, which wraps near 2^64.
+        func divideRoundingUp(_ a: UInt64, _ b: UInt64) -> UInt64 { a / b + (a % b == 0 ? 0 : 1) }
+        let perCell = max(1, divideRoundingUp(mm.size, cells))
+        let count = Int(divideRoundingUp(mm.size, perCell))
         let rows = (count + columns - 1) / columns
         var used = [UInt64](repeating: 0, count: count)
         var bestColor = [UInt64](repeating: 0, count: count), bestBytes = [UInt64](repeating: 0, count: count)

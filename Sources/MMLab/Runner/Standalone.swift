@@ -48,7 +48,7 @@ public struct Standalone {
 
     public static let usage = """
         usage: mmlab [options] [script [args]]
-               mmlab run|repl|test|examples ...   (mmlab --help explains them)
+               mmlab run|repl|test|examples|fuzz ...   (mmlab --help explains them)
         Available options are:
           -e stat        execute string 'stat'
           -i             enter interactive mode after executing 'script'

@@ -84,3 +84,19 @@ test("bad settings are EINVAL or argument errors", function()
   expect_error("table expected, got number", fail, 5)
   expect_eq(pattern(2), "..", "a rejected setting leaves injection off")
 end)
+
+test("a write fault whose page table cannot grow fails with EFAULT and keeps no page", function()
+  local u <close> = kernel.mm.mm_alloc()
+  local a = u:mmap{len = 4096}
+  local before = kernel.mem.stats()
+  -- The fault allocates the data page first, then the tables below the PGD:
+  -- the second allocation fails.
+  fail{interval = 2, times = 1}
+  local e = expect_error("EFAULT", function() kernel.uaccess.UserSlice(u, a, 4):writer():write_raw("abcd") end)
+  assert(e.message:find("the page fault failed"), e.message)
+  fail(nil)
+  local after = kernel.mem.stats()
+  expect_eq(after.free_pages + after.pcp_pages, before.free_pages + before.pcp_pages, "the data page went back")
+  kernel.uaccess.UserSlice(u, a, 4):writer():write_raw("abcd")
+  expect_eq(kernel.uaccess.UserSlice(u, a, 4):reader():read_raw(4), "abcd", "the next fault works")
+end)

@@ -69,6 +69,31 @@ struct EngineTests {
         #expect(try engine.machine.accounting.count == 0, "closing drops every handle")
     }
 
+    @Test("an engine frees its machine, whatever the script left", arguments: [
+        "kernel.percpu.define('x', 'value', {}) local v = kernel.percpu.alloc('u64')",
+        """
+        local m = kernel.sync.Mutex('M')
+        local joiner, taker
+        joiner = kernel.sched.spawn(function() local g <close> = m:lock() kernel.sched.yield() taker:join() end)
+        taker = kernel.sched.spawn(function() kernel.sched.yield() local g <close> = m:lock() end)
+        pcall(kernel.sched.run)  -- EDEADLK: both stay blocked, holding and waiting
+        """,
+        "local u = kernel.mm.mm_alloc() u:mmap{len = 8192} kernel.sched.spawn(function() end, {mm = u})",
+        "local mm = kernel.mm.mm_alloc() local a = kernel.binder.Alloc(mm, 1 << 16) local b = a:new_buf{data_size = 64}",
+    ])
+    func machineFreed(script: String) throws {
+        final class Weak { weak var object: AnyObject?; init(_ o: AnyObject) { object = o } }
+        var left: [Weak] = []
+        do {
+            let engine = try Engine()
+            try? engine.run(string: script)
+            let machine = try engine.machine
+            left = [Weak(machine)] + machine.scheduler.tasks.map { Weak($0) }
+            engine.close()
+        }
+        #expect(left.allSatisfy { $0.object == nil }, "no cycle keeps the machine or a task alive")
+    }
+
     @Test("a bad configuration fails when the machine boots")
     func badConfiguration() throws {
         let engine = try Engine(configuration: .init(memory: 0))

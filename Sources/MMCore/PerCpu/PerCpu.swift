@@ -167,7 +167,8 @@ public final class PerCpuToken: NativeObject {
 
 /// The machine's per-CPU variables: statics by name, dynamic ones by handle.
 public final class PerCpuVariables {
-    private let machine: Machine
+    // The machine owns it.
+    private unowned let machine: Machine
     private var statics: [String: PerCpuArea] = [:]
 
     init(machine: Machine) { self.machine = machine }

@@ -70,6 +70,18 @@ public final class Scheduler {
         tasks.append(main)
     }
 
+    /// Tasks left blocked point at their locks and locks at their owners and
+    /// waiters (a task's mm at its mmap lock, too): cycles the machine's end
+    /// must cut, or it keeps them all.
+    deinit {
+        for task in tasks {
+            task.held = []
+            task.waiting = nil
+            task.handoff = nil
+            task.mm = nil
+        }
+    }
+
     // MARK: Tasks
 
     /// Spawns a runnable task, bound to `cpu` if given, else on the CPU with

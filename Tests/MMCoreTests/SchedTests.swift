@@ -109,6 +109,28 @@ struct LockTests {
         #expect(m.owner == nil)
     }
 
+    @Test("a task that ends while it waits leaves the queue: the lock is not handed to it")
+    func endWhileWaiting() throws {
+        let s = try scheduler()
+        let m = s.makeLock(spin: false, name: "m", site: .unknown)
+        let sem = s.makeRwSemaphore(name: "sem", site: .unknown)
+        let held = try #require(try s.lock(m, site: .unknown))
+        #expect(try s.down(sem, write: true, site: .unknown))
+        let a = try s.spawn(name: "a", cpu: nil, site: .unknown)
+        let b = try s.spawn(name: "b", cpu: nil, site: .unknown)
+        s.switchTo(a)
+        #expect(try s.lock(m, site: .unknown) == nil)
+        s.switchTo(b)
+        #expect(try s.down(sem, write: false, site: .unknown) == false)
+        s.finish(a, failed: true)
+        s.finish(b, failed: true)
+        #expect(m.waiters.isEmpty && sem.queue.isEmpty)
+        s.switchTo(s.main)
+        try s.unlock(held)
+        s.up(sem, task: s.main, write: true)
+        #expect(m.owner == nil && sem.readers.isEmpty, "nobody holds them")
+    }
+
     @Test("a spinlock disables preemption; a mutex under it is a bug")
     func spin() throws {
         let s = try scheduler()

@@ -262,7 +262,14 @@ public final class Scheduler {
     public func finish(_ task: Task, failed: Bool) {
         if task.state == .runnable { runnable -= 1 }
         task.state = failed ? .failed : .done
+        // A task can end while it waits (its thread failed or went): it
+        // leaves the lock's queue, which would otherwise hand the lock to it.
+        if case .lock(let lock) = task.waiting {
+            lock.waiters.removeAll { $0 === task }
+            if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
+        }
         task.waiting = nil
+        task.handoff = nil
         if running[task.cpu] === task { setRunning(task.cpu, nil) }
         if let mm = task.mm {
             task.mm = nil
@@ -305,7 +312,12 @@ public final class Scheduler {
 
     /// Forgets finished tasks nobody needs any more.
     public func reap(_ task: Task) {
-        if task !== main, task.isFinished { tasks.removeAll { $0 === task } }
+        guard task !== main, task.isFinished else { return }
+        tasks.removeAll { $0 === task }
+        // A lock it exited holding still names it as its owner; the task
+        // lets go of the lock, or the two keep each other.
+        task.held = []
+        task.waiting = nil
     }
 
     // MARK: Checks

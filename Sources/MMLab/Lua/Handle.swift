@@ -282,8 +282,16 @@ extension Lua {
             if let cls = withRuntime({ $0.classes[Int(type.rawValue)] }) {
                 // SAFETY: `object` holds the retain taken in `pushHandle` until
                 // `__gc` clears it; classes are static lets, never freed.
-                try Unmanaged<AnyObject>.fromOpaque(p)._withUnsafeGuaranteedRef { object in
-                    try cls._withUnsafeGuaranteedRef { try $0.drop(self, object, DropContext(reason: reason, site: site)) }
+                do {
+                    try Unmanaged<AnyObject>.fromOpaque(p)._withUnsafeGuaranteedRef { object in
+                        try cls._withUnsafeGuaranteedRef { try $0.drop(self, object, DropContext(reason: reason, site: site)) }
+                    }
+                } catch where reason == .gc {
+                    // The collector frees the userdata whatever __gc raises:
+                    // the handle ends here, so that __gc lets go of its object.
+                    h.pointee.state = HandleState.dropped.rawValue
+                    endBorrow(idx)
+                    throw error
                 }
             }
         }
@@ -336,12 +344,16 @@ enum HandleMetamethods {
     static let gc: Binding = { L in
         bind(L) { lua in
             guard let h = mmlab_tohandle(lua.L, 1) else { return 0 }
-            try lua.drop(1, h, .gc)
-            if let p = h.pointee.object {
-                h.pointee.object = nil
-                // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
-                Unmanaged<AnyObject>.fromOpaque(p).release()
+            // Also when the drop raised: a dead handle holds nothing.
+            defer {
+                let state = Handles.state(h)
+                if state != .owned && state != .borrowed, let p = h.pointee.object {
+                    h.pointee.object = nil
+                    // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
+                    Unmanaged<AnyObject>.fromOpaque(p).release()
+                }
             }
+            try lua.drop(1, h, .gc)
             return 0
         }
     }

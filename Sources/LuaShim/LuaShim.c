@@ -1,4 +1,6 @@
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "LuaShim.h"
 
 // luaL_argerror, naming the binding from its upvalue when the call site
@@ -71,12 +73,29 @@ static int preemption_point(lua_State *L, mmlab_State *s, int r) {
     return r;
 }
 
+// A limit was passed: raise here, where only Lua and C frames are below.
+static int check_limits(lua_State *L, mmlab_State *s) {
+    if (s->stopped != NULL)
+        return luaL_error(L, "%s", s->stopped);
+    if (s->over_heap && s->heap > s->max_heap) {
+        s->over_heap = 0;
+        return luaL_error(L, "not enough memory: the Lua heap reached its --max-memory cap (%zu bytes)", s->max_heap);
+    }
+    s->over_heap = 0;
+    return 0;
+}
+
 int mmlab_trampoline(lua_State *L) {
     mmlab_Binding fn = (mmlab_Binding)lua_touserdata(L, lua_upvalueindex(1));
+    mmlab_State *s = mmlab_state(L);
+    int vm_only = s->vm_only;
+    s->vm_only = 0;  // Swift runs: an allocation must not raise under it
     int r = fn(L);
+    s->vm_only = vm_only;
+    if (s->over_heap || s->stopped != NULL)
+        check_limits(L, s);
     if (r < 0)
         return finish(L, r);
-    mmlab_State *s = mmlab_state(L);
     s->clock++;
     if (--s->budget > 0)
         return r;
@@ -87,10 +106,30 @@ int mmlab_trampoline(lua_State *L) {
     return preemption_point(L, s, r);
 }
 
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     mmlab_State *s = mmlab_state(L);
     s->clock++;
+    s->hook_ticks++;
+    if (s->stopped == NULL && s->max_hook_ticks != 0 && s->hook_ticks > s->max_hook_ticks)
+        s->stopped = "the script ran past its --max-instructions limit";
+    // The wall clock stops a run; it never reaches the model.
+    if (s->stopped == NULL && s->deadline_ns != 0 && now_ns() > s->deadline_ns)
+        s->stopped = "the script ran past its --timeout";
+    if (s->stopped != NULL) {
+        // Sticky: from now on every instruction raises it again, so that a
+        // pcall cannot keep the script going.
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+        luaL_error(L, "%s", s->stopped);
+    }
+    if (s->over_heap)
+        check_limits(L, s);
     if (s->contended && s->current == L && lua_isyieldable(L) && s->preempt(L, 1))
         lua_yield(L, 0);
 }
@@ -148,4 +187,39 @@ int mmlab_taskerror(lua_State *L) {
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "error");
     return 1;
+}
+
+void *mmlab_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    mmlab_State *s = (mmlab_State *)ud;
+    size_t old = ptr != NULL ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        s->heap -= old;
+        return NULL;
+    }
+    if (s->max_heap != 0 && nsize > old && s->heap - old + nsize > s->max_heap) {
+        // Refused where Lua raises in the VM; elsewhere granted, and raised
+        // at the next hook or binding return.
+        if (s->vm_only)
+            return NULL;
+        s->over_heap = 1;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p != NULL)
+        s->heap = s->heap - old + nsize;
+    return p;
+}
+
+void mmlab_useallocator(lua_State *L, mmlab_State *s) {
+    s->heap = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    lua_setallocf(L, mmlab_alloc, s);
+}
+
+int mmlab_resume(lua_State *L, lua_State *from, int narg, int *nres) {
+    mmlab_State *s = mmlab_state(L);
+    int vm_only = s->vm_only;
+    s->vm_only = 1;
+    int status = lua_resume(L, from, narg, nres);
+    s->vm_only = vm_only;
+    return status;
 }

@@ -48,6 +48,24 @@ public final class Engine {
         public var resultsPath: String?
         /// Where `writeOutputs` writes a Chrome trace of the run (`--trace FILE`); nil traces nothing.
         public var tracePath: String?
+        /// What stops a runaway script (`--max-memory`, `--max-instructions`, `--timeout`).
+        public var limits = Limits()
+
+        public struct Limits: Sendable, Equatable {
+            /// Bytes the Lua heap may hold: past it, allocations fail with
+            /// "not enough memory", which a script may catch.
+            public var maxMemory: Int?
+            /// VM instructions the script may run (counted in steps of 200);
+            /// past them every instruction raises, pcall or not.
+            public var maxInstructions: UInt64?
+            /// Seconds of wall-clock time the script may run; then as above.
+            public var timeout: Double?
+            public init(maxMemory: Int? = nil, maxInstructions: UInt64? = nil, timeout: Double? = nil) {
+                self.maxMemory = maxMemory
+                self.maxInstructions = maxInstructions
+                self.timeout = timeout
+            }
+        }
 
         public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0, strict: Bool = false,
                     ignoreEnvironment: Bool = false, warnings: Bool = false, outputDirectory: String? = nil,

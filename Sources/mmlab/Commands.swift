@@ -16,7 +16,7 @@ struct MMLab: ParsableCommand {
         discussion: """
             With no subcommand, mmlab is the standalone Lua 5.4 interpreter with a simulated machine behind the `kernel` table: -e stat, -l mod, -l g=mod, -i, -v, -E, -W, -- and - work as in `lua`, and so do `arg`, LUA_INIT and LUA_PATH. With no arguments it starts the REPL on a terminal and reads a script from standard input otherwise.
 
-            The machine boots on first use with --memory SIZE (256M), --cpus N (4) and --seed N (0); the same script, arguments and seed print the same bytes. --strict makes leaked native objects fail the run.
+            The machine boots on first use with --memory SIZE (256M), --cpus N (4) and --seed N (0); the same script, arguments and seed print the same bytes. --strict makes leaked native objects fail the run. --max-memory SIZE caps the Lua heap; --max-instructions N and --timeout SECONDS stop a runaway script (an error, exit status 1).
 
             What a run leaves behind: --results FILE writes what kernel.results.record kept (.csv or .json); --out DIR is where kernel.plot draws SVG pictures (the current folder for scripts; examples and tests draw only when given); --trace FILE writes a Chrome trace of CPUs, tasks, locks and the page allocator, which Perfetto opens. Output is written whole or not at all.
 
@@ -49,6 +49,12 @@ struct MachineOptions: ParsableArguments {
     var memory: String?
     @Flag(help: "Leaks, and lock guards dropped by the collector, fail the run.")
     var strict = false
+    @Option(help: ArgumentHelp("Cap the Lua heap: allocations past it fail with 'not enough memory'.", valueName: "size"))
+    var maxMemory: String?
+    @Option(help: ArgumentHelp("Stop the script after this many VM instructions.", valueName: "n"))
+    var maxInstructions: String?
+    @Option(help: ArgumentHelp("Stop the script after this much wall-clock time.", valueName: "seconds"))
+    var timeout: String?
 
     func standalone() throws -> Standalone {
         var s = Standalone()
@@ -56,6 +62,9 @@ struct MachineOptions: ParsableArguments {
             if let seed { try s.set("--seed", seed) }
             if let cpus { try s.set("--cpus", cpus) }
             if let memory { try s.set("--memory", memory) }
+            if let maxMemory { try s.set("--max-memory", maxMemory) }
+            if let maxInstructions { try s.set("--max-instructions", maxInstructions) }
+            if let timeout { try s.set("--timeout", timeout) }
         } catch {
             throw ValidationError(error.message)
         }

@@ -16,9 +16,9 @@ func subcommandIndex(_ arguments: [String]) -> Int? {
     while i < arguments.count {
         let a = arguments[i]
         if commandWords.contains(a) { return i }
-        if a == "--strict" || ["--seed=", "--cpus=", "--memory=", "--results=", "--trace=", "--out="].contains(where: a.hasPrefix) {
+        if a == "--strict" || Standalone.valueOptions.contains(where: { a.hasPrefix($0 + "=") }) {
             i += 1
-        } else if ["--seed", "--cpus", "--memory", "--results", "--trace", "--out"].contains(a) {
+        } else if Standalone.valueOptions.contains(a) {
             i += 2
         } else {
             return nil

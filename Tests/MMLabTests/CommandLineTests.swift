@@ -99,6 +99,31 @@ struct CommandLineTests {
         #expect(try mmlab(["--strict", "-e", "local p <close> = kernel.page.Page.alloc_page()"]).status == 0)
     }
 
+    @Test("--max-instructions, --timeout and --max-memory stop runaway scripts with a clear error")
+    func limits() throws {
+        let spin = "local n = 0 while true do n = n + 1 end"
+        let caught = "while true do pcall(function() while true do end end) end"  // pcall cannot keep it going
+        let inTask = "kernel.sched.spawn(function() while true do end end, {name = 'spinner'}) kernel.sched.run()"
+        for script in [spin, caught, inTask] {
+            let r = try mmlab(["--max-instructions", "100000", "-e", script])
+            #expect(r.status == 1)
+            #expect(r.stderr.contains("the script ran past its --max-instructions limit"), "\(r.stderr)")
+        }
+        let t = try mmlab(["--timeout", "0.3", "-e", spin])
+        #expect(t.status == 1 && t.stderr.contains("the script ran past its --timeout"))
+        let m = try mmlab(["--max-memory", "4M", "-e", "local t = {} for i = 1, 1e7 do t[i] = i end"])
+        #expect(m.status == 1 && m.stderr.contains("not enough memory: the Lua heap reached its --max-memory cap (4194304 bytes)"))
+        let big = try mmlab(["--max-memory", "4M", "-e", "print(pcall(string.rep, 'x', 64 << 20)) print(#('y'):rep(1000))"])
+        #expect(big.status == 0 && big.stdout == "false\tnot enough memory\n1000\n", "a refused allocation is an error a script may catch")
+        let fine = try mmlab(["--max-memory", "64M", "--max-instructions", "100000000", "--timeout", "60", "examples", "pages"])
+        #expect(fine.status == 0, "limits that are not reached change nothing: \(fine.stderr)")
+        #expect(fine.stdout == (try mmlab(["examples", "pages"])).stdout)
+        #expect(try mmlab(["--seed", "1", "--max-instructions", "1000", "examples", "binder"]).status == 1, "subcommands take them too")
+        for bad in [["--timeout", "-1"], ["--max-memory", "12"], ["--max-instructions", "0"], ["--timeout=nan"]] {
+            #expect(try mmlab(bad + ["-e", ""]).status == 2, "\(bad)")
+        }
+    }
+
     @Test("--memory, --cpus and --seed configure the machine")
     func machine() throws {
         let show = "local m = kernel.machine() print(m.memory, m.cpus, m.seed)"

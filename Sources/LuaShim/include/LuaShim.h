@@ -73,7 +73,26 @@ typedef struct mmlab_State {
     // The machine's clock: one tick per binding call and per count hook
     // (200 VM instructions). Deterministic: traces stamp events with it.
     uint64_t clock;
+
+    // Limits (--max-memory, --max-instructions, --timeout); 0 is none.
+    size_t heap, max_heap;      // bytes the Lua allocator holds, and its cap
+    int vm_only;                // only the VM runs (no Swift frame to unwind): a
+                                // refused allocation may raise right away
+    int over_heap;              // the cap was passed where raising was not safe
+    uint64_t hook_ticks, max_hook_ticks;  // count hooks run, and the limit
+    uint64_t deadline_ns;       // CLOCK_MONOTONIC time to stop at
+    const char *stopped;        // why the run was stopped: raised again at every hook
 } mmlab_State;
+
+// The allocator that keeps the Lua heap under `max_heap` (ud: the mmlab_State).
+void *mmlab_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+// Switches L to mmlab_alloc, counting from the bytes L holds already.
+void mmlab_useallocator(lua_State *L, mmlab_State *s);
+
+// Runs lua_resume with `vm_only` set: allocations refused then raise in the
+// coroutine, which the resume catches.
+int mmlab_resume(lua_State *L, lua_State *from, int narg, int *nres);
 
 // Macros Swift cannot import.
 static inline int mmlab_registryindex(void) { return LUA_REGISTRYINDEX; }

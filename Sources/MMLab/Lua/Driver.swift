@@ -135,7 +135,7 @@ extension Runtime {
         if let scheduler = booted?.scheduler { state.pointee.budget = Int32(scheduler.nextBudget()) }
         activeL = thread.L
         var nres: Int32 = 0
-        let status = lua_resume(thread.L, nil, thread.arguments, &nres)
+        let status = mmlab_resume(thread.L, nil, thread.arguments, &nres)
         threads[id]?.arguments = 0
         state.pointee.current = nil
         activeL = L

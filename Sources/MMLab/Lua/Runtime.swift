@@ -100,7 +100,19 @@ final class Runtime {
         self.configuration = configuration
         state = .allocate(capacity: 1)
         state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, contended: 0,
-                                         preempt: Runtime.preempt, clock: 0))
+                                         preempt: Runtime.preempt, clock: 0, heap: 0, max_heap: 0, vm_only: 0,
+                                         over_heap: 0, hook_ticks: 0, max_hook_ticks: 0, deadline_ns: 0,
+                                         stopped: nil))
+        // The limits' allocator, counting from what the state holds already.
+        mmlab_useallocator(L, state)
+        let limits = configuration.limits
+        state.pointee.max_heap = limits.maxMemory ?? 0
+        state.pointee.max_hook_ticks = limits.maxInstructions.map { max(1, ($0 + UInt64(Runtime.hookInterval) - 1) / UInt64(Runtime.hookInterval)) } ?? 0
+        if let timeout = limits.timeout {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            state.pointee.deadline_ns = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec) + UInt64(timeout * 1e9)
+        }
         let count = Int((HandleType.allCases.map(\.rawValue).max() ?? 0) + 1)
         metatables = Array(repeating: LUA_NOREF, count: count)
         classes = Array(repeating: nil, count: count)
@@ -134,6 +146,11 @@ final class Runtime {
     func close() {
         guard !closed else { return }
         closed = true
+        // The finalizers run whatever stopped the script.
+        state.pointee.stopped = nil
+        state.pointee.max_hook_ticks = 0
+        state.pointee.deadline_ns = 0
+        state.pointee.max_heap = 0
         lua_close(L)
     }
 

@@ -66,6 +66,9 @@ public struct Standalone {
           --results FILE write what kernel.results.record kept, as .csv or .json
           --trace FILE   write a Chrome trace of the run (Perfetto opens it)
           --out DIR      where kernel.plot writes its pictures (default .)
+          --max-memory SIZE       cap the Lua heap (not enough memory past it)
+          --max-instructions N    stop the script after N VM instructions
+          --timeout SECONDS       stop the script after this much wall-clock time
         """
 
     /// Parses a lua.c command line (`arguments` without the program name).
@@ -120,14 +123,18 @@ public struct Standalone {
     }
 
     private static func longOption(_ a: String) -> (String, String?)? {
-        for name in ["--seed", "--cpus", "--memory", "--results", "--trace", "--out"] {
+        for name in Standalone.valueOptions {
             if a == name { return (name, nil) }
             if a.hasPrefix(name + "=") { return (name, String(a.dropFirst(name.count + 1))) }
         }
         return nil
     }
 
-    /// Sets `--seed`, `--cpus` or `--memory` from its text.
+    /// The long options that take a value (`--seed 3` or `--seed=3`).
+    public static let valueOptions = ["--seed", "--cpus", "--memory", "--results", "--trace", "--out",
+                                      "--max-memory", "--max-instructions", "--timeout"]
+
+    /// Sets a long option from its text.
     public mutating func set(_ option: String, _ text: String) throws(UsageError) {
         switch option {
         case "--seed":
@@ -151,6 +158,21 @@ public struct Standalone {
             configuration.resultsPath = text
         case "--trace": configuration.tracePath = text
         case "--out": configuration.outputDirectory = text
+        case "--max-memory":
+            guard let bytes = MachineConfig.parseSize(text), bytes >= 1 << 20, bytes <= UInt64(Int.max) else {
+                throw UsageError("--max-memory takes a size of at least 1M such as 64M, got '\(text)'")
+            }
+            configuration.limits.maxMemory = Int(bytes)
+        case "--max-instructions":
+            guard let n = UInt64(text), n > 0 else {
+                throw UsageError("--max-instructions takes a positive integer, got '\(text)'")
+            }
+            configuration.limits.maxInstructions = n
+        case "--timeout":
+            guard let seconds = Double(text), seconds > 0, seconds.isFinite else {
+                throw UsageError("--timeout takes a positive number of seconds, got '\(text)'")
+            }
+            configuration.limits.timeout = seconds
         default:
             throw UsageError("unrecognized option '\(option)'")
         }
@@ -243,7 +265,12 @@ public struct Standalone {
 
     func report(_ error: any Error) {
         fflush(stdout)
-        fputs("mmlab: \(error)\n", stderr)
+        var text = "\(error)"
+        // Lua's own message for a refused allocation says nothing of the cap.
+        if let cap = configuration.limits.maxMemory, text.hasPrefix("not enough memory\n") || text == "not enough memory" {
+            text = "not enough memory: the Lua heap reached its --max-memory cap (\(cap) bytes)" + text.dropFirst(17)
+        }
+        fputs("mmlab: \(text)\n", stderr)
     }
 }
 

@@ -147,16 +147,25 @@ struct OutputTests {
         #expect(none.stdout.contains("nil\n"))
     }
 
-    @Test("every example records its figures and draws at least one picture")
+    @Test("every example records its figures and draws at least one picture, the same bytes twice")
     func examples() throws {
         let names = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot + "/examples")
             .filter { $0.hasSuffix(".lua") }.sorted()
         #expect(names.count >= 6)
         for name in names {
-            let dir = try folder()
+            let dir = try folder(), again = try folder()
+            defer { for d in [dir, again] { try? FileManager.default.removeItem(atPath: d) } }
             let r = try mmlab(["examples", "--out", dir, "--results", dir + "/results.csv", String(name.dropLast(4))])
             #expect(r.status == 0, "\(name): \(r.stderr)")
+            // The determinism gate: the same seed writes the same files.
+            let second = try mmlab(["examples", "--out", again, "--results", again + "/results.csv", String(name.dropLast(4))])
+            #expect(second.stdout == r.stdout, "\(name) prints the same bytes twice")
             let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+            #expect(files.sorted() == (try FileManager.default.contentsOfDirectory(atPath: again)).sorted())
+            for file in files {
+                #expect(FileManager.default.contents(atPath: dir + "/" + file) == FileManager.default.contents(atPath: again + "/" + file),
+                        "\(name): \(file) is the same twice")
+            }
             let pictures = files.filter { $0.hasSuffix(".svg") }
             #expect(!pictures.isEmpty, "\(name) drew no picture")
             for picture in pictures {

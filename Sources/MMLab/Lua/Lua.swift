@@ -13,7 +13,9 @@ typealias Finisher = @convention(c) (OpaquePointer?, Int32, Int32) -> Int32
 ///
 /// Only functions that cannot longjmp are called here: no `lua_error`,
 /// no `luaL_check*`, no unprotected calls. Allocation can still run
-/// finalizers, which are bindings themselves and never raise through us.
+/// finalizers, which are bindings themselves and never raise through us;
+/// under `--max-memory` it never fails while Swift runs (mmlab_alloc
+/// defers the error to the next hook or binding return).
 struct Lua {
     let L: OpaquePointer
 

@@ -249,12 +249,15 @@ public final class Scheduler {
         if running[task.cpu] !== task { enqueue(task) }
         if case .lock(let lock) = task.waiting {
             trace?.lock("wait", lock, task, begin: false)
-            if error != nil {
-                lock.waiters.removeAll { $0 === task }
-                if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
-            }
+            if error != nil { leaveQueue(of: lock, task) }
         }
         task.waiting = nil
+    }
+
+    /// `task` stops waiting for `lock` without getting it.
+    private func leaveQueue(of lock: Lock, _ task: Task) {
+        lock.waiters.removeAll { $0 === task }
+        if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
     }
 
     /// The running task finished; everything waiting for it wakes. Its
@@ -264,10 +267,7 @@ public final class Scheduler {
         task.state = failed ? .failed : .done
         // A task can end while it waits (its thread failed or went): it
         // leaves the lock's queue, which would otherwise hand the lock to it.
-        if case .lock(let lock) = task.waiting {
-            lock.waiters.removeAll { $0 === task }
-            if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
-        }
+        if case .lock(let lock) = task.waiting { leaveQueue(of: lock, task) }
         task.waiting = nil
         task.handoff = nil
         if running[task.cpu] === task { setRunning(task.cpu, nil) }

@@ -95,9 +95,8 @@ public struct Fuzzer {
         } else {
             if let ended { report.failures.append("\(where_): the run ended with: \(ended.message)") }
             // The same checks from Swift, past the Lua side.
-            if !engine.leaks().isEmpty {
-                report.failures.append("\(where_): \(engine.leaks().count) native objects leaked")
-            }
+            let leaks = engine.leaks()
+            if !leaks.isEmpty { report.failures.append("\(where_): \(leaks.count) native objects leaked") }
         }
         do { try engine.machine.checkConsistency() } catch {
             report.failures.append("\(where_): \(error)")

@@ -17,6 +17,9 @@ public final class Machine {
     var mmIds = 0
     /// The last driver file number handed out.
     var files = 0
+    /// Invariants the model found broken where it could not throw (a free
+    /// of what it holds itself that failed): `checkConsistency` reports them.
+    public private(set) var brokenInvariants: [String] = []
     /// The trace being recorded, if any (`startTrace`).
     public internal(set) var trace: TraceLog?
     /// Binder's shrinker and LRU, registered with the page allocator on first use.
@@ -33,7 +36,7 @@ public final class Machine {
         self.config = config
         self.sites = sites
         memory = try PhysicalMemory(regions: config.regions)
-        pageAllocator = try PageAllocator(memory: memory, config: config)
+        pageAllocator = try PageAllocator(memory: memory, config: config, sites: sites)
         scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites, accounting: accounting)
         kmap = scheduler.current.kmap
         // Unowned, not weak: a weak reference gives the machine a side
@@ -54,10 +57,21 @@ extension Machine {
     /// The model's invariants: the page allocator's free lists and counts,
     /// and every live drm_mm's hole and node indexes. A violation is a bug.
     public func checkConsistency() throws(KernelError) {
+        if let first = brokenInvariants.first {
+            throw .bug("the model broke its own invariants: \(first)" + (brokenInvariants.count > 1 ? " (and \(brokenInvariants.count - 1) more)" : ""))
+        }
         try pageAllocator.checkConsistency()
         for case let mm as DrmMm in accounting.live where !mm.validate() {
             throw .bug("\(mm): its holes, nodes and trees disagree")
         }
+    }
+}
+
+extension Machine {
+    /// Records an invariant the model broke where it could not throw.
+    func reportBrokenInvariant(_ what: String) {
+        brokenInvariants.append(what)
+        trace?.emit(.instant, "broken invariant", category: "debug", track: .machine, args: [.init("what", what)])
     }
 }
 
@@ -78,9 +92,11 @@ public struct MachineConfig: Equatable, Sendable {
     public var initOnAlloc: Bool
     /// Zero pages on free instead of poisoning them (`init_on_free=1`).
     public var initOnFree: Bool
-    /// Poison freed pages with 0x6b (`page_poison=1`). On by default, so
-    /// reading memory nobody initialized shows; off, a free costs no
-    /// memset, as on a kernel built without CONFIG_PAGE_POISONING.
+    /// Poison freed pages with `PAGE_POISON` (0xaa, `page_poison=1`) and
+    /// check the poison when they are allocated again. On by default, so
+    /// reading memory nobody initialized shows and writes to freed memory
+    /// are caught; off, a free costs no memset, as on a kernel built
+    /// without CONFIG_PAGE_POISONING.
     public var pagePoison: Bool
 
     /// Where the default RAM region starts, as on a PC above the BIOS area.

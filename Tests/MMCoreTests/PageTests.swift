@@ -302,15 +302,25 @@ struct PhysicalMemoryTests {
         }
     }
 
-    @Test("kmap_local nests 16 deep and unmaps in reverse order")
+    @Test("kmap_local of highmem nests 16 deep and unmaps in reverse order; lowmem takes no slot (__kmap_local_page_prot)")
     func kmap() throws {
-        let machine = try Machine(MachineConfig(memory: 16 << 20))
-        let page = try Page.allocPage(machine, .kernel)
+        let machine = try Machine(MachineConfig(memory: 16 << 20, highmem: 4 << 20))
+        let page = try Page.allocPage(machine, [.kernel, .highmem])
+        #expect(page.isHighmem)
         var maps: [KmapMapping] = []
         for _ in 0..<KmapLocal.maxDepth { maps.append(try page.map()) }
-        #expect(maps[0].address == KmapLocal.pageOffset + page.phys.rawValue)
-        #expect(throws: KernelError.self) { try page.map() }
+        #expect(maps[0].address == KmapLocal.fixaddrTop)
+        #expect(maps[1].address == KmapLocal.fixaddrTop - UInt64(PAGE_SIZE))
+        #expect(throws: KernelError.bug("kmap_local_page: more than 16 nested mappings")) { try page.map() }
         #expect(throws: KernelError.self) { try page.read(UInt8.self, at: 0) }
+        // Lowmem is in the direct map: no slot, so it maps and reads still.
+        let low = try Page.allocPage(machine, .kernel)
+        #expect(!low.isHighmem)
+        let direct = try low.map()
+        #expect(direct.address == KmapLocal.pageOffset + low.phys.rawValue)
+        #expect(!direct.slotted)
+        #expect(try low.read(UInt8.self, at: 0) == low.read(UInt8.self, at: 0))
+        try machine.kmap.unmap(direct)
         #expect(throws: KernelError.self) { try machine.kmap.unmap(maps[0]) }
         #expect(machine.kmap.depth == 15, "an out-of-order unmap still unmaps")
         for map in maps.dropFirst().reversed() { try machine.kmap.unmap(map) }

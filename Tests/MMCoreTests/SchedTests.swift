@@ -150,22 +150,88 @@ struct LockTests {
         let b = s.makeLock(spin: false, name: "B", site: .unknown)
         let ga = try #require(try s.lock(a, site: .unknown))
         let gb = try #require(try s.lock(b, site: .unknown))
-        #expect(throws: KernelError.self) { try s.lock(a, site: .unknown) }
+        #expect(throws: KernelError.bug("possible recursive locking detected: task 'main' is trying to acquire Mutex{A} at ?, which it already holds (locked at ?)")) {
+            try s.lock(a, site: .unknown)
+        }
         try s.unlock(gb)
         try s.unlock(ga)
         let gb2 = try #require(try s.lock(b, site: .unknown))
-        do {
-            _ = try s.lock(a, site: .unknown)
-            Issue.record("the inversion should be reported")
-        } catch {
-            #expect(error.isBug)
-            #expect(error.message.contains("trying to acquire Mutex{A}"))
-            #expect(error.message.contains("while holding Mutex{B}"))
-            #expect(error.message.contains("Mutex{B} taken at ? by task 'main' while holding Mutex{A}"))
-        }
+        #expect(throws: KernelError.bug("""
+            possible circular locking dependency detected: task 'main' is trying to acquire Mutex{A} (class A) at ? while holding Mutex{B} (class B), locked at ?; which lock already depends on the new lock.
+            the existing dependency chain (in reverse order) is:
+            -> #1 (class B): Mutex{B} taken at ? by task 'main' while holding Mutex{A}, locked at ?
+            -> #0 (class A): Mutex{A} taken at ? by task 'main'
+            """)) { try s.lock(a, site: .unknown) }
         #expect(a.owner == nil, "the reported acquisition did not happen")
         try s.unlock(gb2)
         #expect(s.lockdep.count == 1)
+    }
+
+    @Test("lockdep classes: a site's locks share one, every mmap lock is mmap_lock, subclasses nest (lockdep.c check_deadlock)")
+    func lockClasses() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let s = machine.scheduler
+        let site = machine.sites.intern("x.lua:3")
+        let m1 = s.makeLock(spin: false, name: "m1", site: site)
+        let m2 = s.makeLock(spin: false, name: "m2", site: site)
+        #expect(m1.lockClass === m2.lockClass)
+        let g1 = try #require(try s.lock(m1, site: .unknown))
+        #expect(throws: KernelError.self) { try s.lock(m2, site: .unknown) }
+        let g2 = try #require(try s.lock(m2, subclass: 1, site: .unknown))
+        try s.unlock(g2)
+        try s.unlock(g1)
+        let u = try machine.mmAlloc(site: .unknown), v = try machine.mmAlloc(site: .unknown)
+        #expect(u.mm.mmapLock.lockClass === v.mm.mmapLock.lockClass)
+        #expect(u.mm.mmapLock.lockClass.name == "mmap_lock")
+        let gu = try #require(try u.mm.mmapLock(write: true, site: .unknown))
+        #expect(throws: KernelError.self) { try v.mm.mmapLock(write: false, site: .unknown) }
+        let gv = try #require(try v.mm.mmapLock(write: false, subclass: 1, site: .unknown))
+        try v.mm.unlock(gv)
+        try u.mm.unlock(gu)
+    }
+
+    @Test("down_read_trylock succeeds with no writer holding or waiting, for a reader too (rwsem_read_trylock)")
+    func readTrylock() throws {
+        let s = try scheduler()
+        let sem = s.makeRwSemaphore(name: "sem", site: .unknown)
+        #expect(try s.down(sem, write: false, site: .unknown))
+        #expect(s.tryDown(sem, write: false, site: .unknown), "a second read hold by the same task")
+        #expect(!s.tryDown(sem, write: true, site: .unknown))
+        let w = try s.spawn(name: "w", cpu: nil, site: .unknown)
+        s.switchTo(w)
+        #expect(try s.down(sem, write: true, site: .unknown) == false)
+        s.switchTo(s.main)
+        #expect(!s.tryDown(sem, write: false, site: .unknown), "a writer waits")
+        s.up(sem, task: s.main, write: false)
+        #expect(sem.readers.count == 1, "one of the two holds is gone")
+        #expect(s.main.held.count == 1)
+        s.up(sem, task: s.main, write: false)
+        #expect(sem.owner === w, "the last reader leaving hands it to the writer")
+    }
+
+    @Test("waking readers is phase-fair (rwsem_mark_wake): up to 256 readers from anywhere in the queue; writers keep their place")
+    func phaseFair() throws {
+        let s = try scheduler()
+        let sem = s.makeRwSemaphore(name: "sem", site: .unknown)
+        #expect(try s.down(sem, write: true, site: .unknown))
+        // Queue: r1, w1, r2, w2, then 300 readers.
+        func waiter(_ name: String, write: Bool) throws -> Task {
+            let t = try s.spawn(name: name, cpu: nil, site: .unknown)
+            s.switchTo(t)
+            #expect(try s.down(sem, write: write, site: .unknown) == false)
+            return t
+        }
+        let r1 = try waiter("r1", write: false), w1 = try waiter("w1", write: true)
+        let r2 = try waiter("r2", write: false), w2 = try waiter("w2", write: true)
+        let many = try (0..<300).map { try waiter("r\($0 + 3)", write: false) }
+        s.switchTo(s.main)
+        s.up(sem, task: s.main, write: true)
+        #expect(sem.readers.count == 256)
+        #expect(sem.readers.first === r1 && sem.readers.contains { $0 === r2 })
+        #expect(sem.readers.last === many[253], "r1, r2 and 254 of the rest")
+        #expect(sem.queue.map(\.task.name).prefix(3) == ["w1", "w2", "r257"], "the writers keep their place")
+        #expect(sem.queue.count == 2 + 46)
+        _ = (w1, w2)
     }
 }
 

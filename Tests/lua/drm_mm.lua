@@ -225,7 +225,11 @@ test("eviction frees exactly the hole the scan promised", function()
   local a = Allocator(0, 64)
   local nodes = {}
   for i = 1, 64 do nodes[i] = a:insert_node(1) end
-  for _, mode in ipairs{"low", "high"} do
+  -- Every insert mode scans; only high and highest take the top of the
+  -- hole (drm_mm_scan_init_with_range keeps the mode, and
+  -- drm_mm_scan_add_block tests it against DRM_MM_INSERT_HIGH).
+  local hits = {}
+  for _, mode in ipairs{"low", "high", "best", "evict", "lowest", "highest"} do
     local s = a:scan{size = 8, alignment = 4, mode = mode}
     local added = {}
     for _, i in ipairs{9, 3, 40, 41, 42, 43, 44, 45, 46, 47, 48, 60} do
@@ -233,6 +237,7 @@ test("eviction frees exactly the hole the scan promised", function()
       if s:add_block(nodes[i]) then break end
     end
     local hit_start, hit_end = s:hit()
+    hits[#hits + 1] = mode .. "=" .. hit_start
     expect_eq(hit_end - hit_start, 8)
     expect_eq(hit_start % 4, 0)
     expect_error("eviction scan", a.insert_node, a, 1)
@@ -256,6 +261,22 @@ test("eviction frees exactly the hole the scan promised", function()
     for _, start in ipairs(starts) do nodes[start + 1] = a:reserve_node(start, 1) end
     kernel.drop(s)
   end
+  expect_eq(table.concat(hits, " "), "low=40 high=40 best=40 evict=40 lowest=40 highest=40",
+    "the hole found is exactly 8 bytes")
+  -- In a hole larger than asked for, high and highest take its top.
+  local b = Allocator(0, 24)
+  local x, y = b:insert_node(6), b:insert_node(6)
+  local tops = {}
+  for _, mode in ipairs{"low", "high", "best", "evict", "lowest", "highest"} do
+    local s = b:scan{size = 8, mode = mode}
+    expect_eq(s:add_block(x), false)
+    expect_eq(s:add_block(y), true)
+    tops[#tops + 1] = mode .. "=" .. s:hit()
+    s:remove_block(y)
+    s:remove_block(x)
+  end
+  expect_eq(table.concat(tops, " "), "low=0 high=16 best=0 evict=0 lowest=0 highest=16")
+  kernel.drop(x) kernel.drop(y)
   expect_eq(holes(a), "", "continuous again")
   kernel.debug.check()
   drop_all(nodes)
@@ -271,9 +292,14 @@ test("color_evict names the neighbour whose color still shortens the hole", func
   local victim = a:insert_node(10, {color = 2, mode = "low"}) -- [11,21): a gap after color 1
   local s = a:scan{size = 10, color = 2}
   expect_eq(s:add_block(victim), true)
+  expect_eq(expect_error("BUG", s.color_evict, s).message, "color_evict with 1 block(s) still added to the scan")
   expect_eq(s:remove_block(victim), true)
+  -- drm_mm_scan_color_evict: DRM_MM_BUG_ON(&hole->hole_stack == &mm->hole_stack)
+  expect_eq(expect_error("BUG", s.color_evict, s).message,
+    "color_evict found no hole covering the scan's hit [0xb, 0x15): evict the nodes remove_block chose first")
   kernel.drop(victim)
-  expect_eq(s:color_evict(), nil, "same color as the hole wants: nothing else")
+  local evicted = s:color_evict()
+  expect_eq(evicted, nil, "same color as the hole wants: nothing else")
   kernel.drop(s)
   kernel.drop(left)
   -- A node the scan kept can still shorten the hole: color 3 may not sit
@@ -295,7 +321,9 @@ test("color_evict names the neighbour whose color still shortens the hole", func
   expect_eq(s2:remove_block(b1), true)
   expect_eq(s2:remove_block(b2), false, "b2 lies outside the hit")
   kernel.drop(b1)
-  expect_eq(s2:color_evict(), b2, "b2's color still takes the hole's last byte")
+  local more = s2:color_evict()
+  expect_eq(more, b2, "b2's color still takes the hole's last byte")
+  expect_eq(kernel.state(more), "borrowed", "the Node is borrowed: b2 owns it")
   kernel.drop(b2)
   expect_eq(s2:color_evict(), nil)
   kernel.drop(s2)
@@ -312,8 +340,12 @@ test("scan misuse: out of order, twice, foreign nodes, a second scan, dropped wi
   for i = 1, 4 do n[i] = a:insert_node(1) end
   local foreign = b:insert_node(1)
   local s = a:scan{size = 2}
-  expect_error("BUG", a.scan, a, {size = 1})
+  local idle = a:scan{size = 1}  -- another scan may start while none has blocks added
+  kernel.drop(idle)
   s:add_block(n[1])
+  -- drm_mm_scan_init_with_range: DRM_MM_BUG_ON(mm->scan_active)
+  expect_eq(expect_error("BUG", a.scan, a, {size = 1}).message,
+    "scan on Allocator{start=0x0, size=0x10, nodes=4} while an eviction scan has 1 block(s) added: remove them first")
   s:add_block(n[2])
   expect_error("already", s.add_block, s, n[1])
   expect_error("another allocator", s.add_block, s, foreign)
@@ -326,8 +358,12 @@ test("scan misuse: out of order, twice, foreign nodes, a second scan, dropped wi
   kernel.drop(s)
   expect_error("BUG", a.scan, a, {size = 0})
   expect_error("BUG", a.scan, a, {size = 4, range_start = 8, range_end = 8})
-  expect_error("field 'mode'", a.scan, a, {size = 1, mode = "best"})
-  expect_eq(layout(a), "0+1 1+1 2+1 3+1", "the scan left the allocator as it was")
+  expect_error("field 'mode'", a.scan, a, {size = 1, mode = "first"})
+  local again = a:scan{size = 1, mode = "best"}  -- s is still open, with no blocks: fine
+  expect_eq(again:add_block(n[4]), true)
+  expect_eq(again:remove_block(n[4]), true)
+  kernel.drop(again)
+  expect_eq(layout(a), "0+1 1+1 2+1 3+1", "the scans left the allocator as it was")
   drop_all(n)
   kernel.drop(foreign)
 end)

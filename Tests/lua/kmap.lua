@@ -1,6 +1,11 @@
--- with_page_mapped: kmap_local mappings, nested LIFO, at most 16 deep.
+-- with_page_mapped: kmap_local mappings (__kmap_local_page_prot). A lowmem
+-- page maps at its direct-map address and takes no slot; a highmem page
+-- takes one of 16 slots, nested LIFO.
+kernel.boot{memory = "64M", highmem = "16M"}
 local Page = kernel.page.Page
 local PAGE_OFFSET = 0xffff888000000000
+local FIXADDR_TOP = 0xffffffffff7ff000
+local function highmem_page() return Page.alloc_page(kernel.gfp.GFP_KERNEL | kernel.gfp.__GFP_HIGHMEM) end
 
 test("a mapping reads and writes the page and knows its address", function()
   local p <close> = Page.alloc_page(kernel.gfp.__GFP_ZERO)
@@ -29,17 +34,38 @@ test("a mapping covers one page, and ends with its callback", function()
   expect_error("use after scope", saved.addr, saved)
 end)
 
-test("mappings nest 16 deep; the 17th is a bug, and so is an access that maps", function()
+test("a lowmem page maps at its direct-map address and takes no slot, however deep", function()
   local p <close> = Page.alloc_page()
   local depth = 0
   local function nest(n)
+    if n == 0 then return end
+    p:with_page_mapped(function(map)
+      expect_eq(map:addr(), PAGE_OFFSET + p:phys())
+      depth = depth + 1
+      expect_eq(p:read_u8(0), p:read_u8(0), "the accessors need no slot either")
+      nest(n - 1)
+    end)
+  end
+  nest(40)
+  expect_eq(depth, 40)
+end)
+
+test("highmem mappings nest 16 deep; the 17th is a bug, and so is an access that maps", function()
+  local p <close> = highmem_page()
+  local low <close> = Page.alloc_page()
+  local depth = 0
+  local function nest(n)
     if n == 0 then
-      expect_error("more than 16 nested mappings", p.with_page_mapped, p, function() end)
+      expect_eq(expect_error("BUG", p.with_page_mapped, p, function() end).message,
+        "kmap_local_page: more than 16 nested mappings")
       expect_error("more than 16 nested mappings", p.read_u8, p, 0)
+      low:with_page_mapped(function() end)  -- a lowmem page still maps
+      expect_eq(low:read_u8(0), low:read_u8(0))
       return
     end
     p:with_page_mapped(function(map)
       depth = depth + 1
+      expect_eq(map:addr(), FIXADDR_TOP - (depth - 1 + 16 * kernel.sched.raw_smp_processor_id()) * kernel.PAGE_SIZE)
       nest(n - 1)
     end)
   end
@@ -49,8 +75,8 @@ test("mappings nest 16 deep; the 17th is a bug, and so is an access that maps", 
   p:with_pointer_into_page(0, 1, function() end)
 end)
 
-test("with_pointer_into_page takes a mapping slot too", function()
-  local p <close> = Page.alloc_page()
+test("with_pointer_into_page of a highmem page takes a slot too", function()
+  local p <close> = highmem_page()
   local function nest(n, fn)
     if n == 0 then return fn() end
     return p:with_page_mapped(function() return nest(n - 1, fn) end)
@@ -62,8 +88,8 @@ test("with_pointer_into_page takes a mapping slot too", function()
   end)
 end)
 
-test("unmapping out of order is a bug, and the stack stays consistent", function()
-  local p <close> = Page.alloc_page()
+test("unmapping highmem out of order is a bug, and the stack stays consistent", function()
+  local p <close> = highmem_page()
   local co = coroutine.create(function()
     return p:with_page_mapped(function() coroutine.yield("mapped") end)
   end)
@@ -81,4 +107,13 @@ test("unmapping out of order is a bug, and the stack stays consistent", function
   end
   nest(16)
   expect_eq(depth, 16, "all 16 slots are free again")
+  -- A lowmem mapping needs no order: kunmap_local of a direct-map address does nothing.
+  local low <close> = Page.alloc_page()
+  local co2 = coroutine.create(function()
+    return low:with_page_mapped(function() coroutine.yield("mapped") end)
+  end)
+  coroutine.resume(co2)
+  low:with_page_mapped(function()
+    expect_eq(coroutine.resume(co2), true)
+  end)
 end)

@@ -1,5 +1,5 @@
 -- page_poison = false: freed pages are neither poisoned nor zeroed (the
--- default, poisoning with 0x6b, is in buddy.lua).
+-- default, poisoning with PAGE_POISON 0xaa, is in buddy.lua).
 kernel.boot{memory = "16M", page_poison = false}
 
 test("a reused page keeps what was written", function()

@@ -150,8 +150,13 @@ public final class BinderAlloc: NativeObject {
         guard !isReleased, buffers[buffer.offset] === buffer else { return }
         finishPopulating(buffer)
         buffers[buffer.offset] = nil
-        if let freed = try? ranges.reservationAbort(offset: buffer.offset) {
+        // Every live buffer is a reserved range at its offset, so the
+        // abort cannot fail; if it does, the model is broken.
+        do {
+            let freed = try ranges.reservationAbort(offset: buffer.offset)
             pages.stopUsingRange(freed.start, freed.end)
+        } catch {
+            machine.reportBrokenInvariant("binder free of \(buffer): \(error)")
         }
     }
 

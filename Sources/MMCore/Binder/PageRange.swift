@@ -159,18 +159,27 @@ public final class BinderLru: Shrinker, CustomStringConvertible {
 
     public func countObjects() -> Int { list.count }
 
-    /// `list_lru_walk` of `n` entries: frees what it can; how many it freed.
+    /// `list_lru_walk` with `nr_to_walk` = `n` (`__list_lru_walk_one`):
+    /// from the head, every entry visited uses up one of `n`; a contended
+    /// entry is skipped (`LRU_SKIP`), and a freed one (`LRU_REMOVED_RETRY`:
+    /// the LRU lock was dropped) restarts the walk at the head, where the
+    /// skipped entries are visited again. How many it freed.
     public func scanObjects(_ n: Int) -> Int {
-        var freed = 0, walked = 0
+        var freed = 0, left = n
         var cursor = list.first
-        while let entry = cursor, walked < n {
-            walked += 1
-            cursor = list.first(after: entry.key, inclusive: false)
-            if tryFree(entry.value) { freed += 1 } else { skipped += 1 }
+        while let entry = cursor, left > 0 {
+            left -= 1
+            if tryFree(entry.value) {
+                freed += 1
+                cursor = list.first
+            } else {
+                skipped += 1
+                cursor = list.first(after: entry.key, inclusive: false)
+            }
         }
         reclaimed += freed
         machine.trace?.emit(.instant, "binder shrink", category: "memory", track: .machine,
-                            args: [.init("scanned", walked), .init("freed", freed)])
+                            args: [.init("scanned", n - left), .init("freed", freed)])
         return freed
     }
 
@@ -180,7 +189,7 @@ public final class BinderLru: Shrinker, CustomStringConvertible {
         let mm = range.mm
         let scheduler = machine.scheduler
         guard mm.users > 0, range.populating == 0 else { return false }  // mmget_not_zero, mm_lock trylock
-        guard (try? scheduler.tryDown(mm.mmapLock, write: false, site: .unknown)) == true else { return false }
+        guard scheduler.tryDown(mm.mmapLock, write: false, site: .unknown) else { return false }
         mm.users += 1  // mmget_not_zero, released with mmput_async
         remove(info)
         range.reclaim(info)

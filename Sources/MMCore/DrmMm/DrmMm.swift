@@ -61,8 +61,6 @@ public final class DrmMm: NativeObject {
     public var colorAdjust: ((DrmMmNode?, UInt64, inout UInt64, inout UInt64) throws -> Void)?
     /// Blocks added to an eviction scan and not yet removed (`scan_active`).
     public internal(set) var scanActive = 0
-    /// A scan exists (from `scan` until its last block is removed or it is dropped).
-    var scanOpen = false
     /// Inside an operation that runs `colorAdjust`: no other may start.
     var busy = false
     /// Nodes the collector dropped while the allocator could not take them

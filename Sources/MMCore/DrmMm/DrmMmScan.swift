@@ -19,14 +19,14 @@ public final class DrmMmScan: NativeObject {
     public private(set) var isClosed = false
 
     /// `drm_mm_scan_init_with_range`: bugs for an empty range, a size of 0
-    /// or larger than the range, and a scan already open on `mm`.
+    /// or larger than the range, and a scan with blocks added on `mm`
+    /// (`mm->scan_active`). Every insert mode is accepted; only "high" and
+    /// "highest" place the hole's allocation at its top.
     public init(mm: DrmMm, size: UInt64, alignment: UInt64 = 0, color: UInt64 = 0, rangeStart: UInt64 = 0,
                 rangeEnd: UInt64 = .max, mode: DrmMm.Mode = .low, site: Site) throws(KernelError) {
         try mm.checkUsable("scan")
         guard rangeStart < rangeEnd else { throw .bug("scan with range_start 0x\(String(rangeStart, radix: 16)) not below range_end 0x\(String(rangeEnd, radix: 16))") }
         guard size > 0, size <= rangeEnd - rangeStart else { throw .bug("scan for \(size) bytes: empty, or larger than the range") }
-        guard !mm.scanOpen else { throw .bug("scan on \(mm), which has an open scan already") }
-        guard mode == .low || mode == .high else { throw KernelError(.EINVAL, "scan mode must be \"low\" or \"high\", got \"\(mode.rawValue)\"") }
         self.mm = mm
         self.size = size
         let alignment = alignment <= 1 ? 0 : alignment
@@ -37,7 +37,6 @@ public final class DrmMmScan: NativeObject {
         self.rangeEnd = rangeEnd
         self.mode = mode
         super.init(site: site)
-        mm.scanOpen = true
         mm.accounting?.track(self)
     }
 
@@ -70,7 +69,7 @@ public final class DrmMmScan: NativeObject {
         var colStart = hs, colEnd = he
         try mm.adjust(hole, color, &colStart, &colEnd)
         guard let adjStart = DrmMm.fit(size, colStart, colEnd, range: rangeStart, rangeEnd,
-                                       alignment: alignment, remainderMask: remainderMask, high: mode == .high) else {
+                                       alignment: alignment, remainderMask: remainderMask, high: mode.base == .high) else {
             return false
         }
         hitStart = adjStart
@@ -98,11 +97,14 @@ public final class DrmMmScan: NativeObject {
     }
 
     /// `drm_mm_scan_color_evict`: after the eviction, a neighbour whose
-    /// color still keeps the hole short, or nil.
+    /// color still keeps the hole short, or nil; always nil without a
+    /// color_adjust. With one, the hole found must be there: calling it
+    /// before the blocks were removed from the scan and the nodes to evict
+    /// evicted is a bug (`DRM_MM_BUG_ON`).
     public func colorEvict() throws -> DrmMmNode? {
         guard !isClosed else { throw KernelError.bug("color_evict on a closed \(self)") }
-        guard mm.scanActive == 0 else { throw KernelError.bug("color_evict with \(mm.scanActive) block(s) still added") }
         guard mm.colorAdjust != nil else { return nil }
+        guard mm.scanActive == 0 else { throw KernelError.bug("color_evict with \(mm.scanActive) block(s) still added to the scan") }
         var id = mm.stackHead
         while id >= 0 {
             let hs = mm.holeStart(id), he = hs &+ mm.entries[Int(id)].holeSize
@@ -115,7 +117,7 @@ public final class DrmMmScan: NativeObject {
             }
             id = mm.entries[Int(id)].stackNext
         }
-        return nil
+        throw KernelError.bug("color_evict found no hole covering the scan's hit [0x\(String(hitStart, radix: 16)), 0x\(String(hitEnd, radix: 16))): evict the nodes remove_block chose first")
     }
 
     /// Ends the scan (its handle dropped): a bug while blocks are added,
@@ -127,7 +129,6 @@ public final class DrmMmScan: NativeObject {
         }
         if blocks > 0 { restore() }
         isClosed = true
-        mm.scanOpen = false
         mm.accounting?.untrack(self)
         mm.processDeferred()
     }

@@ -1,8 +1,10 @@
-/// `kmap_local_page`: temporary mappings of pages, which nest like a stack
-/// and must be unmapped in reverse order.
+/// `kmap_local_page`: temporary mappings of pages (`__kmap_local_page_prot`).
 ///
-/// Lowmem pages map at their direct-map address; highmem pages have none
-/// and get a slot address below `FIXADDR_TOP` for the mapping's life.
+/// A lowmem page is in the direct map: its mapping is its direct-map
+/// address, and takes no slot. A highmem page has no permanent mapping
+/// and takes one of the task's 16 slots, at an address below
+/// `FIXADDR_TOP`, for the mapping's life; those nest like a stack and must
+/// be unmapped in reverse order.
 public final class KmapLocal {
     /// `KM_MAX_IDX`: mappings may nest this deep.
     public static let maxDepth = 16
@@ -20,21 +22,26 @@ public final class KmapLocal {
 
     public init() {}
 
-    /// Maps one page: a bug past `maxDepth` (`BUG_ON(idx >= KM_MAX_IDX)`).
+    /// Maps one page: a highmem page past `maxDepth` slots is a bug
+    /// (`BUG_ON(idx >= KM_MAX_IDX)`).
     public func map(_ pfn: Pfn, pointer: UnsafeMutableRawPointer, highmem: Bool, cpu: Int) throws(KernelError) -> KmapMapping {
+        guard highmem else {
+            return KmapMapping(pfn: pfn, address: KmapLocal.pageOffset + pfn.phys.rawValue, pointer: pointer, slotted: false)
+        }
         guard depth < KmapLocal.maxDepth else { throw KmapLocal.overflow() }
         let slot = UInt64(stack.count + cpu * KmapLocal.maxDepth)
-        let address = highmem ? KmapLocal.fixaddrTop - slot * UInt64(PAGE_SIZE)
-                              : KmapLocal.pageOffset + pfn.phys.rawValue
-        let mapping = KmapMapping(pfn: pfn, address: address, pointer: pointer)
+        let mapping = KmapMapping(pfn: pfn, address: KmapLocal.fixaddrTop - slot * UInt64(PAGE_SIZE), pointer: pointer,
+                                  slotted: true)
         stack.append(mapping)
         return mapping
     }
 
-    /// `kunmap_local`: only the most recent mapping may go. Out of order
-    /// is a bug; the mapping goes anyway, so that the stack stays whole.
+    /// `kunmap_local`: a direct-map address needs nothing undone; of the
+    /// slots, only the most recent may go. Out of order is a bug; the
+    /// mapping goes anyway, so that the stack stays whole.
     public func unmap(_ mapping: KmapMapping) throws(KernelError) {
         mapping.isMapped = false
+        guard mapping.slotted else { return }
         if stack.last === mapping {
             stack.removeLast()
             return
@@ -44,7 +51,7 @@ public final class KmapLocal {
         throw KernelError.bug("kunmap_local of \(mapping) out of order: the last mapping is \(last)")
     }
 
-    /// What an accessor's transient mapping needs: a free slot.
+    /// What an accessor's transient mapping of a highmem page needs: a free slot.
     @inlinable
     public func checkSlot() throws(KernelError) {
         if depth >= KmapLocal.maxDepth { throw KmapLocal.overflow() }
@@ -62,12 +69,15 @@ public final class KmapMapping: CustomStringConvertible {
     /// The kernel virtual address.
     public let address: UInt64
     let pointer: UnsafeMutableRawPointer
+    /// It took a kmap slot (a highmem page).
+    public let slotted: Bool
     public internal(set) var isMapped = true
 
-    init(pfn: Pfn, address: UInt64, pointer: UnsafeMutableRawPointer) {
+    init(pfn: Pfn, address: UInt64, pointer: UnsafeMutableRawPointer, slotted: Bool) {
         self.pfn = pfn
         self.address = address
         self.pointer = pointer
+        self.slotted = slotted
     }
 
     public var description: String { "Mapping{pfn=\(pfn), addr=0x\(String(address, radix: 16))}" }

@@ -36,7 +36,7 @@ extension PageAccess {
     /// `page_ref_count`.
     public var refcount: Int { machine.pageAllocator.refcount(pfn) }
     /// Whether the page is in HighMem (no permanent kernel mapping).
-    public var isHighmem: Bool { machine.pageAllocator.zone(of: pfn)?.name == "HighMem" }
+    public var isHighmem: Bool { pfn.rawValue >= machine.pageAllocator.highmemStart }
 
     public func readRaw(_ off: Int, _ len: Int) throws(KernelError) -> [UInt8] {
         let p = try pointerIntoPage(off, len)
@@ -161,10 +161,11 @@ public final class Page: NativeObject, PageAccess {
         return base + off
     }
 
+    /// A highmem page's accessor maps it for the access: it needs a slot.
     @inlinable
     public func checkAccess() throws(KernelError) {
         if freedAt != nil { throw useAfterFree() }
-        try machine.kmap.checkSlot()
+        if pfn.rawValue >= machine.pageAllocator.highmemStart { try machine.kmap.checkSlot() }
     }
 
     @usableFromInline
@@ -219,7 +220,7 @@ public final class BorrowedPage: PageAccess {
                 throw useAfterFree(now)
             }
         }
-        try machine.kmap.checkSlot()
+        if isHighmem { try machine.kmap.checkSlot() }
     }
 
     private func useAfterFree(_ now: (allocated: Bool, generation: UInt32, freedAt: Site)) -> KernelError {

@@ -189,6 +189,9 @@ public final class PageAllocator {
     private let highmemZone: Zone?
     /// RAM pages the allocator manages.
     public let totalPages: UInt64
+    /// The first HighMem frame: frames at or above it are HighMem
+    /// (`PageHighMem`); `UInt64.max` without HighMem.
+    public let highmemStart: UInt64
     public let initOnAlloc: Bool
     public let initOnFree: Bool
     public let pagePoison: Bool
@@ -214,11 +217,20 @@ public final class PageAllocator {
     @exclusivity(unchecked) private var generation: UInt32 = 0
     @exclusivity(unchecked) private var pressurePages = 0
 
-    /// The freed-memory pattern (`POISON_FREE`).
-    public static let poison: UInt8 = 0x6b
+    /// The freed-page pattern (`PAGE_POISON`, include/linux/poison.h).
+    public static let poison: UInt8 = 0xaa
+    /// A page of it, to compare freed pages with.
+    nonisolated(unsafe) private static let poisonPage: UnsafeMutableRawPointer = {
+        let page = UnsafeMutableRawPointer.allocate(byteCount: PAGE_SIZE, alignment: 64)
+        page.initializeMemory(as: UInt8.self, repeating: poison, count: PAGE_SIZE)
+        return page
+    }()
+    /// Names where frames were freed, for corruption reports.
+    let sites: SiteTable
 
-    init(memory: PhysicalMemory, config: MachineConfig) throws(KernelError) {
+    init(memory: PhysicalMemory, config: MachineConfig, sites: SiteTable) throws(KernelError) {
         self.memory = memory
+        self.sites = sites
         initOnAlloc = config.initOnAlloc
         initOnFree = config.initOnFree
         pagePoison = config.pagePoison
@@ -233,6 +245,7 @@ public final class PageAllocator {
         self.zones = zones
         normalZone = zones[0]
         highmemZone = zones.count > 1 ? zones[1] : nil
+        highmemStart = high.isEmpty ? .max : boundary
         for zone in zones {
             for span in zone.spans { try addFreeRange(span, to: zone) }
         }
@@ -317,7 +330,12 @@ public final class PageAllocator {
             trace?.emit(.instant, "alloc failed", category: "memory", track: .machine, args: [.init("order", order)])
             throw KernelError(.ENOMEM, "out of memory: no free block of order \(order) (\(freePages) pages free)")
         }
-        prepare(pfn, order: order, gfp: gfp)
+        if let corruption = prepare(pfn, order: order, gfp: gfp) {
+            // Reported, and the block goes back poisoned again: the next
+            // allocation of it is clean.
+            if let head = memory.existingPage(pfn) { freeBlock(pfn, head, order: order, site: .unknown) }
+            throw corruption
+        }
         pressurePages += 1 << order
         if pressurePages >= pressureBatch, let pressure {
             let pages = pressurePages
@@ -420,15 +438,23 @@ public final class PageAllocator {
         return nil
     }
 
-    /// `prep_new_page`: marks the block allocated, one reference on its head.
-    @inline(__always) private func prepare(_ pfn: Pfn, order: Int, gfp: Gfp) {
+    /// `prep_new_page`: marks the block allocated, one reference on its
+    /// head; checks the poison of its frames that were poisoned when freed
+    /// (`kernel_unpoison_pages`), then zeroes them if asked. The corruption
+    /// it found, if any.
+    @inline(__always) private func prepare(_ pfn: Pfn, order: Int, gfp: Gfp) -> KernelError? {
         generation &+= 1
         let count = 1 << order
         var flags = StructPage.Flag.allocated
         if gfp.contains(.comp) { flags |= StructPage.Flag.compound }
+        var corruption: KernelError?
         for i in 0..<count {
             // The block came off a free list or a pristine block whose section exists.
             guard let page = memory.existingPage(pfn + UInt64(i)) else { continue }
+            if page.pointee.poisoned {
+                page.pointee.poisoned = false
+                if corruption == nil { corruption = checkPoison(pfn + UInt64(i), freedAt: Site(id: page.pointee.freedAt)) }
+            }
             page.pointee.flags = i == 0 ? flags | StructPage.Flag.head : flags
             page.pointee.generation = generation
             page.pointee.refcount = i == 0 ? 1 : 0
@@ -438,6 +464,21 @@ public final class PageAllocator {
             // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
             base.initializeMemory(as: UInt8.self, repeating: 0, count: count * PAGE_SIZE)
         }
+        return corruption
+    }
+
+    /// `check_poison_mem`: a frame freed with `PAGE_POISON` in it must still
+    /// hold it; anything else was written behind the allocator's back.
+    private func checkPoison(_ pfn: Pfn, freedAt: Site) -> KernelError? {
+        guard let base = memory.address(of: pfn),
+              memcmp(base, PageAllocator.poisonPage, PAGE_SIZE) != 0 else { return nil }
+        // SAFETY: the frame is PAGE_SIZE bytes of RAM.
+        let bytes = UnsafeRawBufferPointer(start: base, count: PAGE_SIZE)
+        let first = bytes.firstIndex { $0 != PageAllocator.poison } ?? 0
+        let last = bytes.lastIndex { $0 != PageAllocator.poison } ?? first
+        let hex = { (v: Int) in "0x" + String(v, radix: 16) }
+        let freed = freedAt == .unknown ? "" : " after it was freed at \(sites.name(freedAt))"
+        return .bug("pagealloc: memory corruption: pfn \(pfn) was written\(freed): bytes \(hex(first))-\(hex(last)) are not the poison 0xaa (byte \(hex(first)) is \(hex(Int(bytes[first]))))")
     }
 
     // MARK: Freeing
@@ -501,6 +542,7 @@ public final class PageAllocator {
     private func freeBlock(_ pfn: Pfn, _ head: UnsafeMutablePointer<StructPage>, order: Int, site: Site) {
         let count = 1 << order
         pressurePages = max(0, pressurePages - count)
+        let poisons = pagePoison && !initOnFree
         for i in 0..<count {
             // SAFETY: a block lies in one section, whose `struct page`s are contiguous.
             let page = head + i
@@ -508,6 +550,7 @@ public final class PageAllocator {
             page.pointee.refcount = 0
             page.pointee.order = 0
             page.pointee.freedAt = site.id
+            page.pointee.poisoned = poisons
         }
         if initOnFree || pagePoison, let base = memory.address(of: pfn) {
             // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.

@@ -14,6 +14,10 @@ struct StructPage {
     /// The block's order: of a free buddy block, or of an allocation (head).
     var order: UInt8 = 0
     var flags: UInt8 = 0
+    /// Filled with `PAGE_POISON` when freed, and not checked since: the
+    /// next allocation checks it (`check_poison_mem`). Apart from `flags`,
+    /// which merges and splits rewrite.
+    var poisoned = false
 
     static let none = UInt32.max
 

@@ -28,7 +28,7 @@ public final class MmStruct: CustomStringConvertible {
         self.id = id
         self.machine = machine
         pageTable = try PageTable(allocator: machine.pageAllocator, memory: machine.memory)
-        mmapLock = machine.scheduler.makeRwSemaphore(name: "mmap_lock of mm \(id)", site: site)
+        mmapLock = machine.scheduler.makeRwSemaphore(name: "mmap_lock of mm \(id)", site: site, className: "mmap_lock")
     }
 
     public var description: String { "mm \(id)" }

@@ -44,16 +44,16 @@ public final class VmaReadGuard: NativeObject, VmaProtector {
 extension MmStruct {
     /// `mmap_read_lock` / `mmap_write_lock`: a guard, or nil when the task
     /// must wait (it is then blocked; call again when it wakes).
-    public func mmapLock(write: Bool, site: Site) throws(KernelError) -> MmapGuard? {
+    public func mmapLock(write: Bool, subclass: Int = 0, site: Site) throws(KernelError) -> MmapGuard? {
         let scheduler = machine.scheduler
-        guard try scheduler.down(mmapLock, write: write, site: site) else { return nil }
+        guard try scheduler.down(mmapLock, write: write, subclass: subclass, site: site) else { return nil }
         return machine.track(MmapGuard(mm: self, task: scheduler.current, write: write, site: site))
     }
 
     /// `mmap_read_trylock` / `mmap_write_trylock`.
-    public func mmapTryLock(write: Bool, site: Site) throws(KernelError) -> MmapGuard? {
+    public func mmapTryLock(write: Bool, site: Site) -> MmapGuard? {
         let scheduler = machine.scheduler
-        guard try scheduler.tryDown(mmapLock, write: write, site: site) else { return nil }
+        guard scheduler.tryDown(mmapLock, write: write, site: site) else { return nil }
         return machine.track(MmapGuard(mm: self, task: scheduler.current, write: write, site: site))
     }
 
@@ -115,9 +115,10 @@ extension MmStruct {
 }
 
 extension Scheduler {
-    /// A reader-writer semaphore.
-    public func makeRwSemaphore(name: String, site: Site) -> RwSemaphore {
+    /// A reader-writer semaphore of lockdep class `className` (by default,
+    /// the class of its creation site).
+    public func makeRwSemaphore(name: String, site: Site, className: String? = nil) -> RwSemaphore {
         lockCount += 1
-        return RwSemaphore(id: lockCount, name: name, site: site)
+        return RwSemaphore(id: lockCount, name: name, site: site, lockClass: lockClass(className, site: site, lock: name))
     }
 }

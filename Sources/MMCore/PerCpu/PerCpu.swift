@@ -16,6 +16,20 @@ public enum PerCpuType: String, CaseIterable, Sendable {
 
     var isSigned: Bool { [.i8, .i16, .i32, .i64, .isize].contains(self) }
 
+    /// Whether `v` is a value of this type: Rust's integer types hold
+    /// nothing else. 64-bit unsigned values are given in two's complement,
+    /// so every integer is a `u64`.
+    public func holds(_ v: Int64) -> Bool {
+        guard bits < 64 else { return true }
+        return isSigned ? v >= -(1 << (bits - 1)) && v < 1 << (bits - 1) : v >= 0 && v < 1 << bits
+    }
+
+    /// `0 to 255`: the values `holds` accepts, for messages.
+    public var valueRange: String {
+        guard bits < 64 else { return isSigned ? "any integer" : "any integer (two's complement)" }
+        return isSigned ? "\(-(Int64(1) << (bits - 1))) to \((Int64(1) << (bits - 1)) - 1)" : "0 to \((Int64(1) << bits) - 1)"
+    }
+
     /// `v` wrapped to this type, as the kernel's arithmetic does: signed
     /// types sign-extend, unsigned ones below 64 bits zero-extend, and 64-bit
     /// unsigned values stay in two's complement.
@@ -30,14 +44,20 @@ public enum PerCpuType: String, CaseIterable, Sendable {
 /// `DEFINE_PER_CPU`): one slot per CPU. Numeric slots live here; `value`
 /// slots are kept by the engine. Also tracks live `PerCpuToken`s per CPU.
 ///
+/// A numeric variable is a `PerCpu<T>`: a token is `&mut T`, exclusive. A
+/// `value` variable is a `CheckedPerCpu<T>`, interior mutable (its `T`
+/// is a cell): its tokens are shared references and may coexist.
+///
 /// # Invariants
 ///
-/// `slots[cpu]` is wrapped to `type`. At most one token per CPU is live.
+/// `slots[cpu]` is wrapped to `type`. For a numeric type, at most one
+/// token per CPU is live.
 public final class PerCpuArea: NativeObject {
     public let type: PerCpuType
     public let name: String?
     var slots: [Int64]
-    var tokens: [Bool]
+    /// Live tokens, by CPU.
+    var tokens: [Int]
     /// Handles sharing the area; at zero a dynamic area is freed.
     var references = 0
     public internal(set) var isFreed = false
@@ -46,7 +66,7 @@ public final class PerCpuArea: NativeObject {
         self.type = type
         self.name = name
         slots = Array(repeating: 0, count: cpus)
-        tokens = Array(repeating: false, count: cpus)
+        tokens = Array(repeating: 0, count: cpus)
         super.init(site: site)
     }
 
@@ -60,7 +80,7 @@ public final class PerCpuArea: NativeObject {
         }
     }
 
-    func checkNumeric(_ what: String) throws(KernelError) {
+    public func checkNumeric(_ what: String) throws(KernelError) {
         guard type.isNumeric else {
             throw KernelError(.EINVAL, "\(what) on \(self): numeric operations need an integer type")
         }
@@ -114,16 +134,16 @@ public final class PerCpuArea: NativeObject {
 
     // MARK: Tokens
 
-    /// `get_mut`: exclusive access to this CPU's slot, owning `guard`. A
-    /// second live token for the same variable on the same CPU is a bug
-    /// (two `&mut T` to one place).
+    /// `get_mut`: access to this CPU's slot, owning `guard`. For a numeric
+    /// variable a second live token on the same CPU is a bug (two `&mut T`
+    /// to one place); a `value` variable's tokens may coexist.
     public func token(_ guard_: CpuGuard, site: Site) throws(KernelError) -> PerCpuToken {
         guard !guard_.isReleased else { throw .bug("get_mut with \(guard_), which was released") }
         let cpu = guard_.cpu
-        guard !tokens[cpu] else {
+        guard !type.isNumeric || tokens[cpu] == 0 else {
             throw .bug("aliasing: a second PerCpuToken for \(self) on CPU \(cpu) while the first is live")
         }
-        tokens[cpu] = true
+        tokens[cpu] += 1
         return PerCpuToken(area: self, guard: guard_, site: site)
     }
 }
@@ -161,7 +181,7 @@ public final class PerCpuToken: NativeObject {
 
     func markReleased() {
         isReleased = true
-        area.tokens[cpu] = false
+        area.tokens[cpu] -= 1
     }
 }
 

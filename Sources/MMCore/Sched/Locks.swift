@@ -5,16 +5,19 @@ public class Lock: CustomStringConvertible {
     public let name: String?
     /// Where it was created.
     public let site: Site
+    /// Its lockdep class.
+    public let lockClass: LockClass
     public internal(set) var owner: Task?
     var waiters: [Task] = []
     public internal(set) var acquisitions = 0
     /// Acquisitions that had to wait.
     public internal(set) var contentions = 0
 
-    init(id: Int, name: String?, site: Site) {
+    init(id: Int, name: String?, site: Site, lockClass: LockClass) {
         self.id = id
         self.name = name
         self.site = site
+        self.lockClass = lockClass
     }
 
     var kind: String { "Lock" }
@@ -73,17 +76,28 @@ public final class CpuGuard: NativeObject {
 }
 
 extension Scheduler {
-    /// Creates a lock.
-    public func makeLock(spin: Bool, name: String?, site: Site) -> Lock {
+    /// Creates a lock of lockdep class `className`, or by default of the
+    /// class of its creation site (the `lock_class_key` of an init site).
+    public func makeLock(spin: Bool, name: String?, site: Site, className: String? = nil) -> Lock {
         lockCount += 1
-        return spin ? SpinLock(id: lockCount, name: name, site: site) : Mutex(id: lockCount, name: name, site: site)
+        let cls = lockClass(className, site: site, lock: name ?? "#\(lockCount)")
+        return spin ? SpinLock(id: lockCount, name: name, site: site, lockClass: cls)
+                    : Mutex(id: lockCount, name: name, site: site, lockClass: cls)
+    }
+
+    /// The class named `name`, or the class of `site`; a lock made where no
+    /// site is known (from Swift) is a class of its own, named as the lock.
+    func lockClass(_ name: String?, site: Site, lock: String) -> LockClass {
+        if let name { return lockdep.lockClass(key: "class " + name, name: name) }
+        if site == .unknown { return lockdep.lockClass(key: "lock \(lockCount)", name: lock) }
+        return lockdep.lockClass(key: "site \(site.id)", name: sites.name(site))
     }
 
     /// Takes `lock` for the running task: a guard, or nil when it must
     /// wait (it is then blocked, and this is called again when it wakes).
     /// Taking a mutex where sleeping is not allowed, taking a lock twice,
     /// and a lock-order inversion (lockdep) are bugs.
-    public func lock(_ lock: Lock, site: Site) throws(KernelError) -> LockGuard? {
+    public func lock(_ lock: Lock, subclass: Int = 0, site: Site) throws(KernelError) -> LockGuard? {
         let task = current
         if let error = task.takeWakeError() {
             if lock is SpinLock { try? preemptEnable(task) }
@@ -94,28 +108,25 @@ extension Scheduler {
             return tracked(LockGuard(lock: lock, task: task, site: site))
         }
         if lock is Mutex { try mightSleep("mutex_lock(\(lock))") }
-        try lockdep.acquire(lock, by: task, site: site, trylock: false, sites: sites)
+        try lockdep.acquire(lock, subclass: subclass, by: task, site: site, trylock: false, sites: sites)
         if lock is SpinLock { preemptDisable() }
         lock.acquisitions += 1
         guard lock.owner != nil else {
-            take(lock, task, site)
+            take(lock, task, site, subclass: subclass)
             return tracked(LockGuard(lock: lock, task: task, site: site))
         }
         lock.contentions += 1
         lock.waiters.append(task)
         block(on: .lock(lock))
-        pendingSites[ObjectIdentifier(task)] = site
+        pending[ObjectIdentifier(task)] = (site, subclass)
         return nil
     }
 
     /// `try_lock`: a guard, or nil when another task holds it.
-    public func tryLock(_ lock: Lock, site: Site) throws(KernelError) -> LockGuard? {
+    /// Lockdep neither checks nor records a trylock.
+    public func tryLock(_ lock: Lock, site: Site) -> LockGuard? {
         let task = current
-        guard lock.owner == nil else {
-            if lock.owner === task { try lockdep.acquire(lock, by: task, site: site, trylock: true, sites: sites) }
-            return nil
-        }
-        try lockdep.acquire(lock, by: task, site: site, trylock: true, sites: sites)
+        guard lock.owner == nil else { return nil }
         if lock is SpinLock { preemptDisable() }
         lock.acquisitions += 1
         take(lock, task, site)
@@ -127,9 +138,9 @@ extension Scheduler {
         return object
     }
 
-    private func take(_ lock: Lock, _ task: Task, _ site: Site) {
+    private func take(_ lock: Lock, _ task: Task, _ site: Site, subclass: Int = 0) {
         lock.owner = task
-        task.held.append((lock, site))
+        task.held.append(HeldLock(lock: lock, site: site, subclass: subclass))
         trace?.lock("hold", lock, task, begin: true)
     }
 
@@ -144,13 +155,13 @@ extension Scheduler {
         }
         guard_.markReleased()
         accounting.untrack(guard_)
-        owner.held.removeAll { $0.lock === lock }
+        owner.release(lock)
         trace?.lock("hold", lock, owner, begin: false)
         if lock is SpinLock { try? preemptEnable(owner) }
         if let next = lock.waiters.first {
             lock.waiters.removeFirst()
-            let site = pendingSites.removeValue(forKey: ObjectIdentifier(next)) ?? .unknown
-            take(lock, next, site)
+            let (site, subclass) = pending.removeValue(forKey: ObjectIdentifier(next)) ?? (.unknown, 0)
+            take(lock, next, site, subclass: subclass)
             next.handoff = lock
             wake(next)
         } else {

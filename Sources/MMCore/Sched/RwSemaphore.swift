@@ -43,11 +43,11 @@ public class RwGuard: NativeObject {
 }
 
 extension Scheduler {
-    /// `down_read` / `down_write` for the running task: true once held,
-    /// false when it must wait (it is then blocked, and this is called again
-    /// when it wakes). Sleeping where it may not, taking it twice, and lock
-    /// order inversions are bugs.
-    public func down(_ sem: RwSemaphore, write: Bool, site: Site) throws(KernelError) -> Bool {
+    /// `down_read` / `down_write` (or `*_nested` with a `subclass`) for the
+    /// running task: true once held, false when it must wait (it is then
+    /// blocked, and this is called again when it wakes). Sleeping where it
+    /// may not, taking it twice, and lock order inversions are bugs.
+    public func down(_ sem: RwSemaphore, write: Bool, subclass: Int = 0, site: Site) throws(KernelError) -> Bool {
         let task = current
         if let error = task.takeWakeError() { throw error }
         if task.handoff === sem {
@@ -55,16 +55,16 @@ extension Scheduler {
             return true
         }
         try mightSleep(write ? "down_write(\(sem))" : "down_read(\(sem))")
-        try lockdep.acquire(sem, by: task, site: site, trylock: false, sites: sites)
+        try lockdep.acquire(sem, subclass: subclass, by: task, site: site, trylock: false, sites: sites)
         sem.acquisitions += 1
         if sem.grantable(write: write) {
-            grant(sem, to: task, write: write, site: site)
+            grant(sem, to: task, write: write, site: site, subclass: subclass)
             return true
         }
         sem.contentions += 1
         sem.queue.append((task, write))
         sem.waiters.append(task)
-        pendingSites[ObjectIdentifier(task)] = site
+        pending[ObjectIdentifier(task)] = (site, subclass)
         block(on: .lock(sem))
         return false
     }
@@ -75,28 +75,26 @@ extension Scheduler {
         return task.wakeError == nil && task.handoff !== sem && !sem.grantable(write: write)
     }
 
-    /// `down_read_trylock` / `down_write_trylock`.
-    public func tryDown(_ sem: RwSemaphore, write: Bool, site: Site) throws(KernelError) -> Bool {
-        let task = current
-        guard sem.grantable(write: write), sem.owner !== task, !sem.readers.contains(where: { $0 === task }) else {
-            return false
-        }
-        try lockdep.acquire(sem, by: task, site: site, trylock: true, sites: sites)
+    /// `down_read_trylock` / `down_write_trylock`: a reader gets it whenever
+    /// no writer holds or waits for it, also a task that holds it for
+    /// reading already (`rwsem_read_trylock`); lockdep checks no trylock.
+    public func tryDown(_ sem: RwSemaphore, write: Bool, site: Site) -> Bool {
+        guard sem.grantable(write: write) else { return false }
         sem.acquisitions += 1
-        grant(sem, to: task, write: write, site: site)
+        grant(sem, to: current, write: write, site: site)
         return true
     }
 
-    private func grant(_ sem: RwSemaphore, to task: Task, write: Bool, site: Site) {
+    private func grant(_ sem: RwSemaphore, to task: Task, write: Bool, site: Site, subclass: Int = 0) {
         if write { sem.owner = task } else { sem.readers.append(task) }
-        task.held.append((sem, site))
+        task.held.append(HeldLock(lock: sem, site: site, subclass: subclass))
         trace?.lock(write ? "hold" : "hold (read)", sem, task, begin: true)
     }
 
-    /// `up_read` / `up_write` of `task`'s hold; waiters get the semaphore in
-    /// order (a writer alone, or every reader before the next writer).
+    /// `up_read` / `up_write` of `task`'s hold; waiters get the semaphore
+    /// as `rwsem_mark_wake` hands it out.
     public func up(_ sem: RwSemaphore, task: Task, write: Bool) {
-        task.held.removeAll { $0.lock === sem }
+        task.release(sem)
         trace?.lock(write ? "hold" : "hold (read)", sem, task, begin: false)
         if write {
             if sem.owner === task { sem.owner = nil }
@@ -116,25 +114,47 @@ extension Scheduler {
         grantWaiters(sem)
     }
 
-    /// Hands the semaphore to the waiters at the head of the queue that can have it.
+    /// `MAX_READERS_WAKEUP`: readers granted at once.
+    public static var maxReadersWakeup: Int { 256 }
+
+    /// Hands the semaphore to waiters as `rwsem_mark_wake` does: a writer
+    /// at the head of the queue gets it alone once it is free; a reader at
+    /// the head means a reader phase, in which up to 256 waiting readers
+    /// from anywhere in the queue get it together (phase-fair), while the
+    /// writers keep their places.
     public func grantWaiters(_ sem: RwSemaphore) {
-        while let next = sem.queue.first {
-            // Readers at the head go before the writer behind them.
-            let free = next.write ? sem.grantable(write: true) : sem.owner == nil
-            guard free else { break }
+        guard let first = sem.queue.first else { return }
+        if first.write {
+            guard sem.grantable(write: true) else { return }
             sem.queue.removeFirst()
-            sem.waiters.removeAll { $0 === next.task }
-            let site = pendingSites.removeValue(forKey: ObjectIdentifier(next.task)) ?? .unknown
-            grant(sem, to: next.task, write: next.write, site: site)
-            next.task.handoff = sem
-            wake(next.task)
-            if next.write { break }
+            hand(sem, to: first.task, write: true)
+            return
         }
+        guard sem.owner == nil else { return }
+        var woken = 0, i = 0
+        while i < sem.queue.count, woken < Scheduler.maxReadersWakeup {
+            guard !sem.queue[i].write else {
+                i += 1
+                continue
+            }
+            let reader = sem.queue.remove(at: i).task
+            hand(sem, to: reader, write: false)
+            woken += 1
+        }
+    }
+
+    /// A waiter is granted the semaphore and woken.
+    private func hand(_ sem: RwSemaphore, to task: Task, write: Bool) {
+        sem.waiters.removeAll { $0 === task }
+        let (site, subclass) = pending.removeValue(forKey: ObjectIdentifier(task)) ?? (.unknown, 0)
+        grant(sem, to: task, write: write, site: site, subclass: subclass)
+        task.handoff = sem
+        wake(task)
     }
 
     /// A task woken with an error stops waiting on `sem`.
     func forget(_ task: Task, waitingOn sem: RwSemaphore) {
         sem.queue.removeAll { $0.task === task }
-        pendingSites[ObjectIdentifier(task)] = nil
+        pending[ObjectIdentifier(task)] = nil
     }
 }

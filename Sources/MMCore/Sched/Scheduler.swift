@@ -42,8 +42,8 @@ public final class Scheduler {
     private var random: Random
     private var nextId = 2
     var lockCount = 0
-    /// Where each waiting task asked for its lock.
-    var pendingSites: [ObjectIdentifier: Site] = [:]
+    /// Where each waiting task asked for its lock, and with which subclass.
+    var pending: [ObjectIdentifier: (site: Site, subclass: Int)] = [:]
     /// The trace being recorded, if any.
     var trace: TraceLog?
     /// Deferred work (`schedule_work` on the system workqueue), in order.
@@ -358,8 +358,8 @@ public final class Scheduler {
     public func preemptEnableByScript() throws(KernelError) {
         let task = current
         let spins = task.held.filter { $0.lock is SpinLock }
-        if let (lock, site) = spins.last, task.preemptCount <= spins.count {
-            throw .bug("preempt_enable without a matching preempt_disable in task '\(task.name)': the count left is what \(lock) (locked at \(sites.name(site))) took")
+        if let last = spins.last, task.preemptCount <= spins.count {
+            throw .bug("preempt_enable without a matching preempt_disable in task '\(task.name)': the count left is what \(last.lock) (locked at \(sites.name(last.site))) took")
         }
         try preemptEnable(task)
     }

@@ -16,7 +16,7 @@ public final class Task: CustomStringConvertible {
     /// Read by every might_sleep; changed only by plain increments.
     @exclusivity(unchecked) public internal(set) var preemptCount = 0
     /// Locks held, in the order taken, with where each was taken.
-    public internal(set) var held: [(lock: Lock, site: Site)] = []
+    public internal(set) var held: [HeldLock] = []
     /// What it is blocked on.
     public internal(set) var waiting: Wait?
     /// The address space it uses (`current->mm`), if any.
@@ -47,6 +47,11 @@ public final class Task: CustomStringConvertible {
 
     public var description: String { "Task{\(name), cpu=\(cpu), \(state.rawValue)}" }
     public var isFinished: Bool { state == .done || state == .failed }
+
+    /// Forgets its latest hold of `lock` (a reader may hold a semaphore twice).
+    func release(_ lock: Lock) {
+        if let i = held.lastIndex(where: { $0.lock === lock }) { held.remove(at: i) }
+    }
 
     /// Takes the error a wakeup left, if any.
     public func takeWakeError() -> KernelError? {

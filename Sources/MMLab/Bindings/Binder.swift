@@ -92,6 +92,9 @@ extension HandleClass {
         ("count_buffers", { L in
             bind(L) { lua in lua.push(try lua.object(1, .rangeAllocator, as: LuaRangeAllocator.self).buffers); return 1 }
         }),
+        ("mode", { L in
+            bind(L) { lua in lua.push(try lua.object(1, .rangeAllocator, as: LuaRangeAllocator.self).mode.rawValue); return 1 }
+        }),
         ("ranges", RangeMethods.ranges),
     ], drop: { lua, object, _ in
         for ref in unsafeDowncast(object, to: LuaRangeAllocator.self).allData() {

@@ -43,6 +43,15 @@ extension Lua {
         pushOptionalHandle(node, .drmMmNode, state: owned ? .owned : .borrowed)
     }
 
+    /// The insert mode in field `mode` of the options table at `arg`.
+    func drmMmMode(_ arg: Int32, default value: DrmMm.Mode) throws(LuaFailure) -> DrmMm.Mode {
+        guard let name = try stringField(arg, "mode", arg: arg) else { return value }
+        guard let mode = DrmMm.Mode(rawValue: name) else {
+            throw .argument(arg, "field 'mode': one of \(DrmMm.Mode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) expected, got \"\(name)\"")
+        }
+        return mode
+    }
+
     /// Keeps the value at `arg` as `node`'s data (a registry reference).
     func setNodeData(_ node: DrmMmNode, from arg: Int32) {
         if let old = node.tag { luaL_unref(L, mmlab_registryindex(), old) }
@@ -187,12 +196,7 @@ enum DrmMmMethods {
                 color = try lua.unsignedField(3, "color", arg: 3, default: 0)
                 rangeStart = try lua.unsignedField(3, "range_start", arg: 3, default: 0)
                 rangeEnd = try lua.unsignedField(3, "range_end", arg: 3, default: .max)
-                if let name = try lua.stringField(3, "mode", arg: 3) {
-                    guard let m = DrmMm.Mode(rawValue: name) else {
-                        throw LuaFailure.argument(3, "field 'mode': one of \(DrmMm.Mode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) expected, got \"\(name)\"")
-                    }
-                    mode = m
-                }
+                mode = try lua.drmMmMode(3, default: .best)
             }
             let node = try mm.insert(size: size, alignment: alignment, color: color, rangeStart: rangeStart,
                                      rangeEnd: rangeEnd, mode: mode, site: lua.site())
@@ -339,7 +343,7 @@ enum DrmMmMethods {
         }
     }
 
-    /// `a:scan{size=, alignment=, color=, mode="low"|"high", range_start=, range_end=}` → Scan.
+    /// `a:scan{size=, alignment=, color=, mode="low", range_start=, range_end=}` → Scan.
     static let scan: Binding = { L in
         bind(L) { lua in
             let mm = try lua.drmMm()
@@ -350,10 +354,7 @@ enum DrmMmMethods {
             let color = try lua.unsignedField(2, "color", arg: 2, default: 0)
             let rangeStart = try lua.unsignedField(2, "range_start", arg: 2, default: 0)
             let rangeEnd = try lua.unsignedField(2, "range_end", arg: 2, default: .max)
-            let name = try lua.stringField(2, "mode", arg: 2) ?? "low"
-            guard let mode = DrmMm.Mode(rawValue: name), mode == .low || mode == .high else {
-                throw LuaFailure.argument(2, "field 'mode': \"low\" or \"high\" expected, got \"\(name)\"")
-            }
+            let mode = try lua.drmMmMode(2, default: .low)
             let scan = try DrmMmScan(mm: mm, size: size, alignment: alignment, color: color, rangeStart: rangeStart,
                                      rangeEnd: rangeEnd, mode: mode, site: lua.site())
             lua.pushHandle(scan, .drmMmScan, lender: 1)

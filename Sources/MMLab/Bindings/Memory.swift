@@ -14,7 +14,8 @@ extension Runtime {
         lua.setField(-2, "gfp")
 
         lua.newTable()
-        lua.setConstants([("MAX_ORDER", MAX_ORDER), ("POISON", Int(PageAllocator.poison))])
+        lua.setConstants([("MAX_ORDER", MAX_ORDER), ("PAGE_POISON", Int(PageAllocator.poison)),
+                          ("POISON", Int(PageAllocator.poison))])
         lua.setFunctions([
             ("stats", MemoryBindings.stats),
             ("buddyinfo", MemoryBindings.buddyinfo),

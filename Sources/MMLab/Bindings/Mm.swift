@@ -116,8 +116,10 @@ extension HandleClass {
         ("mmgrab", MmMethods.mmgrab),
         ("mmget", MmMethods.mmget),
         ("mmap_read_lock", MmMethods.mmapReadLock),
+        ("mmap_read_lock_nested", MmMethods.mmapReadLockNested),
         ("mmap_read_trylock", MmMethods.mmapReadTrylock),
         ("mmap_write_lock", MmMethods.mmapWriteLock),
+        ("mmap_write_lock_nested", MmMethods.mmapWriteLockNested),
         ("mmap_write_trylock", MmMethods.mmapWriteTrylock),
         ("lock_vma_under_rcu", MmMethods.lockVmaUnderRcu),
         ("mmap", MmMethods.mmap),
@@ -251,8 +253,10 @@ enum MmMethods {
         }
     }
 
-    static let mmapReadLock: Binding = { L in lock(L, write: false) }
-    static let mmapWriteLock: Binding = { L in lock(L, write: true) }
+    static let mmapReadLock: Binding = { L in lock(L, write: false, nested: false) }
+    static let mmapWriteLock: Binding = { L in lock(L, write: true, nested: false) }
+    static let mmapReadLockNested: Binding = { L in lock(L, write: false, nested: true) }
+    static let mmapWriteLockNested: Binding = { L in lock(L, write: true, nested: true) }
     static let mmapReadTrylock: Binding = { L in trylock(L, write: false) }
     static let mmapWriteTrylock: Binding = { L in trylock(L, write: true) }
 
@@ -267,16 +271,18 @@ enum MmMethods {
         return try mm.mmapLock(write: true, site: lua.site())
     }
 
-    /// `mmap_read_lock` / `mmap_write_lock`: waits while contended.
-    private static func lock(_ L: OpaquePointer?, write: Bool) -> Int32 {
+    /// `mmap_read_lock` / `mmap_write_lock` (`*_nested(subclass)` for a
+    /// second mm's: they are one lockdep class): waits while contended.
+    private static func lock(_ L: OpaquePointer?, write: Bool, nested: Bool) -> Int32 {
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
+            let subclass = nested ? try lua.integer(2) : 0
             let runtime = lua.runtime
             if mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: write), !runtime.canBlock(lua) {
                 throw runtime.cannotBlock(write ? "mmap_write_lock" : "mmap_read_lock")
             }
-            guard let guard_ = try mm.mmapLock(write: write, site: lua.site()) else {
-                lua_settop(L, 1)
+            guard let guard_ = try mm.mmapLock(write: write, subclass: subclass, site: lua.site()) else {
+                lua_settop(L, nested ? 2 : 1)
                 return MMLAB_YIELD
             }
             lua.pushHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)

@@ -63,10 +63,23 @@ extension Lua {
         }
     }
 
-    /// Sets `cpu`'s slot to the value at `idx` (an integer for numeric types).
-    func setSlot(_ area: PerCpuArea, _ cpu: Int, from idx: Int32) throws {
+    /// The integer argument `arg` as a value of `type`: one outside the
+    /// type is an argument error, as Rust's types make it impossible.
+    func perCpuNumber(_ arg: Int32, _ type: PerCpuType) throws(LuaFailure) -> Int64 {
+        let v = Int64(try integer(arg))
+        guard type.holds(v) else { throw .argument(arg, "\(v) is out of range for \(type.rawValue) (\(type.valueRange))") }
+        return v
+    }
+
+    /// Sets `cpu`'s slot to the value at `idx` (for a numeric type, an
+    /// integer the type holds; `arg` is the argument it came as).
+    func setSlot(_ area: PerCpuArea, _ cpu: Int, from idx: Int32, arg: Int32? = nil) throws {
         if area.type.isNumeric {
-            try area.write(cpu, Int64(try integer(idx)))
+            let v = Int64(try integer(idx))
+            guard area.type.holds(v) else {
+                throw LuaFailure.argument(arg ?? idx, "\(v) is out of range for \(area.type.rawValue) (\(area.type.valueRange))")
+            }
+            try area.write(cpu, v)
         } else {
             _ = try area.read(cpu)
             let idx = absIndex(idx)
@@ -96,7 +109,7 @@ enum PerCpuBindings {
         bind(L) { lua in
             let name = try lua.string(1)
             let type = try lua.perCpuType(2)
-            let initial = type.isNumeric && !lua.isNoneOrNil(3) ? Int64(try lua.integer(3)) : 0
+            let initial = type.isNumeric && !lua.isNoneOrNil(3) ? try lua.perCpuNumber(3, type) : 0
             let runtime = lua.runtime
             let area = try lua.machine().percpu.define(name, type, initial: initial, site: lua.site())
             if !type.isNumeric {
@@ -133,11 +146,14 @@ enum PerCpuBindings {
                 } else {
                     lua_pushvalue(L, 2)
                 }
-                if type.isNumeric && !lua.isNoneOrNil(-1) && lua_isinteger(L, -1) == 0 {
+                if type.isNumeric && !lua.isNoneOrNil(-1) {
                     var isnum: Int32 = 0
-                    _ = lua_tointegerx(L, -1, &isnum)
+                    let v = lua_tointegerx(L, -1, &isnum)
                     guard isnum != 0 else {
                         throw LuaFailure.argument(2, "initial value for CPU \(cpu): integer expected, got \(lua.typeName(-1))")
+                    }
+                    guard type.holds(v) else {
+                        throw LuaFailure.argument(2, "initial value for CPU \(cpu): \(v) is out of range for \(type.rawValue) (\(type.valueRange))")
                     }
                 }
                 lua_rawseti(L, 3, lua_Integer(cpu))
@@ -174,7 +190,7 @@ extension HandleClass {
                 let area = try lua.perCpu(1)
                 let cpu = try lua.thisCpu()
                 if area.type.isNumeric {
-                    lua.push(try area.exchange(cpu, Int64(lua.integer(2))))
+                    lua.push(try area.exchange(cpu, lua.perCpuNumber(2, area.type)))
                 } else {
                     try lua.pushSlot(area, cpu)
                     try lua.setSlot(area, cpu, from: 2)
@@ -185,7 +201,9 @@ extension HandleClass {
         ("this_cpu_cmpxchg", { L in
             bind(L) { lua in
                 let area = try lua.perCpu(1)
-                lua.push(try area.compareExchange(lua.thisCpu(), old: Int64(lua.integer(2)), new: Int64(lua.integer(3))))
+                try area.checkNumeric("this_cpu_cmpxchg")
+                lua.push(try area.compareExchange(lua.thisCpu(), old: lua.perCpuNumber(2, area.type),
+                                                  new: lua.perCpuNumber(3, area.type)))
                 return 1
             }
         }),
@@ -224,8 +242,10 @@ extension HandleClass {
     /// `this_cpu_add(n)` and friends: wrapping at the type's width.
     private static func add(_ L: OpaquePointer?, sign: Int64, returning: Bool) -> Int32 {
         bind(L) { lua in
-            let delta = Int64(try lua.integer(2))
-            let value = try lua.perCpu(1).add(lua.thisCpu(), sign < 0 ? 0 &- delta : delta)
+            let area = try lua.perCpu(1)
+            try area.checkNumeric(sign < 0 ? "this_cpu_sub" : "this_cpu_add")
+            let delta = try lua.perCpuNumber(2, area.type)
+            let value = try area.add(lua.thisCpu(), sign < 0 ? 0 &- delta : delta)
             guard returning else { return 0 }
             lua.push(value)
             return 1
@@ -298,7 +318,17 @@ enum PerCpuMethods {
                 throw KernelError.bug("get_mut with \(guard_), which belongs to task '\(guard_.task.name)'")
             }
             guard g.pointee.borrows == 0 else { throw KernelError.bug("get_mut moves \(guard_) while it is borrowed") }
-            let token = try lua.machine().percpu.token(area, guard_, site: lua.site())
+            let percpu = try lua.machine().percpu
+            let token: PerCpuToken
+            do {
+                token = try percpu.token(area, guard_, site: lua.site())
+            } catch {
+                // The guard was moved into the call: it goes with it, and
+                // preemption is on again.
+                lua.end(2, g, as: .moved)
+                try scheduler.release(guard_)
+                throw error
+            }
             lua.end(2, g, as: .moved)
             lua.pushHandle(token, .perCpuToken, lender: 1)
             return 1
@@ -323,7 +353,7 @@ enum PerCpuMethods {
         bind(L) { lua in
             guard status == LUA_OK else { return MMLAB_RAISE }
             let token = try token(lua)
-            if lua.top >= first { try lua.setSlot(token.area, token.cpu, from: first) }
+            if lua.top >= first { try lua.setSlot(token.area, token.cpu, from: first, arg: 2) }
             lua_settop(L, 2)
             try lua.pushSlot(token.area, token.cpu)
             return 1

@@ -233,11 +233,18 @@ enum SchedBindings {
     static let spinLock: Binding = { L in newLock(L, spin: true) }
     static let mutex: Binding = { L in newLock(L, spin: false) }
 
-    /// `SpinLock(name)`, `Mutex(name)`: the name shows in reports.
+    /// `SpinLock(name, {class=})`, `Mutex(name, {class=})`: the name shows
+    /// in reports; lockdep's class is the one named, or this call's line.
     private static func newLock(_ L: OpaquePointer?, spin: Bool) -> Int32 {
         bind(L) { lua in
             let name = try lua.string(1, default: nil)
-            let lock = try lua.scheduler().makeLock(spin: spin, name: name, site: lua.site())
+            var className: String?
+            if !lua.isNoneOrNil(2) {
+                try lua.checkTable(2)
+                try lua.checkFields(2, arg: 2, known: ["class"])
+                className = try lua.stringField(2, "class", arg: 2)
+            }
+            let lock = try lua.scheduler().makeLock(spin: spin, name: name, site: lua.site(), className: className)
             lua.pushHandle(lock, spin ? .spinLock : .mutex)
             return 1
         }
@@ -261,7 +268,8 @@ extension HandleClass {
     })
 
     static let lockMethods: [(String, Binding)] = [
-        ("lock", LockMethods.lock),
+        ("lock", { L in LockMethods.lock(L, nested: false) }),
+        ("lock_nested", { L in LockMethods.lock(L, nested: true) }),
         ("try_lock", LockMethods.tryLock),
         ("stats", LockMethods.stats),
         ("name", { L in bind(L) { lua in lua.push(try LockMethods.lock(lua).description); return 1 } }),
@@ -336,18 +344,19 @@ enum LockMethods {
         lua.pushHandle(guard_, guard_.lock is SpinLock ? .spinLockGuard : .mutexGuard, lender: 1)
     }
 
-    /// `l:lock()` → guard; waits (spinning or sleeping) while another task
-    /// holds it.
-    static let lock: Binding = { L in
+    /// `l:lock()`, `l:lock_nested(subclass)` → guard; waits (spinning or
+    /// sleeping) while another task holds it.
+    static func lock(_ L: OpaquePointer?, nested: Bool) -> Int32 {
         bind(L) { lua in
             let lock = try lock(lua)
+            let subclass = nested ? try lua.integer(2) : 0
             let runtime = lua.runtime
             let scheduler = try lua.scheduler()
             if scheduler.wouldWait(for: lock), !runtime.canBlock(lua) {
                 throw runtime.cannotBlock("\(lock).lock()")
             }
-            guard let guard_ = try scheduler.lock(lock, site: lua.site()) else {
-                lua_settop(L, 1)
+            guard let guard_ = try scheduler.lock(lock, subclass: subclass, site: lua.site()) else {
+                lua_settop(L, nested ? 2 : 1)
                 return MMLAB_YIELD
             }
             pushGuard(lua, guard_)
@@ -359,7 +368,6 @@ enum LockMethods {
     static let tryLock: Binding = { L in
         bind(L) { lua in
             let lock = try lock(lua)
-            let runtime = lua.runtime
             guard let guard_ = try lua.scheduler().tryLock(lock, site: lua.site()) else { return 0 }
             pushGuard(lua, guard_)
             return 1

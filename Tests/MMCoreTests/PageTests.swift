@@ -33,6 +33,33 @@ struct PageTests {
         #expect(try page.readRaw(0, PAGE_SIZE) == [UInt8](repeating: 0, count: PAGE_SIZE))
     }
 
+    @Test("page_poison: a freed page written behind the allocator's back is a bug on its next allocation (check_poison_mem)")
+    func poisonCorruption() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let freed = machine.sites.intern("t.lua:9")
+        let page = try Page.allocPage(machine, .kernel)
+        let pfn = page.pfn
+        try page.free(site: freed)
+        let memory = try #require(machine.memory.address(of: pfn))
+        #expect(memory.load(fromByteOffset: 100, as: UInt8.self) == 0xaa, "poisoned with PAGE_POISON")
+        memory.storeBytes(of: 0x41, toByteOffset: 100, as: UInt8.self)  // a stale pointer writes
+        memory.storeBytes(of: 0x42, toByteOffset: 200, as: UInt8.self)
+        #expect(throws: KernelError.bug("pagealloc: memory corruption: pfn \(pfn) was written after it was freed at t.lua:9: bytes 0x64-0xc8 are not the poison 0xaa (byte 0x64 is 0x41)")) {
+            try Page.allocPage(machine, .kernel)
+        }
+        try machine.pageAllocator.checkConsistency()
+        let again = try Page.allocPage(machine, .kernel)
+        #expect(again.pfn == pfn, "the block went back poisoned again, and is clean now")
+        #expect(try again.read(UInt8.self, at: 100) == 0xaa)
+        // init_on_free zeroes instead, and checks nothing.
+        let zeroing = try Machine(MachineConfig(memory: 16 << 20, initOnFree: true))
+        let z = try Page.allocPage(zeroing, .kernel)
+        let zpfn = z.pfn
+        try z.free()
+        try #require(zeroing.memory.address(of: zpfn)).storeBytes(of: 1, toByteOffset: 0, as: UInt8.self)
+        #expect(try Page.allocPage(zeroing, .kernel).pfn == zpfn)
+    }
+
     @Test("bounds: allowed only if off <= size, len <= size and off + len <= size",
           arguments: [
             (PAGE_SIZE, 0, true), (0, PAGE_SIZE, true), (PAGE_SIZE - 1, 1, true),

@@ -31,10 +31,21 @@ static int continue_pcall(lua_State *L, int status, lua_KContext ctx) {
     return r >= 0 ? r : finish(L, r);
 }
 
-static int continue_yield(lua_State *L, int status, lua_KContext ctx) {
+const char mmlab_wait_token = 0;
+
+static int check_limits(lua_State *L, mmlab_State *s);
+
+// The task was woken: the binding's continuation runs where it left off.
+static int continue_wait(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
-    mmlab_Binding fn = (mmlab_Binding)ctx;
-    int r = fn(L);
+    (void)ctx;
+    mmlab_State *s = mmlab_state(L);
+    int vm_only = s->vm_only;
+    s->vm_only = 0;
+    int r = s->resumed(L);
+    s->vm_only = vm_only;
+    if (s->over_heap || s->stopped != NULL)
+        check_limits(L, s);
     return r >= 0 ? r : finish(L, r);
 }
 
@@ -42,9 +53,9 @@ static int continue_yield(lua_State *L, int status, lua_KContext ctx) {
 static int finish(lua_State *L, int r) {
     if (r == MMLAB_RAISE)
         return lua_error(L);
-    if (r == MMLAB_YIELD) {
-        mmlab_Binding fn = (mmlab_Binding)lua_touserdata(L, lua_upvalueindex(1));
-        return lua_yieldk(L, 0, (lua_KContext)fn, continue_yield);
+    if (r == MMLAB_WAIT) {
+        lua_pushlightuserdata(L, (void *)&mmlab_wait_token);
+        return lua_yieldk(L, 1, 0, continue_wait);
     }
     if (r <= MMLAB_PCALL_BASE) {
         int nargs = MMLAB_PCALL_BASE - r;

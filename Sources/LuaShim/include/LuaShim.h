@@ -9,7 +9,9 @@
 
 // What a binding returns to its trampoline, besides a count of results (>= 0).
 #define MMLAB_RAISE (-1)              // raise the value on top of the stack
-#define MMLAB_YIELD (-2)              // yield; on resume, call the binding again
+#define MMLAB_WAIT (-2)               // the task waits: yield to the driver; when it
+                                      // is woken, run the binding's continuation
+                                      // (mmlab_State.resumed)
 #define MMLAB_ARGERROR_BASE (-16)     // bad argument #(BASE - r); message on top
 #define MMLAB_PCALL_BASE (-1048576)   // protected call of (BASE - r) arguments
 
@@ -26,6 +28,10 @@ typedef int (*mmlab_Finisher)(lua_State *L, int status, int first);
 // upvalue 2 its name for error messages, the binding's own upvalues follow.
 int mmlab_trampoline(lua_State *L);
 #define MMLAB_FIRST_UPVALUE 3
+
+// The value a waiting binding's thread yields: a coroutine wrapper that
+// sees it passes the wait on to its own resumer, up to the driver.
+extern const char mmlab_wait_token;
 
 // Pushes a closure named `name` calling `fn` through the trampoline; the
 // `nup` values on top of the stack become its upvalues 3...nup+2.
@@ -70,6 +76,9 @@ typedef struct mmlab_State {
     // count hook, else a binding call); 1 yields the task now. Resets
     // `budget`. Called only on `current`, only where it may yield.
     int (*preempt)(lua_State *L, int hook);
+    // Runs the continuation a binding left when it returned MMLAB_WAIT, on
+    // the thread that waited; returns like a binding.
+    int (*resumed)(lua_State *L);
     // The machine's clock: one tick per binding call and per count hook
     // (200 VM instructions). Deterministic: traces stamp events with it.
     uint64_t clock;

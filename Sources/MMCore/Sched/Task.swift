@@ -29,8 +29,6 @@ public final class Task: CustomStringConvertible {
     public internal(set) var wakeError: KernelError?
     /// Whether `kernel.sched.run` reported its failure already, or it was joined.
     public var failureReported = false
-    /// The engine's mark for a voluntary yield in progress.
-    public var yielding = false
     /// Whether it sits on a run queue.
     public internal(set) var isQueued = false
     /// It runs with preemption off from the start and must end that way

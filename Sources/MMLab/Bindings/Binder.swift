@@ -40,19 +40,19 @@ enum BinderBindings {
             let mm = try lua.mmReference(1, users: true).mm
             let size = try lua.integer(2)
             guard size > 0 else { throw KernelError(.EINVAL, "binder mmap of \(size) bytes") }
-            let runtime = lua.runtime
-            let scheduler = mm.machine.scheduler
-            if scheduler.wouldWait(for: mm.mmapLock, write: true), !runtime.canBlock(lua) {
-                throw runtime.cannotBlock("binder Alloc")
-            }
             let site = lua.site()
-            guard let guard_ = try mm.mmapLock(write: true, site: site) else {
-                lua_settop(L, 2)
-                return MMLAB_YIELD
+            try lua.checkCanWait(mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: true), "binder Alloc")
+            return try lua.blocking { lua in
+                guard let guard_ = try mm.mmapLock(write: true, site: site) else { return nil }
+                let alloc: BinderAlloc
+                do { alloc = try BinderAlloc(machine: mm.machine, mm: mm, size: size, under: guard_, site: site) } catch {
+                    try mm.unlock(guard_)
+                    throw error
+                }
+                try mm.unlock(guard_)
+                lua.pushHandle(alloc, .binderAlloc)
+                return 1
             }
-            defer { try? mm.unlock(guard_) }
-            lua.pushHandle(try BinderAlloc(machine: mm.machine, mm: mm, size: size, under: guard_, site: site), .binderAlloc)
-            return 1
         }
     }
 
@@ -246,37 +246,31 @@ enum AllocMethods {
     static let newBuf: Binding = { L in
         bind(L) { lua in
             let alloc = try alloc(lua)
-            let runtime = lua.runtime
-            let me = alloc.machine.scheduler.current
-            let buffer: BinderBuffer
-            if let pending = runtime.pendingBuffers.removeValue(forKey: me.id) {
-                buffer = pending
-            } else {
-                try lua.checkTable(2)
-                try lua.checkFields(2, arg: 2, known: ["data_size", "offsets_size", "extra_buffers_size", "is_async", "pid"])
-                guard let data = try lua.integerField(2, "data_size", arg: 2, default: nil) else {
-                    lua.pushNil()
-                    throw lua.fieldError(2, "data_size", "integer")
-                }
-                let offsets = try lua.unsignedField(2, "offsets_size", arg: 2, default: 0)
-                let extra = try lua.unsignedField(2, "extra_buffers_size", arg: 2, default: 0)
-                let async = try lua.booleanField(2, "is_async", arg: 2, default: false)
-                let pid = try lua.integerField(2, "pid", arg: 2, default: 0) ?? 0
-                buffer = try alloc.newBuf(dataSize: UInt64(bitPattern: Int64(data)), offsetsSize: offsets,
-                                          extraBuffersSize: extra, isAsync: async, pid: pid, site: lua.site())
+            try lua.checkTable(2)
+            try lua.checkFields(2, arg: 2, known: ["data_size", "offsets_size", "extra_buffers_size", "is_async", "pid"])
+            guard let data = try lua.integerField(2, "data_size", arg: 2, default: nil) else {
+                lua.pushNil()
+                throw lua.fieldError(2, "data_size", "integer")
             }
-            let canBlock = runtime.canBlock(lua)
-            guard try alloc.populate(buffer, site: lua.site(), mayWait: canBlock) else {
-                guard canBlock else {
-                    buffer.free()
-                    throw runtime.cannotBlock("new_buf")
+            let offsets = try lua.unsignedField(2, "offsets_size", arg: 2, default: 0)
+            let extra = try lua.unsignedField(2, "extra_buffers_size", arg: 2, default: 0)
+            let async = try lua.booleanField(2, "is_async", arg: 2, default: false)
+            let pid = try lua.integerField(2, "pid", arg: 2, default: 0) ?? 0
+            let site = lua.site()
+            let buffer = try alloc.newBuf(dataSize: UInt64(bitPattern: Int64(data)), offsetsSize: offsets,
+                                          extraBuffersSize: extra, isAsync: async, pid: pid, site: site)
+            let canBlock = lua.runtime.canBlock(lua)
+            return try lua.blocking { lua in
+                guard try alloc.populate(buffer, site: site, mayWait: canBlock) else {
+                    guard canBlock else {
+                        buffer.free()
+                        throw lua.runtime.cannotBlock("new_buf")
+                    }
+                    return nil
                 }
-                runtime.pendingBuffers[me.id] = buffer
-                lua_settop(L, 2)
-                return MMLAB_YIELD
+                lua.pushHandle(buffer, .binderBuffer)
+                return 1
             }
-            lua.pushHandle(buffer, .binderBuffer)
-            return 1
         }
     }
 }
@@ -314,15 +308,18 @@ enum BufferMethods {
             let reader = try lua.object(2, .userSliceReader, as: UserSliceReader.self)
             let off = try lua.integer(3), len = try lua.integer(4)
             try checkPageBounds(off, len, size: buffer.size)
-            guard let temp = malloc(max(len, 1)) else { throw KernelError(.ENOMEM, "copy_into of \(len) bytes") }
-            defer { free(temp) }
-            let runtime = lua.runtime
-            let canBlock = runtime.canBlock(lua)
-            guard try reader.read(into: temp, len, site: lua.site(), mayWait: canBlock) else {
-                return try UaccessBindings.wait(lua, keeping: 4, "copy_into")
+            let site = lua.site(), canBlock = lua.runtime.canBlock(lua)
+            return try lua.blocking { lua in
+                // Each run of the step has its own buffer: none outlives it.
+                guard let temp = malloc(max(len, 1)) else { throw KernelError(.ENOMEM, "copy_into of \(len) bytes") }
+                defer { free(temp) }
+                guard try reader.read(into: temp, len, site: site, mayWait: canBlock) else {
+                    try lua.checkCanWait(true, "copy_into")
+                    return nil
+                }
+                try buffer.write(UnsafeRawBufferPointer(start: temp, count: len), at: off)
+                return 0
             }
-            try buffer.write(UnsafeRawBufferPointer(start: temp, count: len), at: off)
-            return 0
         }
     }
 }

@@ -434,12 +434,17 @@ extension HandleClass {
             try page.checkAccess()
             let reader = try lua.object(2, .userSliceReader, as: UserSliceReader.self)
             let off = try lua.integer(3), len = try lua.integer(4)
-            let p = try page.pointerIntoPage(off, len)
-            let canBlock = lua.runtime.canBlock(lua)
-            guard try reader.read(into: p, len, site: lua.site(), mayWait: canBlock) else {
-                return try UaccessBindings.wait(lua, keeping: 4, "copy_from_user_slice_raw")
+            _ = try page.pointerIntoPage(off, len)
+            let site = lua.site(), canBlock = lua.runtime.canBlock(lua)
+            return try lua.blocking { lua in
+                // Checked on each run: the page may have gone while the task waited.
+                let p = try page.pointerIntoPage(off, len)
+                guard try reader.read(into: p, len, site: site, mayWait: canBlock) else {
+                    try lua.checkCanWait(true, "copy_from_user_slice_raw")
+                    return nil
+                }
+                return 0
             }
-            return 0
         }
     }
 

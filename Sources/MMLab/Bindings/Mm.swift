@@ -260,33 +260,32 @@ enum MmMethods {
     static let mmapReadTrylock: Binding = { L in trylock(L, write: false) }
     static let mmapWriteTrylock: Binding = { L in trylock(L, write: true) }
 
-    /// The write lock for an operation of this binding (mmap, munmap), or
-    /// nil when the task must wait (the binding then yields and runs again).
-    private static func writeLock(_ lua: Lua, _ mm: MmStruct, _ what: String) throws -> MmapGuard? {
-        let runtime = lua.runtime
-        let scheduler = mm.machine.scheduler
-        if scheduler.wouldWait(for: mm.mmapLock, write: true), !runtime.canBlock(lua) {
-            throw runtime.cannotBlock(what)
-        }
-        return try mm.mmapLock(write: true, site: lua.site())
-    }
-
     /// `mmap_read_lock` / `mmap_write_lock` (`*_nested(subclass)` for a
     /// second mm's: they are one lockdep class): waits while contended.
     private static func lock(_ L: OpaquePointer?, write: Bool, nested: Bool) -> Int32 {
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
             let subclass = nested ? try lua.integer(2) : 0
-            let runtime = lua.runtime
-            if mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: write), !runtime.canBlock(lua) {
-                throw runtime.cannotBlock(write ? "mmap_write_lock" : "mmap_read_lock")
+            let site = lua.site()
+            try lua.checkCanWait(mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: write),
+                                 write ? "mmap_write_lock" : "mmap_read_lock")
+            return try lua.blocking { lua in
+                guard let guard_ = try mm.mmapLock(write: write, subclass: subclass, site: site) else { return nil }
+                lua.pushHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
+                return 1
             }
-            guard let guard_ = try mm.mmapLock(write: write, subclass: subclass, site: lua.site()) else {
-                lua_settop(L, nested ? 2 : 1)
-                return MMLAB_YIELD
-            }
-            lua.pushHandle(guard_, write ? .mmapWriteGuard : .mmapReadGuard, lender: 1)
-            return 1
+        }
+    }
+
+    /// Runs `body` under `mm`'s write lock, taken (waiting for it) for an
+    /// operation of this binding (mmap, munmap).
+    private static func underWriteLock(_ lua: Lua, _ mm: MmStruct, _ what: String,
+                                       _ body: @escaping (Lua, MmapGuard) throws -> Int32) throws -> Int32 {
+        let site = lua.site()
+        try lua.checkCanWait(mm.machine.scheduler.wouldWait(for: mm.mmapLock, write: true), what)
+        return try lua.blocking { lua in
+            guard let guard_ = try mm.mmapLock(write: true, site: site) else { return nil }
+            return try body(lua, guard_)
         }
     }
 
@@ -330,50 +329,47 @@ enum MmMethods {
             if hook, lua.type(-1) != LUA_TFUNCTION { throw lua.fieldError(2, "hook", "function") }
             let file = hook ? lua.runtime.file(lua, of: -1, machine: mm.machine) : nil
             lua.pop()
-            guard let guard_ = try writeLock(lua, mm, "mmap") else {
+            return try underWriteLock(lua, mm, "mmap") { lua, guard_ in
+                let new: VmaNew
+                do {
+                    new = try mm.prepareMmap(under: guard_, addr: addr.map { UInt64(bitPattern: Int64($0)) },
+                                             len: UInt64(bitPattern: Int64(len)), prot: prot, flags: flags, file: file,
+                                             offset: UInt64(bitPattern: Int64(offset)))
+                } catch {
+                    try mm.unlock(guard_)
+                    throw error
+                }
+                guard hook else {
+                    let address = mm.commitMmap(new)
+                    try mm.unlock(guard_)
+                    lua.push(address)
+                    return 1
+                }
                 lua_settop(L, 2)
-                return MMLAB_YIELD
+                lua.pushHandle(guard_, .mmapWriteGuard, lender: 1)  // 3
+                let gh = lua.top
+                let vh = lua.pushHandle(new, .vmaNew, state: .borrowed, keepAlive: gh)
+                let vi = lua.top
+                lua.getField(2, "hook")
+                lua_pushvalue(L, vi)
+                return lua.pcall(arguments: 1) { lua, status, _ in
+                    try finishMmap(lua, status, guard_: guard_, guardAt: gh, new: new, newHandle: vh, at: vi)
+                }
             }
-            let new: VmaNew
-            do {
-                new = try mm.prepareMmap(under: guard_, addr: addr.map { UInt64(bitPattern: Int64($0)) },
-                                         len: UInt64(bitPattern: Int64(len)), prot: prot, flags: flags, file: file,
-                                         offset: UInt64(bitPattern: Int64(offset)))
-            } catch {
-                try mm.unlock(guard_)
-                throw error
-            }
-            guard hook else {
-                let address = mm.commitMmap(new)
-                try mm.unlock(guard_)
-                lua.push(address)
-                return 1
-            }
-            lua_settop(L, 2)
-            lua.pushHandle(guard_, .mmapWriteGuard, lender: 1)  // 3, where finishMmap looks
-            lua.pushHandle(new, .vmaNew, state: .borrowed, keepAlive: 3)  // 4
-            mmlab_pushfinisher(L, finishMmap)
-            lua.getField(2, "hook")
-            lua_pushvalue(L, 4)
-            return MMLAB_PCALL_BASE - 1
         }
     }
 
     /// After an mmap hook: the VMA goes in (or, if the hook raised, what it
     /// mapped goes away), the VmaNew expires and the lock is released.
-    private static let finishMmap: Finisher = { L, status, first in
-        let lua = Lua(L)
-        guard let gh = mmlab_tohandle(L, 3), let vh = mmlab_tohandle(L, 4),
-              let guard_ = Handles.object(gh) as? MmapGuard, let new = Handles.object(vh) as? VmaNew else {
-            return status == LUA_OK ? 0 : MMLAB_RAISE
-        }
-        lua.end(4, vh, as: .dropped, flags: HandleFlag.expired)
+    private static func finishMmap(_ lua: Lua, _ status: Int32, guard_: MmapGuard, guardAt gh: Int32,
+                                   new: VmaNew, newHandle vh: HandlePointer, at vi: Int32) throws -> Int32 {
+        lua.end(vi, vh, as: .dropped, flags: HandleFlag.expired)
         var address: UInt64 = 0
         if status == LUA_OK { address = guard_.mm.commitMmap(new) } else { guard_.mm.abortMmap(new) }
-        if Handles.state(gh) == .owned {
-            do { try lua.drop(3, gh, .close) } catch {
+        if let h = mmlab_tohandle(lua.L, gh), Handles.state(h) == .owned {
+            do { try lua.drop(gh, h, .close) } catch {
                 if status != LUA_OK { lua.pop() }
-                return lua.fail(error)
+                throw error
             }
         }
         guard status == LUA_OK else { return MMLAB_RAISE }
@@ -386,13 +382,14 @@ enum MmMethods {
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
             let addr = try lua.address(2), len = try lua.address(3)
-            guard let guard_ = try writeLock(lua, mm, "munmap") else {
-                lua_settop(L, 3)
-                return MMLAB_YIELD
+            return try underWriteLock(lua, mm, "munmap") { _, guard_ in
+                do { try mm.munmap(under: guard_, addr, len) } catch {
+                    try mm.unlock(guard_)
+                    throw error
+                }
+                try mm.unlock(guard_)
+                return 0
             }
-            defer { try? mm.unlock(guard_) }
-            try mm.munmap(under: guard_, addr, len)
-            return 0
         }
     }
 

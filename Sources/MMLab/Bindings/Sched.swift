@@ -82,22 +82,23 @@ enum SchedBindings {
             let runtime = lua.runtime
             let scheduler = try lua.scheduler()
             let me = scheduler.current
-            if let error = me.takeWakeError() { throw error }
             try scheduler.mightSleep("kernel.sched.run")
-            guard scheduler.tasks.contains(where: { $0 !== me && !$0.isFinished }) else {
-                // Nothing to wait for but the work queued (mmput_async):
-                // it is done when run returns, as after flush_scheduled_work.
-                scheduler.runWork()
-                if let failed = scheduler.tasks.first(where: { $0 !== me && $0.state == .failed && !$0.failureReported }) {
-                    runtime.pushFailure(lua, failed)
-                    return MMLAB_RAISE
+            return try lua.blocking { lua in
+                if let error = me.takeWakeError() { throw error }
+                guard scheduler.tasks.contains(where: { $0 !== me && !$0.isFinished }) else {
+                    // Nothing to wait for but the work queued (mmput_async):
+                    // it is done when run returns, as after flush_scheduled_work.
+                    scheduler.runWork()
+                    if let failed = scheduler.tasks.first(where: { $0 !== me && $0.state == .failed && !$0.failureReported }) {
+                        runtime.pushFailure(lua, failed)
+                        return MMLAB_RAISE
+                    }
+                    return 0
                 }
-                return 0
+                try lua.checkCanWait(true, "kernel.sched.run")
+                scheduler.block(on: .all)
+                return nil
             }
-            guard runtime.canBlock(lua) else { throw runtime.cannotBlock("kernel.sched.run") }
-            scheduler.block(on: .all)
-            lua_settop(L, 0)
-            return MMLAB_YIELD
         }
     }
 
@@ -106,18 +107,16 @@ enum SchedBindings {
         bind(L) { lua in
             let scheduler = try lua.scheduler()
             let me = scheduler.current
-            if me.yielding {
-                me.yielding = false
-                return 0
-            }
             guard me.preemptCount == 0 else {
                 throw KernelError.bug("scheduling while atomic: task '\(me.name)' yielded with preempt_count \(me.preemptCount)")
             }
             guard lua.runtime.canBlock(lua) else { return 0 }
-            me.yielding = true
             scheduler.yieldCurrent()
-            lua_settop(L, 0)
-            return MMLAB_YIELD
+            var yielded = false
+            return try lua.blocking { _ in
+                defer { yielded = true }
+                return yielded ? 0 : nil  // back on a CPU: done
+            }
         }
     }
 
@@ -190,26 +189,8 @@ enum SchedBindings {
             let runtime = lua.runtime
             let scheduler = try lua.scheduler()
             let me = scheduler.current
-            if let group = runtime.groups[me.id] {
-                if let error = me.takeWakeError() {
-                    runtime.groups[me.id] = nil
-                    throw error
-                }
-                guard group.allSatisfy(\.isFinished) else {
-                    scheduler.block(on: .tasks(group))
-                    return MMLAB_YIELD
-                }
-                runtime.groups[me.id] = nil
-                let failures = group.filter { $0.state == .failed }
-                if let failed = failures.first {
-                    for other in failures.dropFirst() { other.failureReported = true }  // one call, one error
-                    runtime.pushFailure(lua, failed)
-                    return MMLAB_RAISE
-                }
-                return 0
-            }
             if wait {
-                guard runtime.canBlock(lua) else { throw runtime.cannotBlock("on_each_cpu(fn, true)") }
+                try lua.checkCanWait(true, "on_each_cpu(fn, true)")
                 try scheduler.mightSleep("on_each_cpu(fn, true)")
             }
             lua_settop(L, 2)
@@ -224,9 +205,20 @@ enum SchedBindings {
                 group.append(task)
             }
             guard wait else { return 0 }
-            runtime.groups[me.id] = group
-            scheduler.block(on: .tasks(group))
-            return MMLAB_YIELD
+            return try lua.blocking { lua in
+                if let error = me.takeWakeError() { throw error }
+                guard group.allSatisfy(\.isFinished) else {
+                    scheduler.block(on: .tasks(group))
+                    return nil
+                }
+                let failures = group.filter { $0.state == .failed }
+                if let failed = failures.first {
+                    for other in failures.dropFirst() { other.failureReported = true }  // one call, one error
+                    runtime.pushFailure(lua, failed)
+                    return MMLAB_RAISE
+                }
+                return 0
+            }
         }
     }
 
@@ -311,26 +303,27 @@ enum TaskMethods {
             let scheduler = try lua.scheduler()
             let me = scheduler.current
             guard target !== me else { throw KernelError(.EDEADLK, "task '\(me.name)' cannot join itself") }
-            if let error = me.takeWakeError() { throw error }
             try scheduler.mightSleep("join of task '\(target.name)'")
-            if target.state == .failed {
-                runtime.pushFailure(lua, target)
-                return MMLAB_RAISE
+            return try lua.blocking { lua in
+                if let error = me.takeWakeError() { throw error }
+                if target.state == .failed {
+                    runtime.pushFailure(lua, target)
+                    return MMLAB_RAISE
+                }
+                if target.state == .done {
+                    guard let ref = runtime.taskResults[target.id] else { return 0 }
+                    lua_settop(L, 0)
+                    lua_rawgeti(L, mmlab_registryindex(), lua_Integer(ref))
+                    lua.getField(1, "n")
+                    let n = Int32(lua_tointegerx(L, -1, nil))
+                    lua.pop()
+                    if n > 0 { for i in 1...n { lua_rawgeti(L, 1, lua_Integer(i)) } }
+                    return n
+                }
+                try lua.checkCanWait(true, "join")
+                scheduler.block(on: .task(target))
+                return nil
             }
-            if target.state == .done {
-                guard let ref = runtime.taskResults[target.id] else { return 0 }
-                lua_settop(L, 0)
-                lua_rawgeti(L, mmlab_registryindex(), lua_Integer(ref))
-                lua.getField(1, "n")
-                let n = Int32(lua_tointegerx(L, -1, nil))
-                lua.pop()
-                if n > 0 { for i in 1...n { lua_rawgeti(L, 1, lua_Integer(i)) } }
-                return n
-            }
-            guard runtime.canBlock(lua) else { throw runtime.cannotBlock("join") }
-            scheduler.block(on: .task(target))
-            lua_settop(L, 1)
-            return MMLAB_YIELD
         }
     }
 }
@@ -350,17 +343,14 @@ enum LockMethods {
         bind(L) { lua in
             let lock = try lock(lua)
             let subclass = nested ? try lua.integer(2) : 0
-            let runtime = lua.runtime
             let scheduler = try lua.scheduler()
-            if scheduler.wouldWait(for: lock), !runtime.canBlock(lua) {
-                throw runtime.cannotBlock("\(lock).lock()")
+            let site = lua.site()
+            try lua.checkCanWait(scheduler.wouldWait(for: lock), "\(lock).lock()")
+            return try lua.blocking { lua in
+                guard let guard_ = try scheduler.lock(lock, subclass: subclass, site: site) else { return nil }
+                pushGuard(lua, guard_)
+                return 1
             }
-            guard let guard_ = try scheduler.lock(lock, subclass: subclass, site: lua.site()) else {
-                lua_settop(L, nested ? 2 : 1)
-                return MMLAB_YIELD
-            }
-            pushGuard(lua, guard_)
-            return 1
         }
     }
 

@@ -30,14 +30,6 @@ enum UaccessBindings {
         }
     }
 
-    /// After a copy returned false: it waits (the binding yields and runs
-    /// again), or, where it cannot, the bug.
-    static func wait(_ lua: Lua, keeping n: Int32, _ what: String) throws -> Int32 {
-        let runtime = lua.runtime
-        guard runtime.canBlock(lua) else { throw runtime.cannotBlock(what) }
-        lua_settop(lua.L, n)
-        return MMLAB_YIELD
-    }
 }
 
 extension HandleClass {
@@ -100,14 +92,18 @@ enum UaccessMethods {
             guard n <= UaccessBindings.maxCopy else {
                 throw KernelError(.ENOMEM, "read_raw of \(n) bytes: one call copies at most \(UaccessBindings.maxCopy)")
             }
-            guard let buffer = malloc(max(n, 1)) else { throw KernelError(.ENOMEM, "read_raw of \(n) bytes") }
-            defer { free(buffer) }
-            let canBlock = lua.runtime.canBlock(lua)
-            guard try reader.read(into: buffer, n, site: lua.site(), mayWait: canBlock) else {
-                return try UaccessBindings.wait(lua, keeping: 2, "read_raw")
+            let site = lua.site(), canBlock = lua.runtime.canBlock(lua)
+            return try lua.blocking { lua in
+                // Each run of the step has its own buffer: none outlives it.
+                guard let buffer = malloc(max(n, 1)) else { throw KernelError(.ENOMEM, "read_raw of \(n) bytes") }
+                defer { free(buffer) }
+                guard try reader.read(into: buffer, n, site: site, mayWait: canBlock) else {
+                    try lua.checkCanWait(true, "read_raw")
+                    return nil
+                }
+                lua.push(bytes: buffer, count: n)
+                return 1
             }
-            lua.push(bytes: buffer, count: n)
-            return 1
         }
     }
 
@@ -116,12 +112,15 @@ enum UaccessMethods {
     static let writeRaw: Binding = { L in
         bind(L) { lua in
             let writer = try lua.object(1, .userSliceWriter, as: UserSliceWriter.self)
-            let data = try lua.bytes(2)
-            let canBlock = lua.runtime.canBlock(lua)
-            guard try writer.write(data, site: lua.site(), mayWait: canBlock) else {
-                return try UaccessBindings.wait(lua, keeping: 2, "write_raw")
+            let site = lua.site(), canBlock = lua.runtime.canBlock(lua)
+            return try lua.blocking { lua in
+                // The data stays on the stack (argument 2) while the task waits.
+                guard try writer.write(try lua.bytes(2), site: site, mayWait: canBlock) else {
+                    try lua.checkCanWait(true, "write_raw")
+                    return nil
+                }
+                return 0
             }
-            return 0
         }
     }
 }

@@ -23,9 +23,9 @@ struct TaskFailure {
 }
 
 /// The driver: every chunk runs as task `main`, a coroutine, and the
-/// scheduler picks which task resumes next. Only this loop resumes
-/// coroutines; a binding that must wait returns MMLAB_YIELD, its
-/// trampoline yields, and the binding runs again when the task resumes.
+/// scheduler picks which task resumes next. Only this loop resumes task
+/// threads; a binding that must wait returns MMLAB_WAIT (Wait.swift), its
+/// trampoline yields, and its step runs again when the task resumes.
 extension Runtime {
     /// The scheduler's preemption point, called from C (a binding call at
     /// the end of its budget, or the instruction-count hook).
@@ -202,6 +202,7 @@ extension Runtime {
         // Unwinding closes what the task had open (its guards, <close>
         // handles), as a pcall would; a dead coroutine would keep them.
         _ = lua_resetthread(thread.L)
+        forgetWaits(of: thread.L)
         release(thread, of: id)
         if id == 1 { mainFinished = true }
         if let scheduler = booted?.scheduler, let task { scheduler.finish(task, failed: true) }

@@ -67,8 +67,10 @@ final class Runtime {
     var taskFailures: [Int: TaskFailure] = [:]
     /// Tasks whose handles are gone: forgotten once finished.
     var detached: Set<Int> = []
-    /// The tasks an `on_each_cpu(fn, true)` waits for, by waiting task id.
-    var groups: [Int: [Task]] = [:]
+    /// The step each waiting thread runs when it is woken (Wait.swift).
+    var steps: [OpaquePointer: Step] = [:]
+    /// What runs after each protected call a binding asked for, by thread, innermost last.
+    var finishers: [OpaquePointer: [PcallFinisher]] = [:]
     /// Each `value` per-CPU variable's values: a table by CPU, a registry
     /// reference per area.
     var perCpuValues: [ObjectIdentifier: Int32] = [:]
@@ -76,8 +78,6 @@ final class Runtime {
     var files: Int32 = LUA_NOREF
     /// Each drm_mm's color_adjust function, a registry reference (DrmMm.swift).
     var colorAdjusters: [ObjectIdentifier: Int32] = [:]
-    /// Binder buffers whose `new_buf` waits for the mmap lock, by task id (Binder.swift).
-    var pendingBuffers: [Int: BinderBuffer] = [:]
     /// What `kernel.results.record` kept.
     let results = Results()
     /// `kernel.progress`'s line on a terminal.
@@ -100,7 +100,7 @@ final class Runtime {
         self.configuration = configuration
         state = .allocate(capacity: 1)
         state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, contended: 0,
-                                         preempt: Runtime.preempt, clock: 0, heap: 0, max_heap: 0, vm_only: 0,
+                                         preempt: Runtime.preempt, resumed: Runtime.resumed, clock: 0, heap: 0, max_heap: 0, vm_only: 0,
                                          over_heap: 0, hook_ticks: 0, max_hook_ticks: 0, deadline_ns: 0,
                                          stopped: nil))
         // The limits' allocator, counting from what the state holds already.
@@ -152,6 +152,9 @@ final class Runtime {
         state.pointee.deadline_ns = 0
         state.pointee.max_heap = 0
         lua_close(L)
+        // Steps of tasks left waiting hold what they wait on (and this runtime).
+        steps = [:]
+        finishers = [:]
     }
 
     /// The machine, booted with the configured defaults on first use.

@@ -17,6 +17,8 @@ public final class Machine {
     var mmIds = 0
     /// The last driver file number handed out.
     var files = 0
+    /// The last anon_vma id handed out.
+    var anonVmas = 0
     /// Invariants the model found broken where it could not throw (a free
     /// of what it holds itself that failed): `checkConsistency` reports them.
     public private(set) var brokenInvariants: [String] = []
@@ -60,6 +62,7 @@ extension Machine {
         if let first = brokenInvariants.first {
             throw .bug("the model broke its own invariants: \(first)" + (brokenInvariants.count > 1 ? " (and \(brokenInvariants.count - 1) more)" : ""))
         }
+        guard memory.zeroPageIsClean else { throw .bug("the shared zero page (pfn \(ZERO_PAGE_PFN)) was written: it must read as zeros") }
         try pageAllocator.checkConsistency()
         for case let mm as DrmMm in accounting.live where !mm.validate() {
             throw .bug("\(mm): its holes, nodes and trees disagree")
@@ -68,6 +71,12 @@ extension Machine {
 }
 
 extension Machine {
+    /// A new anon_vma (`anon_vma_alloc`), by id.
+    func newAnonVma() -> Int {
+        anonVmas += 1
+        return anonVmas
+    }
+
     /// Records an invariant the model broke where it could not throw.
     func reportBrokenInvariant(_ what: String) {
         brokenInvariants.append(what)
@@ -98,6 +107,8 @@ public struct MachineConfig: Equatable, Sendable {
     /// are caught; off, a free costs no memset, as on a kernel built
     /// without CONFIG_PAGE_POISONING.
     public var pagePoison: Bool
+    /// `vm.max_map_count`: the most VMAs an mm may have.
+    public var maxMapCount: Int
 
     /// Where the default RAM region starts, as on a PC above the BIOS area.
     public static let ramStart = PhysAddr(0x100000)
@@ -107,7 +118,8 @@ public struct MachineConfig: Equatable, Sendable {
     public static let maxCpus = 64
 
     public init(memory: UInt64 = 256 << 20, cpus: Int = 4, seed: UInt64 = 0, memmap: [MemoryRegion]? = nil,
-                highmem: UInt64 = 0, initOnAlloc: Bool = false, initOnFree: Bool = false, pagePoison: Bool = true) {
+                highmem: UInt64 = 0, initOnAlloc: Bool = false, initOnFree: Bool = false, pagePoison: Bool = true,
+                maxMapCount: Int = 65530) {
         self.memory = memmap.map(MachineConfig.ram) ?? memory
         self.cpus = cpus
         self.seed = seed
@@ -116,6 +128,7 @@ public struct MachineConfig: Equatable, Sendable {
         self.initOnAlloc = initOnAlloc
         self.initOnFree = initOnFree
         self.pagePoison = pagePoison
+        self.maxMapCount = maxMapCount
     }
 
     /// RAM bytes in a memory map.
@@ -141,6 +154,9 @@ public struct MachineConfig: Equatable, Sendable {
             guard region.start.rawValue <= maxPhysAddr, region.size <= maxPhysAddr - region.start.rawValue else {
                 throw KernelError(.EINVAL, "memmap: region at \(region.start) of \(region.size) bytes ends past the 1 TiB physical address space")
             }
+            guard region.end <= ZERO_PAGE_PFN.phys else {
+                throw KernelError(.EINVAL, "memmap: region at \(region.start) of \(region.size) bytes covers the last frame below 1 TiB, where the zero page is")
+            }
             guard region.start >= end else {
                 throw KernelError(.EINVAL, "memmap: region at \(region.start) overlaps the one before it")
             }
@@ -152,6 +168,9 @@ public struct MachineConfig: Equatable, Sendable {
         }
         guard memory == ram else {
             throw KernelError(.EINVAL, "memory (\(memory) bytes) does not match the RAM in memmap (\(ram) bytes)")
+        }
+        guard maxMapCount >= 1 else {
+            throw KernelError(.EINVAL, "max_map_count must be at least 1, got \(maxMapCount)")
         }
         guard highmem & UInt64(PAGE_SIZE - 1) == 0, highmem < ram else {
             throw KernelError(.EINVAL, "highmem must be page aligned and smaller than RAM (\(ram) bytes), got \(highmem)")

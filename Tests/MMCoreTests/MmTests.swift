@@ -1,6 +1,8 @@
 import Testing
 @testable import MMCore
 
+private let anon = Mmap.MAP_PRIVATE | Mmap.MAP_ANONYMOUS
+
 /// A booted machine with `main` running, for driving the model by hand.
 private func machine(cpus: Int = 2) throws -> Machine {
     let machine = try Machine(MachineConfig(memory: 16 << 20, cpus: cpus))
@@ -27,7 +29,7 @@ struct MmTests {
         let second = try user.mmget(site: .unknown)
         #expect((mm.users, mm.count) == (2, 2))
         let guard_ = try #require(try mm.mmapLock(write: true, site: .unknown))
-        _ = try mm.mmap(under: guard_, addr: nil, len: 3 * UInt64(PAGE_SIZE), prot: Mmap.PROT_READ | Mmap.PROT_WRITE, flags: 0)
+        _ = try mm.mmap(under: guard_, addr: nil, len: 3 * UInt64(PAGE_SIZE), prot: Mmap.PROT_READ | Mmap.PROT_WRITE, flags: anon)
         try mm.unlock(guard_)
         try second.release()
         try user.release()
@@ -75,17 +77,17 @@ struct MmTests {
         let g = try #require(try mm.mmapLock(write: true, site: .unknown))
         let page = UInt64(PAGE_SIZE), rw = Mmap.PROT_READ | Mmap.PROT_WRITE
         for i in 0..<4 {
-            _ = try mm.mmap(under: g, addr: 0x100000 + UInt64(i) * page, len: page, prot: rw, flags: Mmap.MAP_FIXED)
+            _ = try mm.mmap(under: g, addr: 0x100000 + UInt64(i) * page, len: page, prot: rw, flags: Mmap.MAP_FIXED | anon)
         }
         #expect(mm.vmas.map(\.description) == ["Vma{0x100000-0x104000 rw-p}"])
         try mm.munmap(under: g, 0x101000, 2 * page)
         #expect(mm.vmas.map(\.description) == ["Vma{0x100000-0x101000 rw-p}", "Vma{0x103000-0x104000 rw-p}"])
         #expect(mm.vmas.map(\.pgoff) == [0x100, 0x103], "the tail keeps its offset")
         func driver(io: Bool) throws {
-            _ = try mm.mmap(under: g, addr: 0x101000, len: page, prot: rw, flags: Mmap.MAP_FIXED, file: 7) {
+            _ = try mm.mmap(under: g, addr: 0x101000, len: page, prot: rw, flags: Mmap.MAP_FIXED | Mmap.MAP_PRIVATE, file: 7) {
                 (new: VmaNew) throws(KernelError) in if io { try new.setIo() }
             }
-            _ = try mm.mmap(under: g, addr: 0x102000, len: page, prot: rw, flags: Mmap.MAP_FIXED, file: 7, offset: page)
+            _ = try mm.mmap(under: g, addr: 0x102000, len: page, prot: rw, flags: Mmap.MAP_FIXED | Mmap.MAP_PRIVATE, file: 7, offset: page)
         }
         try driver(io: false)
         #expect(mm.mapCount == 3, "the driver's two VMAs continue one file: merged, not with the anonymous ones")
@@ -93,7 +95,7 @@ struct MmTests {
         try driver(io: true)
         #expect(mm.mapCount == 4, "VM_IO keeps them apart")
         #expect(throws: KernelError(.EINVAL, "mmap of length 0")) {
-            try mm.mmap(under: g, addr: nil, len: 0, prot: rw, flags: 0)
+            try mm.mmap(under: g, addr: nil, len: 0, prot: rw, flags: anon)
         }
         try mm.unlock(g)
         #expect(throws: KernelError.self) { try mm.munmap(under: g, 0x100000, page) }
@@ -105,8 +107,8 @@ struct MmTests {
         let mm = try machine.mmAlloc(site: .unknown).mm
         let g = try #require(try mm.mmapLock(write: true, site: .unknown))
         let page = UInt64(PAGE_SIZE)
-        let low = try mm.mmap(under: g, addr: 0x100000, len: page, prot: Mmap.PROT_WRITE | Mmap.PROT_READ, flags: Mmap.MAP_FIXED)
-        let high = try mm.mmap(under: g, addr: 0x7000_0000_0000, len: page, prot: Mmap.PROT_WRITE | Mmap.PROT_READ, flags: Mmap.MAP_FIXED)
+        let low = try mm.mmap(under: g, addr: 0x100000, len: page, prot: Mmap.PROT_WRITE | Mmap.PROT_READ, flags: Mmap.MAP_FIXED | anon)
+        let high = try mm.mmap(under: g, addr: 0x7000_0000_0000, len: page, prot: Mmap.PROT_WRITE | Mmap.PROT_READ, flags: Mmap.MAP_FIXED | anon)
         try mm.unlock(g)
         for addr in [low, high] { _ = try mm.resolve(addr, write: true) }
         #expect(mm.pageTables == 1 + 2 * 3, "a PUD, PMD and PTE table each, under one PGD")
@@ -131,7 +133,7 @@ struct MmTests {
         #expect(s.wouldWait(for: mm.mmapLock, write: false), "behind the writer")
         #expect(try mm.mmapTryLock(write: false, site: .unknown) == nil)
         #expect(try mm.mmapLock(write: false, site: .unknown) == nil)
-        #expect(mm.lockVmaUnderRcu(0x10000, site: .unknown) == nil)
+        #expect(mm.lockVmaUnderRcu(0x10000, site: .unknown) == nil, "no VMA there")
         s.switchTo(s.main)
         try mm.unlock(r1)
         #expect(mm.mmapLock.owner === w && w.state == .runnable && r2.state == .blocked)
@@ -152,7 +154,7 @@ struct MmTests {
         let mm = try machine.mmAlloc(site: .unknown).mm
         let g = try #require(try mm.mmapLock(write: true, site: .unknown))
         let page = UInt64(PAGE_SIZE)
-        let a = try mm.mmap(under: g, addr: 0x100000, len: 3 * page, prot: Mmap.PROT_READ | Mmap.PROT_WRITE, flags: Mmap.MAP_FIXED)
+        let a = try mm.mmap(under: g, addr: 0x100000, len: 3 * page, prot: Mmap.PROT_READ | Mmap.PROT_WRITE, flags: Mmap.MAP_FIXED | anon)
         try mm.munmap(under: g, a + page, page)
         try mm.unlock(g)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4, alignment: 1)

@@ -11,6 +11,7 @@ test("bad configurations are rejected", function()
   expect_error("EINVAL", kernel.boot, {cpus = 0})
   expect_error("EINVAL", kernel.boot, {cpus = 65})
   expect_error("field 'cpus': integer expected", kernel.boot, {cpus = "four"})
+  expect_eq(expect_error("EINVAL", kernel.boot, {max_map_count = 0}).message, "max_map_count must be at least 1, got 0")
 end)
 
 -- A fresh engine per case would be needed to boot each of these; they are
@@ -23,6 +24,7 @@ test("bad memory maps are rejected", function()
     {{{start = 0x100000, size = 0}}, "EINVAL"},                          -- empty
     {{{start = 0, size = 2 * M}, {start = M, size = M}}, "EINVAL"},      -- overlap
     {{{start = 1 << 40, size = M}}, "EINVAL"},                           -- past 1 TiB
+    {{{start = (1 << 40) - M, size = M}}, "EINVAL"},                     -- over the zero page, the last frame
     {{{start = -4096, size = 4096}}, "EINVAL"},                          -- wraps
     {{{start = 0, size = M, type = "mmio"}}, "EINVAL"},                  -- no RAM
     {{{start = 0, size = M, type = "rom"}}, "\"ram\", \"reserved\" or \"mmio\" expected"},

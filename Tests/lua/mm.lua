@@ -201,6 +201,42 @@ test("vm_insert_page: EFAULT outside the VMA, EBUSY where a page is, only with M
   kernel.drop(p)
 end)
 
+test("vm_insert_page validates as validate_page_before_insert: EINVAL for an anonymous page, refcount 0, the zero page in a shared writable mapping", function()
+  local u = mm.mm_alloc()
+  local anon = u:mmap{len = 2 * PAGE}
+  kernel.uaccess.UserSlice(u, anon, 1):writer():write_raw("a")      -- an anonymous page
+  kernel.uaccess.UserSlice(u, anon + PAGE, 1):reader():read_raw(1)  -- the zero page
+  local anonymous, zero = u:follow_page(anon), u:follow_page(anon + PAGE)
+  expect_eq(zero:pfn(), page.ZERO_PAGE_PFN)
+  local p = page.Page.alloc_pages(kernel.gfp.GFP_KERNEL, 1)   -- not compound: its tail's refcount is 0
+  local tail = page.borrow_phys(p:phys() + PAGE)
+  local errors = {}
+  local function try(mixed, at, what, pg)
+    local ok, err = pcall(mixed.vm_insert_page, mixed, at, pg)
+    errors[#errors + 1] = what .. "=" .. (ok and "ok" or err.errno .. ": " .. err.message)
+  end
+  u:mmap{len = 4 * PAGE, flags = mm.MAP_SHARED, hook = function(vma)
+    local mixed = vma:set_mixedmap()
+    local at = vma:vm_start()
+    try(mixed, at, "anonymous", anonymous)
+    try(mixed, at, "tail", tail)
+    try(mixed, at, "zero", zero)
+  end}
+  u:mmap{len = PAGE, hook = function(vma)  -- private: a COW mapping may hold the zero page
+    try(vma:set_mixedmap(), vma:vm_start(), "zero in private", zero)
+  end}
+  expect_eq(table.concat(errors, "\n"), table.concat({
+    ("anonymous=EINVAL: vm_insert_page of pfn 0x%x, an anonymous page"):format(anonymous:pfn()),
+    ("tail=EINVAL: vm_insert_page of pfn 0x%x, whose refcount is 0"):format(tail:pfn()),
+    ("zero=EINVAL: vm_insert_page of the zero page into Vma{0x%x-0x%x rw-s}, a shared writable mapping"):format(
+      anon - 4 * PAGE, anon),
+    "zero in private=ok",
+  }, "\n"))
+  kernel.drop(u)
+  kernel.drop(p)
+  kernel.debug.check()  -- the zero page still reads as zeros, and no reference went astray
+end)
+
 test("zap_vma_range does nothing outside the VMA or when the range overflows", function()
   local u = mm.mm_alloc()
   local a = u:mmap{len = 2 * PAGE}
@@ -213,6 +249,7 @@ test("zap_vma_range does nothing outside the VMA or when the range overflows", f
   assert(u:follow_page(a) and u:follow_page(a + PAGE), "nothing was zapped")
   vma:zap_vma_range(a + PAGE, PAGE)
   assert(u:follow_page(a) and not u:follow_page(a + PAGE), "exactly the second page")
+  kernel.drop(vma)
   kernel.drop(g)
   kernel.drop(u)
 end)
@@ -227,11 +264,24 @@ test("a VmaRef is valid only while its guard is held", function()
   expect_eq(kernel.state(vma), "borrowed")
   expect_eq(g:vma_lookup(a + PAGE), nil)
   expect_eq(g:vma_lookup(a - 1), nil)
+  -- The VmaRef borrows its guard (SPEC §2): an explicit drop is refused.
+  expect_eq(expect_error("BUG", kernel.drop, g).message, ("dropped while borrowed: MmapReadGuard{mm=%d} has 1 live borrow(s)"):format(u:id()))
+  expect_eq(kernel.state(g), "owned", "still held")
+  kernel.drop(vma)
   kernel.drop(g)
-  local err = expect_error("BUG", vma.vm_start, vma)
-  expect_eq(err.message, ("use of VmaRef{0x%x-0x%x} after its MmapReadGuard{mm=%d} was released: the VMA is no longer protected"):format(a, a + PAGE, u:id()))
-  expect_error("BUG", vma.zap_vma_range, vma, a, PAGE)
   expect_error("use after drop", g.vma_lookup, g, a)
+  -- The guard's scope may end while a VmaRef is still reachable: the VmaRef
+  -- ends with it, as Rust ends a borrow at its last use.
+  local kept
+  do
+    local g2 <close> = u:mmap_read_lock()
+    kept = g2:vma_lookup(a)
+    expect_eq(kernel.state(kept), "borrowed")
+  end
+  expect_eq(kernel.state(kept), "dropped")
+  local err = expect_error("BUG", kept.vm_start, kept)
+  expect_eq(err.message, ("use of VmaRef{0x%x-0x%x} after its MmapReadGuard{mm=%d} was released: the VMA is no longer protected"):format(a, a + PAGE, u:id()))
+  expect_error("BUG", kept.zap_vma_range, kept, a, PAGE)
   kernel.drop(u)
 end)
 
@@ -268,7 +318,9 @@ test("readers share the mmap lock while a writer waits; trylocks give nil under 
   expect_eq(inside, 2, "both readers still hold it")
   expect_eq(u:mmap_write_trylock(), nil, "readers hold it")
   expect_eq(u:mmap_read_trylock(), nil, "a writer waits")
-  expect_eq(u:lock_vma_under_rcu(a), nil, "the optimistic VMA lock fails under a writer")
+  local v = u:lock_vma_under_rcu(a)
+  assert(v, "the per-VMA lock does not care who holds or waits for the mmap lock")
+  kernel.drop(v)
   release = true
   sched.run()
   expect_eq(writer_saw, 0, "the writer went in once both readers left")
@@ -323,7 +375,7 @@ test("taking the mmap lock twice is a bug lockdep reports", function()
   assert(err.message:find("possible recursive locking detected"), err.message)
 end)
 
-test("lock_vma_under_rcu: the VMA read-locked, nil without a VMA or under a writer", function()
+test("lock_vma_under_rcu: the VMA read-locked, nil without a VMA or while a writer waits for its readers", function()
   local u = mm.mm_alloc()
   local a = u:mmap{len = 2 * PAGE}
   expect_eq(u:lock_vma_under_rcu(a - PAGE), nil)
@@ -332,16 +384,52 @@ test("lock_vma_under_rcu: the VMA read-locked, nil without a VMA or under a writ
   expect_eq(v:mm():id(), u:id())
   local wrote = false
   local w = sched.spawn(function()
-    u:munmap(a, PAGE)  -- takes the write lock: waits for the VMA reader
+    u:munmap(a, PAGE)  -- vma_start_write: waits, holding the mmap write lock, for the VMA's reader
     wrote = true
-  end)
+  end, {name = "unmapper"})
   wait_blocked(w)
   expect_eq(wrote, false)
-  expect_eq(u:lock_vma_under_rcu(a), nil, "a writer waits")
+  expect_eq(w:state(), "blocked")
+  expect_eq(u:lock_vma_under_rcu(a), nil, "a writer waits for this VMA's readers")
+  expect_eq(u:mmap_read_trylock(), nil, "and holds the mmap lock meanwhile")
   kernel.drop(v)
   w:join()
   expect_eq(wrote, true)
   expect_error("use after drop", v.vm_start, v)
+  local tail = u:lock_vma_under_rcu(a + PAGE)
+  assert(tail, "the epoch ended with mmap_write_unlock (vma_end_write_all)")
+  kernel.drop(tail)
+  kernel.drop(u)
+end)
+
+test("lock_vma_under_rcu fails only for a VMA write-locked in the current epoch (vm_lock_seq == mm_lock_seq)", function()
+  local u = mm.mm_alloc()
+  local ANON = mm.MAP_PRIVATE | mm.MAP_ANONYMOUS
+  local base = 0x300000
+  u:mmap{addr = base, len = 3 * PAGE, flags = mm.MAP_FIXED | ANON}
+  u:mmap{addr = base + 8 * PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON, prot = mm.PROT_READ}
+  do
+    local g <close> = u:mmap_write_lock()  -- held, nothing changed: every VMA can still be read-locked
+    local r = u:lock_vma_under_rcu(base)
+    assert(r, "a writer holding the mmap lock stops nothing by itself")
+    kernel.drop(r)
+  end
+  local seen = {}
+  -- MAP_FIXED over the middle page write-locks the VMA it splits; the
+  -- driver's handler runs under the write lock, in the same epoch.
+  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | mm.MAP_PRIVATE, hook = function()
+    seen.head = u:lock_vma_under_rcu(base) == nil
+    seen.tail = u:lock_vma_under_rcu(base + 2 * PAGE) == nil
+    local other = u:lock_vma_under_rcu(base + 8 * PAGE)
+    seen.other = other ~= nil
+    kernel.drop(other)
+  end}
+  expect_eq(seen.head, true, "the head of the split VMA is write-locked")
+  expect_eq(seen.tail, true, "so is its tail")
+  expect_eq(seen.other, true, "a VMA the mmap did not touch is not")
+  local after = u:lock_vma_under_rcu(base)
+  assert(after, "a new epoch after the unlock")
+  kernel.drop(after)
   kernel.drop(u)
 end)
 
@@ -354,51 +442,94 @@ local function layout(u)
   return table.concat(out, " ")
 end
 
+local ANON = mm.MAP_PRIVATE | mm.MAP_ANONYMOUS
+
 test("adjacent anonymous VMAs with equal flags merge; munmap splits", function()
   local u = mm.mm_alloc()
   local base = 0x100000
-  u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED}
-  u:mmap{addr = base + PAGE, len = 2 * PAGE, flags = mm.MAP_FIXED}
+  u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED | ANON}
+  u:mmap{addr = base + PAGE, len = 2 * PAGE, flags = mm.MAP_FIXED | ANON}
   expect_eq(layout(u), "3:rw-p")
-  u:mmap{addr = base + 3 * PAGE, len = PAGE, flags = mm.MAP_FIXED, prot = mm.PROT_READ}
+  u:mmap{addr = base + 3 * PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON, prot = mm.PROT_READ}
   expect_eq(layout(u), "3:rw-p 1:r--p", "different flags stay apart")
   u:munmap(base + PAGE, PAGE)
   expect_eq(layout(u), "1:rw-p 1:rw-p 1:r--p")
-  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED}
+  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON}
   expect_eq(layout(u), "3:rw-p 1:r--p", "filling the hole merges both sides")
-  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED, prot = mm.PROT_READ}
+  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON, prot = mm.PROT_READ}
   expect_eq(layout(u), "1:rw-p 1:r--p 1:rw-p 1:r--p", "MAP_FIXED replaces the middle")
   u:munmap(base, 4 * PAGE)
   expect_eq(u:map_count(), 0)
   u:munmap(base, PAGE)  -- nothing there: not an error
-  local s1 = u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED | mm.MAP_SHARED}
-  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | mm.MAP_SHARED}
+  local s1 = u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED | mm.MAP_SHARED | mm.MAP_ANONYMOUS}
+  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | mm.MAP_SHARED | mm.MAP_ANONYMOUS}
   expect_eq(layout(u), "1:rw-s 1:rw-s", "shared anonymous mappings are separate shmem objects")
+  kernel.drop(u)
+end)
+
+-- The anon_vma of the VMA at `addr`, or nil.
+local function anon_vma(u, addr)
+  local g <close> = u:mmap_read_lock()
+  local v <close> = g:vma_lookup(addr)
+  return v:anon_vma()
+end
+
+test("anon_vmas: a write fault gives one; VMAs with different anon_vmas do not merge (is_mergeable_anon_vma)", function()
+  local u = mm.mm_alloc()
+  local base = 0x400000
+  local function fault(addr) kernel.uaccess.UserSlice(u, addr, 1):writer():write_raw("x") end
+  u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED | ANON}
+  u:mmap{addr = base + 2 * PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON}
+  expect_eq(anon_vma(u, base), nil, "no anonymous page yet")
+  kernel.uaccess.UserSlice(u, base, 1):reader():read_raw(1)
+  expect_eq(anon_vma(u, base), nil, "a read maps the zero page: still none (do_anonymous_page)")
+  fault(base)
+  fault(base + 2 * PAGE)
+  local left, right = anon_vma(u, base), anon_vma(u, base + 2 * PAGE)
+  assert(left and right and left ~= right, "two anon_vmas")
+  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON}
+  expect_eq(layout(u), "2:rw-p 1:rw-p", "the hole merges with prev only: prev and next disagree (can_vma_merge_right)")
+  expect_eq(anon_vma(u, base + PAGE), left)
+  -- A split keeps the anon_vma on both sides, so the hole merges back.
+  u:munmap(base, 3 * PAGE)
+  u:mmap{addr = base, len = 3 * PAGE, flags = mm.MAP_FIXED | ANON}
+  fault(base)
+  local av = anon_vma(u, base)
+  u:munmap(base + PAGE, PAGE)
+  expect_eq(anon_vma(u, base + 2 * PAGE), av)
+  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON}
+  expect_eq(layout(u), "3:rw-p")
+  -- A neighbour that differs only in protection shares its anon_vma at the
+  -- first fault (find_mergeable_anon_vma).
+  u:mmap{addr = base + 3 * PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON, prot = mm.PROT_READ | mm.PROT_WRITE | mm.PROT_EXEC}
+  fault(base + 3 * PAGE)
+  expect_eq(anon_vma(u, base + 3 * PAGE), av)
   kernel.drop(u)
 end)
 
 test("a driver's VMAs merge like a file's, unless IO, DONTEXPAND or MIXEDMAP is set", function()
   local u = mm.mm_alloc()
   local base = 0x200000
+  local FIXED = mm.MAP_FIXED | mm.MAP_PRIVATE
   local function driver(vma) end
-  u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED, hook = driver}
-  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED, hook = driver, offset = PAGE}
+  u:mmap{addr = base, len = PAGE, flags = FIXED, hook = driver}
+  u:mmap{addr = base + PAGE, len = PAGE, flags = FIXED, hook = driver, offset = PAGE}
   expect_eq(layout(u), "2:rw-p", "same file, contiguous offsets")
-  u:mmap{addr = base + 2 * PAGE, len = PAGE, flags = mm.MAP_FIXED, hook = driver}
+  u:mmap{addr = base + 2 * PAGE, len = PAGE, flags = FIXED, hook = driver}
   expect_eq(layout(u), "2:rw-p 1:rw-p", "offset 0 again does not continue the file")
-  u:mmap{addr = base + 3 * PAGE, len = PAGE, flags = mm.MAP_FIXED, hook = function() end, offset = PAGE}
+  u:mmap{addr = base + 3 * PAGE, len = PAGE, flags = FIXED, hook = function() end, offset = PAGE}
   expect_eq(layout(u), "2:rw-p 1:rw-p 1:rw-p", "another driver's file")
   u:munmap(base, 4 * PAGE)
   for _, set in ipairs{"set_io", "set_dontexpand", "set_mixedmap"} do
     local function special(vma) vma[set](vma) end
-    u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED, hook = special}
-    u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED, hook = special, offset = PAGE}
+    u:mmap{addr = base, len = PAGE, flags = FIXED, hook = special}
+    u:mmap{addr = base + PAGE, len = PAGE, flags = FIXED, hook = special, offset = PAGE}
     expect_eq(layout(u), "1:rw-p 1:rw-p", set .. " never merges")
     u:munmap(base, 2 * PAGE)
   end
   local function dontdump(vma) vma:set_dontdump() end
-  u:mmap{addr = base, len = PAGE, flags = mm.MAP_FIXED, hook = dontdump}
-  u:mmap{addr = base + PAGE, len = PAGE, flags = mm.MAP_FIXED, hook = dontdump, offset = PAGE}
+  u:mmap{addr = base, len = PAGE, flags = FIXED, hook = dontdump}
+  u:mmap{addr = base + PAGE, len = PAGE, flags = FIXED, hook = dontdump, offset = PAGE}
   expect_eq(layout(u), "2:rw-p", "DONTDUMP is not special")
   kernel.drop(u)
 end)
@@ -449,21 +580,41 @@ test("mmap and munmap bad input: the kernel's errno", function()
   expect_error("EINVAL", u.mmap, u, {len = 0})
   expect_error("ENOMEM", u.mmap, u, {len = -1})
   expect_error("ENOMEM", u.mmap, u, {len = mm.TASK_SIZE + 1})
-  expect_error("EINVAL", u.mmap, u, {addr = 0x100001, len = PAGE, flags = mm.MAP_FIXED})
-  expect_error("ENOMEM", u.mmap, u, {addr = mm.TASK_SIZE, len = PAGE, flags = mm.MAP_FIXED})
-  expect_error("ENOMEM", u.mmap, u, {addr = -PAGE, len = PAGE, flags = mm.MAP_FIXED})
-  expect_error("EPERM", u.mmap, u, {addr = 0x1000, len = PAGE, flags = mm.MAP_FIXED})
+  expect_error("EINVAL", u.mmap, u, {addr = 0x100001, len = PAGE, flags = mm.MAP_FIXED | ANON})
+  expect_error("ENOMEM", u.mmap, u, {addr = mm.TASK_SIZE, len = PAGE, flags = mm.MAP_FIXED | ANON})
+  expect_error("ENOMEM", u.mmap, u, {addr = -PAGE, len = PAGE, flags = mm.MAP_FIXED | ANON})
+  expect_error("EPERM", u.mmap, u, {addr = 0x1000, len = PAGE, flags = mm.MAP_FIXED | ANON})
   expect_error("EINVAL", u.mmap, u, {len = PAGE, prot = 8})
-  expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = mm.MAP_SHARED | mm.MAP_PRIVATE})
-  expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = 0x40000000})
+  expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = mm.MAP_SHARED | mm.MAP_PRIVATE | mm.MAP_ANONYMOUS})
+  expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = 0x40000000 | ANON})
   expect_error("EINVAL", u.mmap, u, {len = PAGE, offset = 1, hook = function() end})
   expect_error("EOVERFLOW", u.mmap, u, {len = 2 * PAGE, offset = -PAGE, hook = function() end})
   expect_error("bad argument #2 to 'mmap' (field 'len': integer expected, got nil)", u.mmap, u, {})
   expect_error("unknown field 'lenght'", u.mmap, u, {lenght = PAGE})
   expect_error("field 'hook': function expected", u.mmap, u, {len = PAGE, hook = 1})
-  local a = u:mmap{addr = 0x300000, len = PAGE, flags = mm.MAP_FIXED_NOREPLACE}
+  -- do_mmap's map types: MAP_SHARED, MAP_PRIVATE, and for a file MAP_SHARED_VALIDATE.
+  expect_eq(expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = mm.MAP_ANONYMOUS}).message,
+    "mmap: map type 0x0 is not MAP_SHARED, MAP_PRIVATE")
+  expect_eq(expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = 0x04 | mm.MAP_ANONYMOUS}).message,
+    "mmap: map type 0x4 is not MAP_SHARED, MAP_PRIVATE")
+  expect_eq(expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = mm.MAP_SHARED_VALIDATE | mm.MAP_ANONYMOUS}).message,
+    "mmap: map type 0x3 is not MAP_SHARED, MAP_PRIVATE (anonymous memory does not take MAP_SHARED_VALIDATE)")
+  expect_eq(expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = 0x0f, hook = function() end}).message,
+    "mmap: map type 0xf is not MAP_SHARED, MAP_PRIVATE or MAP_SHARED_VALIDATE")
+  expect_eq(mm.MAP_SHARED_VALIDATE, 0x03)
+  local validated = u:mmap{len = PAGE, flags = mm.MAP_SHARED_VALIDATE, hook = function() end}
+  u:munmap(validated, PAGE)
+  expect_eq(expect_error("EOPNOTSUPP", u.mmap, u, {len = PAGE, addr = 0x500000, hook = function() end,
+    flags = mm.MAP_SHARED_VALIDATE | mm.MAP_FIXED_NOREPLACE}).message,
+    "mmap: MAP_SHARED_VALIDATE with flags 0x100000 the file does not support")
+  expect_eq(expect_error("EBADF", u.mmap, u, {len = PAGE, flags = mm.MAP_PRIVATE}).message,
+    "mmap without MAP_ANONYMOUS needs a file: a driver's mmap handler (hook)")
+  expect_eq(expect_error("EINVAL", u.mmap, u, {len = PAGE, flags = ANON, hook = function() end}).message,
+    "mmap: MAP_ANONYMOUS with a driver's file: an anonymous mapping has no mmap handler")
+  expect_eq(u:map_count(), 0)
+  local a = u:mmap{addr = 0x300000, len = PAGE, flags = mm.MAP_FIXED_NOREPLACE | ANON}
   expect_eq(a, 0x300000)
-  expect_error("EEXIST", u.mmap, u, {addr = a, len = PAGE, flags = mm.MAP_FIXED_NOREPLACE})
+  expect_error("EEXIST", u.mmap, u, {addr = a, len = PAGE, flags = mm.MAP_FIXED_NOREPLACE | ANON})
   local hinted = u:mmap{addr = a, len = PAGE}
   assert(hinted ~= a, "a taken hint is not used")
   expect_error("EINVAL", u.munmap, u, a + 1, PAGE)
@@ -478,10 +629,16 @@ test("anonymous memory is demand paged: a write faults a zeroed page in, a read 
   local u = mm.mm_alloc()
   local a = u:mmap{len = 2 * PAGE}
   local before = free_pages()
+  expect_eq(u:follow_page(a), nil, "nothing mapped yet")
   expect_eq(kernel.uaccess.UserSlice(u, a, 8):reader():read_raw(8), ("\0"):rep(8))
-  expect_eq(u:follow_page(a), nil, "reading the zero page maps nothing")
-  expect_eq(free_pages(), before)
+  local zero = u:follow_page(a)
+  expect_eq(zero:pfn(), page.ZERO_PAGE_PFN, "a read fault maps the shared zero page (do_anonymous_page)")
+  expect_eq(free_pages(), before - (u:pgtables_bytes() // PAGE - 1), "and allocates nothing but the page tables")
+  expect_eq(zero:read_u64(8), 0)
+  expect_eq(expect_error("BUG", zero.write_u8, zero, 0, 1).message,
+    ("write to the shared zero page (pfn 0x%x): it is mapped read-only wherever it is mapped"):format(page.ZERO_PAGE_PFN))
   kernel.uaccess.UserSlice(u, a + PAGE - 2, 4):writer():write_raw("abcd")
+  assert(u:follow_page(a):pfn() ~= page.ZERO_PAGE_PFN, "the first write replaced the zero page")
   assert(u:follow_page(a) and u:follow_page(a + PAGE), "the write spanned two pages")
   expect_eq(u:follow_page(a + PAGE):read_raw(0, 2), "cd")
   expect_eq(u:follow_page(a):read_raw(0, 4), "\0\0\0\0", "faulted pages are zeroed")

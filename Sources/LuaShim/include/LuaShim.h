@@ -50,7 +50,7 @@ typedef struct mmlab_Handle {
     uint16_t type;       // HandleType
     uint8_t state;       // HandleState
     uint8_t flags;
-    uint32_t reserved;
+    uint32_t views;      // live views borrowing it (VmaRefs of a guard)
     uint64_t tombstone;  // after a drop that let go of `object`: what describes it
 } mmlab_Handle;
 

@@ -16,6 +16,7 @@ public struct Errno: RawRepresentable, Hashable, Sendable, CustomStringConvertib
     public static let EINTR = Errno(rawValue: 4)
     public static let EIO = Errno(rawValue: 5)
     public static let E2BIG = Errno(rawValue: 7)
+    public static let EBADF = Errno(rawValue: 9)
     public static let EAGAIN = Errno(rawValue: 11)
     public static let ENOMEM = Errno(rawValue: 12)
     public static let EACCES = Errno(rawValue: 13)
@@ -28,14 +29,15 @@ public struct Errno: RawRepresentable, Hashable, Sendable, CustomStringConvertib
     public static let ERANGE = Errno(rawValue: 34)
     public static let EDEADLK = Errno(rawValue: 35)
     public static let EOVERFLOW = Errno(rawValue: 75)
+    public static let EOPNOTSUPP = Errno(rawValue: 95)
 
     /// Every named errno, in numeric order.
     public static let all: [(String, Errno)] = [
         ("EPERM", .EPERM), ("ENOENT", .ENOENT), ("ESRCH", .ESRCH), ("EINTR", .EINTR),
-        ("EIO", .EIO), ("E2BIG", .E2BIG), ("EAGAIN", .EAGAIN), ("ENOMEM", .ENOMEM),
+        ("EIO", .EIO), ("E2BIG", .E2BIG), ("EBADF", .EBADF), ("EAGAIN", .EAGAIN), ("ENOMEM", .ENOMEM),
         ("EACCES", .EACCES), ("EFAULT", .EFAULT), ("EBUSY", .EBUSY), ("EEXIST", .EEXIST),
         ("ENODEV", .ENODEV), ("EINVAL", .EINVAL), ("ENOSPC", .ENOSPC), ("ERANGE", .ERANGE),
-        ("EDEADLK", .EDEADLK), ("EOVERFLOW", .EOVERFLOW),
+        ("EDEADLK", .EDEADLK), ("EOVERFLOW", .EOVERFLOW), ("EOPNOTSUPP", .EOPNOTSUPP),
     ]
 }
 

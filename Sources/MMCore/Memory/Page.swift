@@ -8,6 +8,11 @@ public func checkPageBounds(_ off: Int, _ len: Int, size: Int) throws(KernelErro
 }
 
 @usableFromInline
+func zeroPageWrite(_ pfn: Pfn) -> KernelError {
+    .bug("write to the shared zero page (pfn \(pfn)): it is mapped read-only wherever it is mapped")
+}
+
+@usableFromInline
 func pageBoundsError(_ off: Int, _ len: Int, _ size: Int) -> KernelError {
     KernelError(.EINVAL, "offset \(off) + length \(len) exceeds the page (\(size))")
 }
@@ -44,13 +49,21 @@ extension PageAccess {
         return Array(UnsafeRawBufferPointer(start: p, count: len))
     }
 
+    /// Writing the zero page would change every mapping of it: a bug.
+    @inlinable
+    public func checkWritable() throws(KernelError) {
+        if pfn == ZERO_PAGE_PFN { throw zeroPageWrite(pfn) }
+    }
+
     public func writeRaw(_ bytes: some Collection<UInt8>, _ off: Int) throws(KernelError) {
+        try checkWritable()
         let p = try pointerIntoPage(off, bytes.count)
         // SAFETY: `p` is valid for `bytes.count` bytes.
         UnsafeMutableRawBufferPointer(start: p, count: bytes.count).copyBytes(from: bytes)
     }
 
     public func fillZeroRaw(_ off: Int, _ len: Int) throws(KernelError) {
+        try checkWritable()
         let p = try pointerIntoPage(off, len)
         // SAFETY: `p` is valid for `len` bytes.
         p.initializeMemory(as: UInt8.self, repeating: 0, count: len)
@@ -67,6 +80,7 @@ extension PageAccess {
     /// Writes a little-endian integer (`write_u8` ... `write_u64`).
     @inlinable
     public func write<T: FixedWidthInteger>(_ value: T, at off: Int) throws(KernelError) {
+        try checkWritable()
         let p = try pointerIntoPage(off, MemoryLayout<T>.size)
         // SAFETY: `p` is valid for `MemoryLayout<T>.size` bytes.
         p.storeBytes(of: value.littleEndian, as: T.self)

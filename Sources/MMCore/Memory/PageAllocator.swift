@@ -520,6 +520,16 @@ public final class PageAllocator {
         if head.pointee.refcount == 0 { freeBlock(pfn, head, order: Int(head.pointee.order), site: site) }
     }
 
+    /// A fault mapped the allocated head `pfn` as anonymous memory.
+    func markAnonymous(_ pfn: Pfn) {
+        memory.existingPage(pfn)?.pointee.flags |= StructPage.Flag.anonymous
+    }
+
+    /// `folio_test_anon`.
+    public func isAnonymous(_ pfn: Pfn) -> Bool {
+        memory.existingPage(pfn)?.pointee.has(StructPage.Flag.anonymous) == true
+    }
+
     /// `page_ref_count`: 0 for a frame that is not an allocated head.
     public func refcount(_ pfn: Pfn) -> Int {
         guard let page = memory.existingPage(pfn), page.pointee.has(StructPage.Flag.head) else { return 0 }

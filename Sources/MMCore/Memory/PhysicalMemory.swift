@@ -33,8 +33,14 @@ public struct MemoryRegion: Equatable, Sendable {
     public func contains(_ pfn: Pfn) -> Bool { pfn >= startPfn && pfn < endPfn }
 }
 
+/// `ZERO_PAGE(0)`'s frame: the kernel image's `empty_zero_page`, which read
+/// faults on untouched private anonymous memory map. mmlab puts the kernel
+/// image's page at the last frame below `maxPhysAddr`, which no memory map
+/// may cover.
+public let ZERO_PAGE_PFN = Pfn((maxPhysAddr >> UInt64(PAGE_SHIFT)) - 1)
+
 /// The machine's physical memory: its map, the host memory behind RAM and
-/// reserved regions, and their `struct page`s.
+/// reserved regions, and their `struct page`s; and the zero page.
 ///
 /// RAM and reserved regions are backed by anonymous mappings the host
 /// populates on first touch, and page structs are allocated a section at a
@@ -47,6 +53,8 @@ public struct MemoryRegion: Equatable, Sendable {
 public final class PhysicalMemory {
     public let regions: [MemoryRegion]
     private let backing: [UnsafeMutableRawPointer?]
+    /// The zero page's memory: zeros, which nothing may write.
+    public let zeroPage: UnsafeMutableRawPointer
     /// Read on every page lookup; only `page(_:)` writes it, and calls nothing meanwhile.
     @exclusivity(unchecked) private var sections: [UnsafeMutablePointer<StructPage>?]
 
@@ -68,6 +76,8 @@ public final class PhysicalMemory {
             backing.append(p)
         }
         self.backing = backing
+        zeroPage = .allocate(byteCount: PAGE_SIZE, alignment: PAGE_SIZE)
+        zeroPage.initializeMemory(as: UInt8.self, repeating: 0, count: PAGE_SIZE)
     }
 
     deinit {
@@ -76,6 +86,8 @@ public final class PhysicalMemory {
             if let p { munmap(p, Int(region.size)) }
         }
         for case let section? in sections { free(section) }
+        // SAFETY: `init` allocated it; nothing else frees it.
+        zeroPage.deallocate()
     }
 
     /// The region holding `pfn`.
@@ -94,6 +106,7 @@ public final class PhysicalMemory {
 
     /// Whether `pfn` has a `struct page` (`pfn_valid`): RAM or reserved.
     public func pfnValid(_ pfn: Pfn) -> Bool {
+        if pfn == ZERO_PAGE_PFN { return true }
         guard let kind = region(of: pfn)?.kind else { return false }
         return kind != .mmio
     }
@@ -107,6 +120,7 @@ public final class PhysicalMemory {
     /// The host memory behind a valid frame: what the direct map and
     /// kmap both reach.
     public func address(of pfn: Pfn) -> UnsafeMutableRawPointer? {
+        if pfn == ZERO_PAGE_PFN { return zeroPage }
         guard let i = regionIndex(of: pfn), let base = backing[i] else { return nil }
         let offset = (pfn.rawValue - regions[i].startPfn.rawValue) << UInt64(PAGE_SHIFT)
         // SAFETY: `pfn` lies in region `i`, so the offset is inside its mapping.
@@ -136,6 +150,12 @@ public final class PhysicalMemory {
         }
         sections[index] = raw.bindMemory(to: StructPage.self, capacity: count)
         return try page(pfn)
+    }
+
+    /// Whether the zero page still holds only zeros.
+    public var zeroPageIsClean: Bool {
+        // SAFETY: the zero page is PAGE_SIZE bytes.
+        UnsafeRawBufferPointer(start: zeroPage, count: PAGE_SIZE).allSatisfy { $0 == 0 }
     }
 
     /// Sections of page structs allocated so far.

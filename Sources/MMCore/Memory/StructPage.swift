@@ -34,6 +34,8 @@ struct StructPage {
         static let compound: UInt8 = 1 << 4
         /// Its owner gave it away with `into_phys`.
         static let intoPhys: UInt8 = 1 << 5
+        /// Anonymous memory a page fault mapped (`folio_test_anon`).
+        static let anonymous: UInt8 = 1 << 6
     }
 
     func has(_ flag: UInt8) -> Bool { flags & flag != 0 }

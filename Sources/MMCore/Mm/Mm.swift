@@ -23,6 +23,10 @@ public final class MmStruct: CustomStringConvertible {
     public internal(set) var freed = false
     /// The last shmem object id handed out.
     var nextShmem = 0
+    /// `mm_lock_seq`: the write-lock epoch. A VMA is write-locked while its
+    /// `lockSeq` equals it; `mmap_write_unlock` ends them all at once
+    /// (`vma_end_write_all`).
+    var lockSeq = 0
 
     init(machine: Machine, id: Int, site: Site) throws(KernelError) {
         self.id = id

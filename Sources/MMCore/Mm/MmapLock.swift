@@ -66,6 +66,7 @@ extension MmStruct {
         }
         guard_.isReleased = true
         machine.accounting.untrack(guard_)
+        if guard_.isWrite { lockSeq += 1 }  // vma_end_write_all
         scheduler.up(mmapLock, task: guard_.task, write: guard_.isWrite)
     }
 
@@ -78,28 +79,25 @@ extension MmStruct {
         }
         guard_.isReleased = true
         machine.accounting.untrack(guard_)
+        lockSeq += 1  // vma_end_write_all
         scheduler.downgrade(mmapLock, task: guard_.task)
         return machine.track(MmapGuard(mm: self, task: guard_.task, write: false, site: site))
     }
 
-    /// `lock_vma_under_rcu`: the VMA at `addr` read-locked, or nil when there
-    /// is none, or a writer holds or waits for the mmap lock (the optimistic
-    /// path fails; take the mmap read lock instead).
-    ///
-    /// The kernel's writer takes the mmap lock at once and then waits in
-    /// `vma_start_write` for the readers of each VMA it changes, failing new
-    /// ones meanwhile. Here a writer waits for every VMA reader before it
-    /// holds the lock, and new VMA readers fail while it waits: the same
-    /// exclusion, coarser, and writers are not starved.
+    /// `lock_vma_under_rcu`: the VMA at `addr` read-locked (`vma_start_read`),
+    /// or nil when there is none, or when that VMA was write-locked in the
+    /// current mmap write-lock epoch (its `vm_lock_seq` equals the mm's
+    /// `mm_lock_seq`), or a writer waits for its readers (the trylock of
+    /// its `vm_lock` fails): the optimistic path fails, take the mmap read
+    /// lock instead. A writer holding the mmap lock stops nothing else.
     public func lockVmaUnderRcu(_ addr: UInt64, site: Site) -> VmaReadGuard? {
-        guard !mmapLock.writerActive, let vma = find(addr) else { return nil }
+        guard let vma = find(addr), vma.lockSeq != lockSeq, vma.writer == nil else { return nil }
         vma.readers += 1
-        mmapLock.externalReaders += 1
         return machine.track(VmaReadGuard(vma: vma, task: machine.scheduler.current, site: site))
     }
 
-    /// `vma_end_read`: a waiting writer may go once the last reader leaves.
-    /// Only the guard's task may, unless the collector does.
+    /// `vma_end_read`: a writer waiting for the readers goes once the last
+    /// one leaves. Only the guard's task may, unless the collector does.
     public func unlock(_ guard_: VmaReadGuard, byCollector: Bool = false) throws(KernelError) {
         guard !guard_.isReleased else { return }
         let current = machine.scheduler.current
@@ -108,9 +106,27 @@ extension MmStruct {
         }
         guard_.markReleased()
         machine.accounting.untrack(guard_)
-        guard_.vma.readers -= 1
-        mmapLock.externalReaders -= 1
-        machine.scheduler.grantWaiters(mmapLock)
+        let vma = guard_.vma
+        vma.readers -= 1
+        if vma.readers == 0, let writer = vma.writer {
+            vma.writer = nil
+            machine.scheduler.wake(writer)
+        }
+    }
+
+    /// `vma_start_write` of each of `vmas` by the running task, which holds
+    /// the mmap write lock: each is write-locked for the rest of the epoch.
+    /// False when one still has readers: the task is blocked until they go
+    /// (call again when it wakes), and none was locked.
+    func vmaStartWrite(_ vmas: [VmArea]) -> Bool {
+        if let busy = vmas.first(where: { $0.readers > 0 && $0.lockSeq != lockSeq }) {
+            let scheduler = machine.scheduler
+            busy.writer = scheduler.current
+            scheduler.block(on: .vmaReaders(busy))
+            return false
+        }
+        for vma in vmas { vma.lockSeq = lockSeq }
+        return true
     }
 }
 

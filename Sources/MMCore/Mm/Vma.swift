@@ -46,8 +46,15 @@ public final class VmArea: CustomStringConvertible {
     /// What it maps.
     public let backing: Backing
     public internal(set) weak var mm: MmStruct?
+    /// Its anon_vma (by id), once a fault put anonymous pages in it.
+    public internal(set) var anonVma: Int?
     /// Per-VMA read locks held (`lock_vma_under_rcu`).
     var readers = 0
+    /// `vm_lock_seq`: the mm's `mm_lock_seq` when a writer last
+    /// write-locked it (`vma_start_write`); locked while they are equal.
+    var lockSeq = -1
+    /// A writer waiting in `vma_start_write` for the readers to leave.
+    var writer: Task?
     /// Unmapped (or torn down): refs to it are dead.
     public internal(set) var isDetached = false
 
@@ -103,6 +110,9 @@ public class VmaRef: CustomStringConvertible {
     public var typeName: String { "VmaRef" }
     public var description: String { "\(typeName){0x\(String(vma.start, radix: 16))-0x\(String(vma.end, radix: 16))}" }
 
+    /// Its guard is held and its VMA mapped.
+    public var isValid: Bool { protector.protects && !vma.isDetached }
+
     /// Using a VmaRef after its guard is gone, or after its VMA was
     /// unmapped, is a bug (the borrow checker's job in Rust).
     public func check() throws(KernelError) {
@@ -115,6 +125,8 @@ public class VmaRef: CustomStringConvertible {
     public func vmStart() throws(KernelError) -> UInt64 { try check(); return vma.start }
     public func vmEnd() throws(KernelError) -> UInt64 { try check(); return vma.end }
     public func flags() throws(KernelError) -> VmFlags { try check(); return vma.flags }
+    /// Its anon_vma's id, or nil before an anonymous fault gave it one.
+    public func anonVma() throws(KernelError) -> Int? { try check(); return vma.anonVma }
 
     /// The mm, borrowed.
     public func mm() throws(KernelError) -> MmWithUser {
@@ -145,12 +157,36 @@ public final class VmaMixedMap: VmaRef {
     override public var typeName: String { "VmaMixedMap" }
 
     /// `vm_insert_page`: maps `page` at `address`, taking a reference.
-    /// EFAULT outside the VMA, EBUSY if a page is mapped there already.
+    /// EFAULT outside the VMA, EBUSY if a page is mapped there already,
+    /// EINVAL for a page `validate_page_before_insert` refuses.
     public func vmInsertPage(_ address: UInt64, _ page: any PageAccess) throws(KernelError) {
         try check()
-        try page.checkAccess()
         guard let mm = vma.mm else { throw .bug("\(self) outlived its mm") }
+        try validatePageBeforeInsert(page)
+        try page.checkAccess()
         try mm.insertPage(into: vma, at: address, pfn: page.pfn)
+    }
+
+    /// `validate_page_before_insert`: EINVAL for a page whose refcount is
+    /// 0, for anonymous memory, and for the zero page unless the mapping
+    /// may hold it (`vm_mixed_zeropage_allowed`: a COW mapping, or one
+    /// without VM_WRITE and VM_MAYWRITE).
+    private func validatePageBeforeInsert(_ page: any PageAccess) throws(KernelError) {
+        let allocator = page.machine.pageAllocator, pfn = page.pfn
+        if pfn == ZERO_PAGE_PFN {
+            let cow = vma.flags.intersection([.shared, .maywrite]) == .maywrite
+            guard cow || vma.flags.isDisjoint(with: [.write, .maywrite]) else {
+                throw KernelError(.EINVAL, "vm_insert_page of the zero page into \(vma), a shared writable mapping")
+            }
+            return
+        }
+        // Reserved frames are the kernel's: their refcount never drops to 0.
+        if page.machine.memory.isManaged(pfn), allocator.refcount(pfn) == 0 {
+            throw KernelError(.EINVAL, "vm_insert_page of pfn \(pfn), whose refcount is 0")
+        }
+        if allocator.isAnonymous(pfn) {
+            throw KernelError(.EINVAL, "vm_insert_page of pfn \(pfn), an anonymous page")
+        }
     }
 }
 
@@ -167,11 +203,14 @@ extension MmStruct {
         guard pageTable.lookup(at) == nil else {
             throw KernelError(.EBUSY, "vm_insert_page at \(hex): a page is mapped there already")
         }
-        try machine.pageAllocator.getPage(pfn)
+        // The zero page is the kernel image's: no reference to take.
+        let counted = pfn != ZERO_PAGE_PFN
+        if counted { try machine.pageAllocator.getPage(pfn) }
         do {
-            try pageTable.map(at, pfn, writable: vma.flags.contains(.write), executable: vma.flags.contains(.exec))
+            try pageTable.map(at, pfn, writable: vma.flags.contains(.write) && counted,
+                              executable: vma.flags.contains(.exec))
         } catch {
-            try? machine.pageAllocator.putPage(pfn)
+            if counted { put(pfn) }
             throw error
         }
     }

@@ -5,12 +5,9 @@
 /// # Invariants
 ///
 /// Either `owner` (the writer) is set and `readers` is empty, or there is no
-/// writer. `externalReaders` (per-VMA read locks of an mm) also keep
-/// writers out.
+/// writer.
 public final class RwSemaphore: Lock {
     public internal(set) var readers: [Task] = []
-    /// Read holders that are not tasks' `down_read` (per-VMA read locks).
-    public internal(set) var externalReaders = 0
     /// Who waits, and whether for writing.
     var queue: [(task: Task, write: Bool)] = []
 
@@ -19,7 +16,7 @@ public final class RwSemaphore: Lock {
     public var writerActive: Bool { owner != nil || queue.contains { $0.write } }
 
     func grantable(write: Bool) -> Bool {
-        if write { return owner == nil && readers.isEmpty && externalReaders == 0 }
+        if write { return owner == nil && readers.isEmpty }
         return owner == nil && !queue.contains { $0.write }
     }
 }

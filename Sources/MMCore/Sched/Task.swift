@@ -70,6 +70,8 @@ public enum Wait: CustomStringConvertible {
     case all
     /// Every one of these tasks to finish (`on_each_cpu` waiting).
     case tasks([Task])
+    /// The per-VMA read locks of a VMA to go (`vma_start_write`).
+    case vmaReaders(VmArea)
 
     public var description: String {
         switch self {
@@ -77,12 +79,11 @@ public enum Wait: CustomStringConvertible {
             if let owner = lock.owner { "\(lock) (held by '\(owner.name)')" }
             else if let sem = lock as? RwSemaphore, !sem.readers.isEmpty {
                 "\(lock) (held for reading by " + sem.readers.map { "'\($0.name)'" }.joined(separator: ", ") + ")"
-            } else if let sem = lock as? RwSemaphore, sem.externalReaders > 0 {
-                "\(lock) (\(sem.externalReaders) VMA read lock(s) held)"
             } else { "\(lock)" }
         case .task(let task): "task '\(task.name)' to finish"
         case .all: "every other task to finish"
         case .tasks(let tasks): "tasks " + tasks.map { "'\($0.name)'" }.joined(separator: ", ") + " to finish"
+        case .vmaReaders(let vma): "the \(vma.readers) VMA read lock(s) of \(vma) to go (vma_start_write)"
         }
     }
 }

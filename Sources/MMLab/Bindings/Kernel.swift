@@ -140,7 +140,8 @@ extension Lua {
 }
 
 enum KernelBindings {
-    /// `kernel.boot{memory=, cpus=, seed=, memmap=, highmem=, init_on_alloc=, init_on_free=, page_poison=}`.
+    /// `kernel.boot{memory=, cpus=, seed=, memmap=, highmem=, init_on_alloc=, init_on_free=, page_poison=,
+    /// max_map_count=}`.
     static let boot: Binding = { L in
         bind(L) { lua in
             var config = lua.runtime.configuration.machine
@@ -148,6 +149,7 @@ enum KernelBindings {
                 try lua.checkTable(1)
                 try lua.checkFields(1, arg: 1, known: [
                     "memory", "cpus", "seed", "memmap", "highmem", "init_on_alloc", "init_on_free", "page_poison",
+                    "max_map_count",
                 ])
                 var memory: UInt64?
                 if lua.getField(1, "memory") > LUA_TNIL { memory = try lua.size(-1, arg: 1, field: "memory") }
@@ -168,6 +170,8 @@ enum KernelBindings {
                 config.initOnAlloc = try lua.booleanField(1, "init_on_alloc", arg: 1, default: false)
                 config.initOnFree = try lua.booleanField(1, "init_on_free", arg: 1, default: false)
                 config.pagePoison = try lua.booleanField(1, "page_poison", arg: 1, default: true)
+                config.maxMapCount = try lua.integerField(1, "max_map_count", arg: 1, default: config.maxMapCount)
+                    ?? config.maxMapCount
             }
             try lua.runtime.boot(config)
             return 0
@@ -187,6 +191,7 @@ enum KernelBindings {
             lua.set("init_on_alloc", config.initOnAlloc)
             lua.set("init_on_free", config.initOnFree)
             lua.set("page_poison", config.pagePoison)
+            lua.set("max_map_count", config.maxMapCount)
             lua.newTable(array: Int32(machine.memory.regions.count))
             for (i, region) in machine.memory.regions.enumerated() {
                 lua.newTable(hash: 3)
@@ -212,7 +217,7 @@ enum KernelBindings {
     /// `kernel.state(x)` → "owned", "borrowed", "dropped" or "moved".
     static let state: Binding = { L in
         bind(L) { lua in
-            lua.push(Handles.state(try lua.anyHandle(1)).name)
+            lua.push(lua.state(of: try lua.anyHandle(1)).name)
             return 1
         }
     }

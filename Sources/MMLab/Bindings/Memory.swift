@@ -39,6 +39,7 @@ extension Runtime {
             ("borrow_phys", MemoryBindings.borrowPhys),
             ("borrow_phys_unchecked", MemoryBindings.borrowPhysUnchecked),
         ])
+        lua.set("ZERO_PAGE_PFN", ZERO_PAGE_PFN.rawValue)
         lua.setField(-2, "page")
     }
 }
@@ -418,7 +419,9 @@ extension HandleClass {
     private static func writeInteger<T: FixedWidthInteger & UnsignedInteger>(_ L: OpaquePointer?, _: T.Type) -> Int32 {
         bind(L) { lua in
             let value = T(truncatingIfNeeded: try lua.integer(3))
-            let p = try lua.page(1).pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
+            let page = try lua.page(1)
+            try page.checkWritable()
+            let p = try page.pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
             // SAFETY: `pointerIntoPage` checked that `p` is valid for `MemoryLayout<T>.size` bytes.
             p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: T.self)
             return 0
@@ -432,6 +435,7 @@ extension HandleClass {
         bind(L) { lua in
             let page = try lua.page(1)
             try page.checkAccess()
+            try page.checkWritable()
             let reader = try lua.object(2, .userSliceReader, as: UserSliceReader.self)
             let off = try lua.integer(3), len = try lua.integer(4)
             _ = try page.pointerIntoPage(off, len)
@@ -529,6 +533,7 @@ extension HandleClass {
         ("write", { L in
             bind(L) { lua in
                 let ptr = try lua.object(1, .pagePointer, as: PagePointer.self)
+                try ptr.page.checkWritable()
                 let data = try lua.bytes(2)
                 let off = try lua.integer(3, default: 0)
                 let p = try ptr.bounded(off, data.count, "write")
@@ -553,6 +558,7 @@ extension HandleClass {
         ("write", { L in
             bind(L) { lua in
                 let map = try lua.object(1, .mapping, as: KmapMapping.self)
+                if map.pfn == ZERO_PAGE_PFN { throw KernelError.bug("write to the shared zero page (pfn \(map.pfn)): it is mapped read-only wherever it is mapped") }
                 let data = try lua.bytes(2)
                 let p = try map.pointer(try lua.integer(3), data.count)
                 // SAFETY: `p` is valid for `data.count` bytes (bounds checked by the mapping).

@@ -10,6 +10,7 @@ extension Runtime {
         lua.setConstants([
             ("PROT_NONE", Mmap.PROT_NONE), ("PROT_READ", Mmap.PROT_READ), ("PROT_WRITE", Mmap.PROT_WRITE),
             ("PROT_EXEC", Mmap.PROT_EXEC), ("MAP_SHARED", Mmap.MAP_SHARED), ("MAP_PRIVATE", Mmap.MAP_PRIVATE),
+            ("MAP_SHARED_VALIDATE", Mmap.MAP_SHARED_VALIDATE), ("MAP_TYPE", Mmap.MAP_TYPE),
             ("MAP_FIXED", Mmap.MAP_FIXED), ("MAP_ANONYMOUS", Mmap.MAP_ANONYMOUS),
             ("MAP_FIXED_NOREPLACE", Mmap.MAP_FIXED_NOREPLACE),
         ])
@@ -161,15 +162,23 @@ extension HandleClass {
         ("vm_start", { L in bind(L) { lua in lua.push(try lua.vmaRef(1).vmStart()); return 1 } }),
         ("vm_end", { L in bind(L) { lua in lua.push(try lua.vmaRef(1).vmEnd()); return 1 } }),
         ("flags", { L in bind(L) { lua in lua.push(try lua.vmaRef(1).flags().rawValue); return 1 } }),
+        ("anon_vma", { L in bind(L) { lua in if let id = try lua.vmaRef(1).anonVma() { lua.push(id) } else { lua.pushNil() }
+            return 1 } }),
         ("mm", VmaMethods.mm),
         ("zap_vma_range", VmaMethods.zapVmaRange),
         ("as_mixedmap_vma", VmaMethods.asMixedmapVma),
     ]
 
-    static let vmaRef = HandleClass(.vmaRef, methods: vmaRefMethods)
+    /// A VmaRef is gone once its guard is (or its VMA unmapped).
+    private static func vmaGone(_ object: AnyObject) -> Bool {
+        // SAFETY: these handle types are created only over VmaRef and its subclasses.
+        !unsafeDowncast(object, to: VmaRef.self).isValid
+    }
+
+    static let vmaRef = HandleClass(.vmaRef, methods: vmaRefMethods, isGone: vmaGone)
     static let vmaMixedMap = HandleClass(.vmaMixedMap, methods: vmaRefMethods + [
         ("vm_insert_page", VmaMethods.vmInsertPage),
-    ])
+    ], isGone: vmaGone)
     static let vmaNew = HandleClass(.vmaNew, methods: vmaRefMethods + [
         ("set_mixedmap", VmaMethods.setMixedmap),
         ("set_io", { L in VmaMethods.update(L) { try $0.setIo() } }),
@@ -322,73 +331,97 @@ enum MmMethods {
                 throw lua.fieldError(2, "len", "integer")
             }
             let prot = try lua.integerField(2, "prot", arg: 2, default: Mmap.PROT_READ | Mmap.PROT_WRITE) ?? 0
-            let flags = try lua.integerField(2, "flags", arg: 2, default: 0) ?? 0
             let offset = try lua.integerField(2, "offset", arg: 2, default: 0) ?? 0
             lua.getField(2, "hook")
             let hook = !lua.isNoneOrNil(-1)
+            // A driver's mapping is MAP_PRIVATE, anonymous memory MAP_PRIVATE | MAP_ANONYMOUS.
+            let flags = try lua.integerField(2, "flags", arg: 2, default: hook ? Mmap.MAP_PRIVATE
+                                                                          : Mmap.MAP_PRIVATE | Mmap.MAP_ANONYMOUS) ?? 0
             if hook, lua.type(-1) != LUA_TFUNCTION { throw lua.fieldError(2, "hook", "function") }
             let file = hook ? lua.runtime.file(lua, of: -1, machine: mm.machine) : nil
             lua.pop()
             return try underWriteLock(lua, mm, "mmap") { lua, guard_ in
-                let new: VmaNew
-                do {
-                    new = try mm.prepareMmap(under: guard_, addr: addr.map { UInt64(bitPattern: Int64($0)) },
-                                             len: UInt64(bitPattern: Int64(len)), prot: prot, flags: flags, file: file,
-                                             offset: UInt64(bitPattern: Int64(offset)))
-                } catch {
-                    try mm.unlock(guard_)
-                    throw error
-                }
-                guard hook else {
-                    let address = mm.commitMmap(new)
-                    try mm.unlock(guard_)
-                    lua.push(address)
-                    return 1
-                }
-                lua_settop(L, 2)
-                lua.pushHandle(guard_, .mmapWriteGuard, lender: 1)  // 3
-                let gh = lua.top
-                let vh = lua.pushHandle(new, .vmaNew, state: .borrowed, keepAlive: gh)
-                let vi = lua.top
-                lua.getField(2, "hook")
-                lua_pushvalue(L, vi)
-                return lua.pcall(arguments: 1) { lua, status, _ in
-                    try finishMmap(lua, status, guard_: guard_, guardAt: gh, new: new, newHandle: vh, at: vi)
+                let release = { () throws in try mm.unlock(guard_) }
+                return try lua.blocking { lua in
+                    // prepareMmap waits for the readers of what a MAP_FIXED range covers.
+                    guard let new = try stepUnder(guard_, release, {
+                        try mm.prepareMmap(under: guard_, addr: addr.map { UInt64(bitPattern: Int64($0)) },
+                                           len: UInt64(bitPattern: Int64(len)), prot: prot, flags: flags, file: file,
+                                           offset: UInt64(bitPattern: Int64(offset)))
+                    }) else { return nil }
+                    guard hook else { return try commit(lua, new, guard_, release) }
+                    lua_settop(L, 2)
+                    lua.pushHandle(guard_, .mmapWriteGuard, lender: 1)  // the hook's VmaNew keeps it
+                    let gh = lua.top
+                    let vh = lua.pushHandle(new, .vmaNew, state: .borrowed, keepAlive: gh)
+                    let vi = lua.top
+                    lua.getField(2, "hook")
+                    lua_pushvalue(L, vi)
+                    return lua.pcall(arguments: 1) { lua, status, _ in
+                        // The VmaNew expires with the hook; the guard goes through its handle.
+                        lua.end(vi, vh, as: .dropped, flags: HandleFlag.expired)
+                        let drop = { () throws in
+                            if let h = mmlab_tohandle(lua.L, gh), Handles.state(h) == .owned { try lua.drop(gh, h, .close) }
+                        }
+                        guard status == LUA_OK else {
+                            mm.abortMmap(new)
+                            do { try drop() } catch {
+                                lua.pop()  // the hook's error: the drop's takes its place
+                                throw error
+                            }
+                            return MMLAB_RAISE
+                        }
+                        return try commit(lua, new, guard_, drop)
+                    }
                 }
             }
         }
     }
 
-    /// After an mmap hook: the VMA goes in (or, if the hook raised, what it
-    /// mapped goes away), the VmaNew expires and the lock is released.
-    private static func finishMmap(_ lua: Lua, _ status: Int32, guard_: MmapGuard, guardAt gh: Int32,
-                                   new: VmaNew, newHandle vh: HandlePointer, at vi: Int32) throws -> Int32 {
-        lua.end(vi, vh, as: .dropped, flags: HandleFlag.expired)
-        var address: UInt64 = 0
-        if status == LUA_OK { address = guard_.mm.commitMmap(new) } else { guard_.mm.abortMmap(new) }
-        if let h = mmlab_tohandle(lua.L, gh), Handles.state(h) == .owned {
-            do { try lua.drop(gh, h, .close) } catch {
-                if status != LUA_OK { lua.pop() }
-                throw error
-            }
+    /// A step of an operation under `guard_`, the binding's own write lock:
+    /// `body`'s result, or nil to wait; a failure, or an error the task was
+    /// woken with, releases the lock first.
+    private static func stepUnder<T>(_ guard_: MmapGuard, _ release: () throws -> Void,
+                                     _ body: () throws -> T?) throws -> T? {
+        do {
+            if let error = guard_.mm.machine.scheduler.current.takeWakeError() { throw error }
+            return try body()
+        } catch {
+            try release()
+            throw error
         }
-        guard status == LUA_OK else { return MMLAB_RAISE }
-        lua.push(address)
-        return 1
     }
 
-    /// `u:munmap(addr, len)`: takes the write lock.
+    /// mmap's last step: the VMA goes in (waiting for the readers of the
+    /// neighbours it merges with), the lock is released, the address
+    /// returned.
+    private static func commit(_ lua: Lua, _ new: VmaNew, _ guard_: MmapGuard,
+                               _ release: @escaping () throws -> Void) throws -> Int32 {
+        try lua.blocking { lua in
+            guard let address = try stepUnder(guard_, { new.vma.mm?.abortMmap(new); try release() }, {
+                guard_.mm.commitMmap(new)
+            }) else { return nil }
+            try release()
+            lua.push(address)
+            return 1
+        }
+    }
+
+    /// `u:munmap(addr, len)`: takes the write lock, and waits for the
+    /// readers of the VMAs it changes.
     static let munmap: Binding = { L in
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
             let addr = try lua.address(2), len = try lua.address(3)
-            return try underWriteLock(lua, mm, "munmap") { _, guard_ in
-                do { try mm.munmap(under: guard_, addr, len) } catch {
-                    try mm.unlock(guard_)
-                    throw error
+            return try underWriteLock(lua, mm, "munmap") { lua, guard_ in
+                let release = { () throws in try mm.unlock(guard_) }
+                return try lua.blocking { _ in
+                    guard try stepUnder(guard_, release, { try mm.munmap(under: guard_, addr, len) ? true : nil }) != nil else {
+                        return nil
+                    }
+                    try release()
+                    return 0
                 }
-                try mm.unlock(guard_)
-                return 0
             }
         }
     }
@@ -412,7 +445,7 @@ enum GuardMethods {
     static let vmaLookup: Binding = { L in
         bind(L) { lua in
             let vma = try guardObject(lua).vmaLookup(try lua.address(2))
-            return lua.pushOptionalHandle(vma, .vmaRef, state: .borrowed, keepAlive: 1)
+            return lua.pushOptionalHandle(vma, .vmaRef, state: .borrowed, viewing: 1)
         }
     }
 

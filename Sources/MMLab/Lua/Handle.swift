@@ -107,6 +107,10 @@ enum HandleFlag {
     static let expired: UInt8 = 1
     /// Its user value is a lender it holds a counted borrow on.
     static let borrowing: UInt8 = 2
+    /// Its user value is a lender it views: a borrow that stops an explicit
+    /// drop of the lender, while the lender's scope may end and the view
+    /// with it (a VmaRef of a guard: Rust ends the borrow at its last use).
+    static let viewing: UInt8 = 8
     /// Dropped, it let go of its object and keeps a tombstone to describe it.
     static let tombstone: UInt8 = 4
 }
@@ -135,13 +139,17 @@ final class HandleClass {
     /// then freed while hot, not in bulk by the collector (a third of the
     /// cost of a new handle).
     let tombstone: Tombstone?
+    /// Whether a live handle's object is gone nonetheless (a view whose
+    /// lender ended): `kernel.state` then says "dropped".
+    let isGone: ((AnyObject) -> Bool)?
 
     init(_ type: HandleType, methods: [(String, Binding)], drop: @escaping Drop = { _, _, _ in },
-         tombstone: Tombstone? = nil) {
+         tombstone: Tombstone? = nil, isGone: ((AnyObject) -> Bool)? = nil) {
         self.type = type
         self.methods = methods
         self.drop = drop
         self.tombstone = tombstone
+        self.isGone = isGone
     }
 }
 
@@ -218,14 +226,15 @@ extension Lua {
     /// VmaRef and its guard), which the guard's drop makes invalid.
     @discardableResult
     func pushHandle(_ object: AnyObject, _ type: HandleType, state: HandleState = .owned,
-                    lender: Int32? = nil, keepAlive: Int32? = nil) -> HandlePointer {
-        let lender = lender.map(absIndex), keepAlive = keepAlive.map(absIndex)
-        let raw = lua_newuserdatauv(L, MemoryLayout<mmlab_Handle>.size, lender == nil && keepAlive == nil ? 0 : 1)
+                    lender: Int32? = nil, keepAlive: Int32? = nil, viewing: Int32? = nil) -> HandlePointer {
+        let lender = lender.map(absIndex), keepAlive = keepAlive.map(absIndex), viewing = viewing.map(absIndex)
+        let raw = lua_newuserdatauv(L, MemoryLayout<mmlab_Handle>.size,
+                                    lender == nil && keepAlive == nil && viewing == nil ? 0 : 1)
         // SAFETY: Lua returned a fresh block of exactly this size, aligned for any C type.
         let h = raw.unsafelyUnwrapped.bindMemory(to: mmlab_Handle.self, capacity: 1)
         h.initialize(to: mmlab_Handle(
             magic: MMLAB_HANDLE_MAGIC, object: Unmanaged.passRetained(object).toOpaque(),
-            borrows: 0, site: 0, type: type.rawValue, state: state.rawValue, flags: 0, reserved: 0, tombstone: 0))
+            borrows: 0, site: 0, type: type.rawValue, state: state.rawValue, flags: 0, views: 0, tombstone: 0))
         lua_rawgeti(L, mmlab_registryindex(), lua_Integer(withRuntime { $0.metatables[Int(type.rawValue)] }))
         lua_setmetatable(L, -2)
         if let lender, let lent = mmlab_tohandle(L, lender) {
@@ -233,7 +242,12 @@ extension Lua {
             lua_setiuservalue(L, -2, 1)
             lent.pointee.borrows += 1
             h.pointee.flags |= HandleFlag.borrowing
-        } else if let keepAlive = keepAlive ?? lender {
+        } else if let viewing, let viewed = mmlab_tohandle(L, viewing) {
+            lua_pushvalue(L, viewing)
+            lua_setiuservalue(L, -2, 1)
+            viewed.pointee.views += 1
+            h.pointee.flags |= HandleFlag.viewing
+        } else if let keepAlive = keepAlive ?? lender ?? viewing {
             lua_pushvalue(L, keepAlive)
             lua_setiuservalue(L, -2, 1)
         }
@@ -243,18 +257,23 @@ extension Lua {
     /// Pushes a handle over `object`, or nil without one: a Rust `Option`.
     /// Returns the result count, 1.
     func pushOptionalHandle(_ object: AnyObject?, _ type: HandleType, state: HandleState = .owned,
-                            lender: Int32? = nil, keepAlive: Int32? = nil) -> Int32 {
-        if let object { pushHandle(object, type, state: state, lender: lender, keepAlive: keepAlive) } else { pushNil() }
+                            lender: Int32? = nil, keepAlive: Int32? = nil, viewing: Int32? = nil) -> Int32 {
+        if let object {
+            pushHandle(object, type, state: state, lender: lender, keepAlive: keepAlive, viewing: viewing)
+        } else {
+            pushNil()
+        }
         return 1
     }
 
     /// Ends the borrow the handle at `idx` holds on its lender, if any.
     private func endBorrow(_ idx: Int32) {
-        guard let h = mmlab_tohandle(L, idx), h.pointee.flags & HandleFlag.borrowing != 0 else { return }
-        h.pointee.flags &= ~HandleFlag.borrowing
-        if lua_getiuservalue(L, idx, 1) != LUA_TNONE, let lender = mmlab_tohandle(L, -1),
-           lender.pointee.borrows > 0 {
-            lender.pointee.borrows -= 1
+        guard let h = mmlab_tohandle(L, idx), h.pointee.flags & (HandleFlag.borrowing | HandleFlag.viewing) != 0 else { return }
+        let viewing = h.pointee.flags & HandleFlag.viewing != 0
+        h.pointee.flags &= ~(HandleFlag.borrowing | HandleFlag.viewing)
+        if lua_getiuservalue(L, idx, 1) != LUA_TNONE, let lender = mmlab_tohandle(L, -1) {
+            if viewing, lender.pointee.views > 0 { lender.pointee.views -= 1 }
+            if !viewing, lender.pointee.borrows > 0 { lender.pointee.borrows -= 1 }
         }
         pop()
     }
@@ -272,8 +291,8 @@ extension Lua {
         }
         // The collector finalizes borrowers before their lenders, so only a
         // script calling __gc by hand gets here with a live borrow.
-        if h.pointee.borrows > 0 {
-            throw KernelError.bug("dropped while borrowed: \(describe(h)) has \(h.pointee.borrows) live borrow(s)")
+        if h.pointee.borrows > 0 || (reason == .drop && h.pointee.views > 0) {
+            throw KernelError.bug("dropped while borrowed: \(describe(h)) has \(h.pointee.borrows + h.pointee.views) live borrow(s)")
         }
         let site = reason == .gc ? Site.unknown : self.site()
         // Release first: a drop that fails (a guard dropped by the wrong
@@ -315,6 +334,17 @@ extension Lua {
         h.pointee.object = nil
         // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
         object.release()
+    }
+
+    /// What `kernel.state` says of the handle: a live view whose lender
+    /// ended reads as "dropped".
+    func state(of h: HandlePointer) -> HandleState {
+        let state = Handles.state(h)
+        guard state == .owned || state == .borrowed, let object = Handles.object(h), let type = Handles.type(h),
+              let cls = withRuntime({ $0.classes[Int(type.rawValue)] }),
+              // SAFETY: classes are static lets, never freed.
+              let isGone = cls._withUnsafeGuaranteedRef({ $0.isGone }) else { return state }
+        return isGone(object) ? .dropped : state
     }
 
     /// `Page{pfn=0x1a2, order=0}`: the handle's object's description, live or dead.

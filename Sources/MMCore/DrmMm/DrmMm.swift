@@ -1,61 +1,122 @@
 /// The DRM range allocator (`struct drm_mm`, drivers/gpu/drm/drm_mm.c):
 /// nodes placed in `[start, start + size)` with alignment, colors and
-/// range limits, holes indexed by size and by address so that every
-/// operation is O(log n), and the eviction scan (DrmMmScan.swift).
+/// range limits, and the eviction scan (DrmMmScan.swift).
+///
+/// Laid out as the kernel's: one entry per node, which embeds its links in
+/// the node list, the hole stack and three red-black trees (Rbtree.swift):
+/// the interval tree of nodes by start (augmented with the subtree's last
+/// byte), holes by size (largest first, of equal sizes the oldest first)
+/// and holes by address (augmented with the subtree's largest hole). The
+/// trees are rebalanced as lib/rbtree.c rebalances them, so they have the
+/// kernel's shapes, which `find_hole_addr` (and with it the "lowest" and
+/// "highest" modes, and `reserve_node`) depends on: every placement is the
+/// kernel's. An oracle test runs the kernel's own drm_mm.c beside it.
 ///
 /// As in the kernel, the allocator keeps a head node standing for the
 /// space before the first node: its "start" is the end of the range and
 /// its "size" the range's size negated, so that the hole after it begins
-/// at the range's start. Node `i`'s hole runs from its end to the start of
+/// at the range's start. A node's hole runs from its end to the start of
 /// the node after it. All arithmetic is unsigned and wraps as the kernel's.
 ///
 /// # Invariants
 ///
-/// Nodes (the head included) form a circular list in address order. A node
-/// has a hole after it exactly when `holeSize > 0`; such holes are in
-/// `holesByAddress` (weighted by size), `holesBySize` and the hole stack
-/// (newest first), and nowhere else. While `scanActive > 0` the list lacks
-/// the scanned nodes and the hole indexes are stale.
+/// Entries (the head, id 0, included) form a circular list in address
+/// order. An entry has a hole after it exactly when `holeSize > 0`; such
+/// holes are in both hole trees and on the hole stack (newest first), and
+/// nowhere else. Allocated nodes are in the interval tree. While
+/// `scanActive > 0` the list lacks the scanned nodes and the hole indexes
+/// are stale.
 public final class DrmMm: NativeObject {
-    /// One node's bookkeeping, by id; id 0 is the head.
+    /// One node's bookkeeping (`struct drm_mm_node`), by id; id 0 is the head.
     struct Entry {
         var start: UInt64 = 0
         var size: UInt64 = 0
         var color: UInt64 = 0
+        var holeSize: UInt64 = 0
+        /// The largest hole in its subtree of the address tree (`subtree_max_hole`).
+        var subtreeMaxHole: UInt64 = 0
+        /// The last byte of any node in its subtree of the interval tree (`__subtree_last`).
+        var subtreeLast: UInt64 = 0
+        /// `node_list`.
         var prev: Int32 = 0
         var next: Int32 = 0
-        var holeSize: UInt64 = 0
-        var holeSeq: UInt64 = 0
+        /// `hole_stack`, newest first.
         var stackPrev: Int32 = -1
         var stackNext: Int32 = -1
+        var rbInterval = RBNode()
+        var rbHoleSize = RBNode()
+        var rbHoleAddr = RBNode()
         var allocated = false
         var scanned = false
     }
 
-    /// Holes by size, smallest first; of equal size, the newest first (the
-    /// order `best_hole` and `next_hole` walk drm_mm's size tree in).
-    struct SizeKey: Comparable {
-        let size: UInt64
-        let age: UInt64  // ~holeSeq: newer holes sort first
+    /// `subtree_max_hole` of the holes-by-address tree (`RB_DECLARE_CALLBACKS_MAX`).
+    struct HoleAddrAugment: RBAugment {
+        var entries: UnsafeMutablePointer<Entry>
 
-        static func < (a: SizeKey, b: SizeKey) -> Bool { (a.size, a.age) < (b.size, b.age) }
+        @inline(__always)
+        func update(_ n: Int32, left: Int32, right: Int32) -> Bool {
+            // SAFETY: ids in the tree index live entries (RBTree's invariant).
+            var m = entries[Int(n)].holeSize
+            if left >= 0 { m = max(m, entries[Int(left)].subtreeMaxHole) }
+            if right >= 0 { m = max(m, entries[Int(right)].subtreeMaxHole) }
+            if entries[Int(n)].subtreeMaxHole == m { return false }
+            entries[Int(n)].subtreeMaxHole = m
+            return true
+        }
+
+        @inline(__always)
+        func copy(_ from: Int32, to: Int32) { entries[Int(to)].subtreeMaxHole = entries[Int(from)].subtreeMaxHole }
     }
+
+    /// `__subtree_last` of the interval tree (`INTERVAL_TREE_DEFINE`).
+    struct IntervalAugment: RBAugment {
+        var entries: UnsafeMutablePointer<Entry>
+
+        @inline(__always)
+        func update(_ n: Int32, left: Int32, right: Int32) -> Bool {
+            // SAFETY: ids in the tree index live entries (RBTree's invariant).
+            var m = DrmMm.last(entries[Int(n)])
+            if left >= 0 { m = max(m, entries[Int(left)].subtreeLast) }
+            if right >= 0 { m = max(m, entries[Int(right)].subtreeLast) }
+            if entries[Int(n)].subtreeLast == m { return false }
+            entries[Int(n)].subtreeLast = m
+            return true
+        }
+
+        @inline(__always)
+        func copy(_ from: Int32, to: Int32) { entries[Int(to)].subtreeLast = entries[Int(from)].subtreeLast }
+    }
+
+    /// `LAST(node)`.
+    @inline(__always) static func last(_ e: Entry) -> UInt64 { e.start &+ e.size &- 1 }
 
     public let start: UInt64
     public let size: UInt64
-    var entries: [Entry]
-    private var unusedIds: [Int32] = []
+    // The pool and trees are changed only by this class and DrmMmScan,
+    // which call nothing outside them meanwhile (but `colorAdjust`, which
+    // `busy` keeps from changing anything): no dynamic exclusivity checks.
+    // SAFETY: every subscript of `entries` in this file and DrmMmScan is an
+    // id below `used` (the head, or an id from the lists, trees or a node),
+    // and entries below `used` are initialized; the pool moves only in `newId`.
+    @exclusivity(unchecked) private(set) var entries: UnsafeMutablePointer<Entry>
+    @exclusivity(unchecked) private var capacity: Int
+    /// Entries initialized, ids `0 ..< used`.
+    @exclusivity(unchecked) private(set) var used = 1
+    @exclusivity(unchecked) private var unusedIds: [Int32] = []
     /// The node object of each allocated id. Nodes and their allocator keep
     /// each other alive until the node is removed, as an embedded
     /// `drm_mm_node` must be removed before it goes.
-    var objects: [DrmMmNode?]
+    @exclusivity(unchecked) var objects: ContiguousArray<DrmMmNode?> = [nil]
     let accounting: Accounting?
-    var nodesByStart = OrderedTree<UInt64, Int32>()
-    var holesByAddress = OrderedTree<UInt64, Int32>()
-    var holesBySize = OrderedTree<SizeKey, Int32>()
-    var stackHead: Int32 = -1
-    private var holeSeq: UInt64 = 0
+    @exclusivity(unchecked) private var intervalTree: RBTree<IntervalAugment>
+    @exclusivity(unchecked) private var holesSize: RBTree<RBPlain>
+    /// `holes_size`'s cached leftmost: the largest hole.
+    @exclusivity(unchecked) private var largestHoleId: Int32 = -1
+    @exclusivity(unchecked) private var holesAddr: RBTree<HoleAddrAugment>
+    @exclusivity(unchecked) var stackHead: Int32 = -1
     public private(set) var nodeCount = 0
+    public private(set) var holeCount = 0
 
     /// `color_adjust(node before the hole or nil, color, &start, &end)`.
     public var colorAdjust: ((DrmMmNode?, UInt64, inout UInt64, inout UInt64) throws -> Void)?
@@ -68,6 +129,10 @@ public final class DrmMm: NativeObject {
     var deferredRemovals: [DrmMmNode] = []
     public private(set) var isTakenDown = false
 
+    private static let offsets = (MemoryLayout<Entry>.offset(of: \Entry.rbInterval) ?? -1,
+                                  MemoryLayout<Entry>.offset(of: \Entry.rbHoleSize) ?? -1,
+                                  MemoryLayout<Entry>.offset(of: \Entry.rbHoleAddr) ?? -1)
+
     /// `drm_mm_init`: EINVAL unless `start + size` stays within 2^64 − 1.
     /// Nodes are tracked in `accounting`, if given.
     public init(start: UInt64, size: UInt64, accounting: Accounting? = nil, site: Site) throws(KernelError) {
@@ -75,14 +140,27 @@ public final class DrmMm: NativeObject {
         guard size > 0, !overflow, end != 0 else {
             throw KernelError(.EINVAL, "drm_mm of \(size) bytes at 0x\(String(start, radix: 16)): the range must be non-empty and end within 2^64 - 1")
         }
+        let (o1, o2, o3) = DrmMm.offsets
+        guard o1 >= 0, o2 >= 0, o3 >= 0 else { throw .bug("drm_mm: the node layout has no tree links") }
         self.start = start
         self.size = size
         self.accounting = accounting
-        entries = [Entry(start: end, size: 0 &- size)]
-        objects = [nil]
+        capacity = 16
+        entries = .allocate(capacity: capacity)
+        entries.initialize(to: Entry(start: end, size: 0 &- size))
+        let base = UnsafeMutableRawPointer(entries), stride = MemoryLayout<Entry>.stride
+        intervalTree = RBTree(base: base, stride: stride, offset: o1, augment: IntervalAugment(entries: entries))
+        holesSize = RBTree(base: base, stride: stride, offset: o2, augment: RBPlain())
+        holesAddr = RBTree(base: base, stride: stride, offset: o3, augment: HoleAddrAugment(entries: entries))
         super.init(site: site)
         addHole(0)
         accounting?.track(self)
+    }
+
+    deinit {
+        // SAFETY: `used` entries were initialized; the pool is ours.
+        entries.deinitialize(count: used)
+        entries.deallocate()
     }
 
     /// Its owner lets go (the Rust `Allocator` is dropped): no more callbacks;
@@ -97,43 +175,100 @@ public final class DrmMm: NativeObject {
         "Allocator{start=0x\(String(start, radix: 16)), size=0x\(String(size, radix: 16)), nodes=\(nodeCount)}"
     }
 
+    /// A fresh entry id for a new node, the pool grown if needed.
+    private func newId() -> Int32 {
+        if let id = unusedIds.popLast() { return id }
+        if used == capacity {
+            let bigger = UnsafeMutablePointer<Entry>.allocate(capacity: capacity * 2)
+            // SAFETY: both hold at least `used` entries; the old pool is moved out of and freed.
+            bigger.moveInitialize(from: entries, count: used)
+            entries.deallocate()
+            entries = bigger
+            capacity *= 2
+            let base = UnsafeMutableRawPointer(bigger)
+            intervalTree.base = base
+            intervalTree.augment.entries = bigger
+            holesSize.base = base
+            holesAddr.base = base
+            holesAddr.augment.entries = bigger
+        }
+        // SAFETY: `used < capacity`: the slot is allocated, not yet initialized.
+        (entries + used).initialize(to: Entry())
+        objects.append(nil)
+        used += 1
+        return Int32(used - 1)
+    }
+
     // MARK: Holes
 
     @inline(__always) func holeStart(_ id: Int32) -> UInt64 { entries[Int(id)].start &+ entries[Int(id)].size }
     @inline(__always) func holeEnd(_ id: Int32) -> UInt64 { entries[Int(entries[Int(id)].next)].start }
-
-    private func sizeKey(_ id: Int32) -> SizeKey {
-        SizeKey(size: entries[Int(id)].holeSize, age: ~entries[Int(id)].holeSeq)
-    }
 
     /// `add_hole`: the space after `id` becomes a hole, the newest.
     private func addHole(_ id: Int32) {
         let i = Int(id)
         let size = holeEnd(id) &- holeStart(id)
         guard size > 0 else { return }
-        holeSeq += 1
         entries[i].holeSize = size
-        entries[i].holeSeq = holeSeq
-        holesBySize.insert(sizeKey(id), id)
-        holesByAddress.insert(holeStart(id), id, weight: size)
+        entries[i].subtreeMaxHole = size
+        insertHoleSize(id)
+        insertHoleAddr(id)
         entries[i].stackPrev = -1
         entries[i].stackNext = stackHead
         if stackHead >= 0 { entries[Int(stackHead)].stackPrev = id }
         stackHead = id
+        holeCount += 1
+    }
+
+    /// `insert_hole_size`: larger holes to the left, an equal one to the
+    /// right of those there already.
+    private func insertHoleSize(_ id: Int32) {
+        let x = entries[Int(id)].holeSize
+        var n = holesSize.root, parent: Int32 = -1, isLeft = false, first = true
+        while n >= 0 {
+            parent = n
+            if x > entries[Int(n)].holeSize {
+                isLeft = true
+                n = holesSize.left(n)
+            } else {
+                isLeft = false
+                first = false
+                n = holesSize.right(n)
+            }
+        }
+        holesSize.insert(id, parent: parent, left: isLeft)
+        if first { largestHoleId = id }
+    }
+
+    /// `insert_hole_addr`: by the hole's start, the subtree maxima raised
+    /// on the way down.
+    private func insertHoleAddr(_ id: Int32) {
+        let start = holeStart(id), max = entries[Int(id)].subtreeMaxHole
+        var n = holesAddr.root, parent: Int32 = -1, isLeft = false
+        while n >= 0 {
+            parent = n
+            if entries[Int(n)].subtreeMaxHole < max { entries[Int(n)].subtreeMaxHole = max }
+            isLeft = start < holeStart(n)
+            n = isLeft ? holesAddr.left(n) : holesAddr.right(n)
+        }
+        holesAddr.insert(id, parent: parent, left: isLeft)
     }
 
     /// `rm_hole`.
     private func removeHole(_ id: Int32) {
         let i = Int(id)
         guard entries[i].holeSize > 0 else { return }
-        holesBySize.remove(sizeKey(id))
-        holesByAddress.remove(holeStart(id))
         let prev = entries[i].stackPrev, next = entries[i].stackNext
         if prev >= 0 { entries[Int(prev)].stackNext = next } else { stackHead = next }
         if next >= 0 { entries[Int(next)].stackPrev = prev }
+        if id == largestHoleId { largestHoleId = holesSize.next(id) }
+        holesSize.erase(id)
+        holesAddr.erase(id)
         entries[i].holeSize = 0
+        entries[i].subtreeMaxHole = 0
         entries[i].stackPrev = -1
         entries[i].stackNext = -1
+        holeCount -= 1
     }
 
     // MARK: Checks
@@ -165,7 +300,7 @@ public final class DrmMm: NativeObject {
         try colorAdjust(object(id), color, &start, &end)
     }
 
-    // MARK: Insert, reserve, remove
+    // MARK: Finding holes
 
     /// Insert modes (`enum drm_mm_insert_mode`); the `once` ones try one hole.
     public enum Mode: String, CaseIterable, Sendable {
@@ -181,6 +316,89 @@ public final class DrmMm: NativeObject {
         var once: Bool { self == .lowest || self == .highest }
     }
 
+    /// `best_hole`: the smallest hole that fits, of equal ones the newest.
+    private func bestHole(_ size: UInt64) -> Int32 {
+        var n = holesSize.root, best: Int32 = -1
+        while n >= 0 {
+            if size <= entries[Int(n)].holeSize {
+                best = n
+                n = holesSize.right(n)
+            } else {
+                n = holesSize.left(n)
+            }
+        }
+        return best
+    }
+
+    @inline(__always) private func usable(_ n: Int32, _ size: UInt64) -> Bool {
+        n >= 0 && entries[Int(n)].subtreeMaxHole >= size
+    }
+
+    /// `find_hole_addr`: walks down to the hole holding `addr` through
+    /// subtrees that have a hole of `size`, and answers the last one it
+    /// reached, which need not hold `addr`.
+    private func findHoleAddr(_ addr: UInt64, _ size: UInt64) -> Int32 {
+        var n = holesAddr.root, found: Int32 = -1
+        while n >= 0 {
+            guard usable(n, size) else { break }
+            found = n
+            let start = holeStart(n)
+            if addr < start {
+                n = holesAddr.left(n)
+            } else if addr > start &+ entries[Int(n)].holeSize {
+                n = holesAddr.right(n)
+            } else {
+                break
+            }
+        }
+        return found
+    }
+
+    /// `next_hole_low_addr` (`toHigher`) and `next_hole_high_addr`: the next
+    /// hole in address order whose subtree may fit `size`.
+    private func nextHoleAddr(_ entry: Int32, _ size: UInt64, toHigher: Bool) -> Int32 {
+        let t = holesAddr
+        var n = entry
+        let first = toHigher ? t.right(n) : t.left(n)
+        if usable(first, size) {
+            n = first
+            while true {
+                let last = toHigher ? t.left(n) : t.right(n)
+                guard usable(last, size) else { break }
+                n = last
+            }
+            return n
+        }
+        var parent = t.parent(n)
+        while parent >= 0, n == (toHigher ? t.right(parent) : t.left(parent)) {
+            n = parent
+            parent = t.parent(n)
+        }
+        return parent
+    }
+
+    /// `first_hole`.
+    private func firstHole(_ rangeStart: UInt64, _ rangeEnd: UInt64, _ size: UInt64, _ mode: Mode) -> Int32 {
+        switch mode {
+        case .low: findHoleAddr(rangeStart, size)
+        case .high: findHoleAddr(rangeEnd, size)
+        case .evict: stackHead
+        default: bestHole(size)
+        }
+    }
+
+    /// `next_hole`.
+    private func nextHole(_ id: Int32, _ size: UInt64, _ mode: Mode) -> Int32 {
+        switch mode {
+        case .low: nextHoleAddr(id, size, toHigher: true)
+        case .high: nextHoleAddr(id, size, toHigher: false)
+        case .evict: entries[Int(id)].stackNext
+        default: holesSize.prev(id)
+        }
+    }
+
+    // MARK: Insert, reserve, remove
+
     /// `drm_mm_insert_node_in_range`: a node of `size` in a hole of
     /// `[rangeStart, rangeEnd)`, placed as `mode` says. ENOSPC when `size`
     /// is zero, larger than the range or than every hole, or no hole fits.
@@ -194,24 +412,24 @@ public final class DrmMm: NativeObject {
         guard size > 0, rangeEnd - rangeStart >= size else {
             throw KernelError(.ENOSPC, size == 0 ? "insert_node of size 0" : "insert_node of \(size) bytes: the range [0x\(String(rangeStart, radix: 16)), 0x\(String(rangeEnd, radix: 16))) is smaller")
         }
-        guard holesBySize.last.map({ $0.key.size >= size }) == true else {
+        guard largestHoleId >= 0, entries[Int(largestHoleId)].holeSize >= size else {
             throw KernelError(.ENOSPC, "insert_node of \(size) bytes: no hole is that large")
         }
         let alignment = alignment <= 1 ? 0 : alignment
         let remainderMask = alignment.nonzeroBitCount == 1 ? alignment - 1 : 0
         let base = mode.base
         var hole = firstHole(rangeStart, rangeEnd, size, base)
-        while let id = hole {
-            let hs = holeStart(id), he = hs &+ entries[Int(id)].holeSize
+        while hole >= 0 {
+            let hs = holeStart(hole), he = hs &+ entries[Int(hole)].holeSize
             if base == .low, hs >= rangeEnd { break }
             if base == .high, he <= rangeStart { break }
             var colStart = hs, colEnd = he
-            try adjust(id, color, &colStart, &colEnd)
+            try adjust(hole, color, &colStart, &colEnd)
             if let start = Self.fit(size, colStart, colEnd, range: rangeStart, rangeEnd, alignment: alignment,
                                     remainderMask: remainderMask, high: base == .high) {
-                return place(after: id, start: start, size: size, color: color, site: site)
+                return place(after: hole, start: start, size: size, color: color, site: site)
             }
-            hole = mode.once ? nil : nextHole(id, size, base)
+            hole = mode.once ? -1 : nextHole(hole, size, base)
         }
         throw KernelError(.ENOSPC, "insert_node of \(size) bytes (alignment \(alignment), color \(color), mode \(mode.rawValue)): no hole fits")
     }
@@ -239,66 +457,44 @@ public final class DrmMm: NativeObject {
         return adjStart
     }
 
-    /// The first hole a mode tries (`first_hole`). Low and high skip holes
-    /// smaller than `size`, as drm_mm's `subtree_max_hole` does.
-    private func firstHole(_ rangeStart: UInt64, _ rangeEnd: UInt64, _ size: UInt64, _ mode: Mode) -> Int32? {
-        switch mode {
-        case .low:
-            if let below = holesByAddress.lastFit(before: rangeStart, weight: size),
-               holeStart(below.value) &+ entries[Int(below.value)].holeSize > rangeStart {
-                return below.value
-            }
-            return holesByAddress.firstFit(after: rangeStart, inclusive: false, weight: size)?.value
-        case .high:
-            return holesByAddress.lastFit(before: rangeEnd, inclusive: false, weight: size)?.value
-        case .evict:
-            return stackHead >= 0 ? stackHead : nil
-        default:
-            return holesBySize.first(after: SizeKey(size: size, age: 0))?.value
-        }
-    }
-
-    /// The hole a mode tries after `id` (`next_hole`).
-    private func nextHole(_ id: Int32, _ size: UInt64, _ mode: Mode) -> Int32? {
-        switch mode {
-        case .low: return holesByAddress.firstFit(after: holeStart(id), inclusive: false, weight: size)?.value
-        case .high: return holesByAddress.lastFit(before: holeStart(id), inclusive: false, weight: size)?.value
-        case .evict:
-            let next = entries[Int(id)].stackNext
-            return next >= 0 ? next : nil
-        default: return holesBySize.first(after: sizeKey(id), inclusive: false)?.value
-        }
-    }
-
-    /// Links a new node into the hole after `hole`.
+    /// Links a new node into the hole after `hole` (`list_add`, the interval
+    /// tree, then the holes on either side, as the kernel orders them).
     private func place(after hole: Int32, start: UInt64, size: UInt64, color: UInt64, site: Site) -> DrmMmNode {
         let hs = holeStart(hole), he = holeEnd(hole)
-        let id: Int32
-        if let reused = unusedIds.popLast() {
-            id = reused
-        } else {
-            id = Int32(entries.count)
-            entries.append(Entry())
-            objects.append(nil)
-        }
+        let id = newId()
         let next = entries[Int(hole)].next
         entries[Int(id)] = Entry(start: start, size: size, color: color, prev: hole, next: next, allocated: true)
-        removeHole(hole)
         entries[Int(hole)].next = id
         entries[Int(next)].prev = id
-        nodesByStart.insert(start, id)
-        nodeCount += 1
+        insertInterval(id)
+        removeHole(hole)
         if start > hs { addHole(hole) }
         if start &+ size < he { addHole(id) }
+        nodeCount += 1
         let node = DrmMmNode(mm: self, id: id, site: site)
         objects[Int(id)] = node
         accounting?.track(node)
         return node
     }
 
+    /// `drm_mm_interval_tree_add_node`: by start, the subtree maxima raised
+    /// on the way down (the kernel starts below the hole's node: the same place).
+    private func insertInterval(_ id: Int32) {
+        let start = entries[Int(id)].start, last = DrmMm.last(entries[Int(id)])
+        entries[Int(id)].subtreeLast = last
+        var n = intervalTree.root, parent: Int32 = -1, isLeft = false
+        while n >= 0 {
+            parent = n
+            if entries[Int(n)].subtreeLast < last { entries[Int(n)].subtreeLast = last }
+            isLeft = start < entries[Int(n)].start
+            n = isLeft ? intervalTree.left(n) : intervalTree.right(n)
+        }
+        intervalTree.insert(id, parent: parent, left: isLeft)
+    }
+
     /// `drm_mm_reserve_node`: a node exactly at `[start, start + size)`;
-    /// ENOSPC when that wraps, is empty, or is not inside one
-    /// (color-adjusted) hole.
+    /// ENOSPC when that wraps, is empty, or is not inside the
+    /// (color-adjusted) hole `find_hole_addr` finds there.
     public func reserve(start: UInt64, size: UInt64, color: UInt64 = 0, site: Site) throws -> DrmMmNode {
         try checkUsable("reserve_node")
         defer { processDeferred() }
@@ -306,7 +502,8 @@ public final class DrmMm: NativeObject {
         guard !overflow, end > start else {
             throw KernelError(.ENOSPC, "reserve_node of \(size) bytes at 0x\(String(start, radix: 16)): empty or wraps")
         }
-        guard let hole = holesByAddress.last(before: start)?.value else {
+        let hole = findHoleAddr(start, 0)
+        guard hole >= 0 else {
             throw KernelError(.ENOSPC, "reserve_node at 0x\(String(start, radix: 16)): no hole there")
         }
         let hs = holeStart(hole), he = hs &+ entries[Int(hole)].holeSize
@@ -339,7 +536,7 @@ public final class DrmMm: NativeObject {
         let id = node.id, i = Int(id)
         let prev = entries[i].prev, next = entries[i].next
         removeHole(id)
-        nodesByStart.remove(entries[i].start)
+        intervalTree.erase(id)
         entries[Int(prev)].next = next
         entries[Int(next)].prev = prev
         removeHole(prev)
@@ -398,6 +595,13 @@ public final class DrmMm: NativeObject {
         return out
     }
 
+    /// The allocated node after `node` in address order, the first without
+    /// one (`list_next_entry` of the head).
+    public func node(after node: DrmMmNode?) -> DrmMmNode? {
+        if let node { return nextNode(node) }
+        return object(entries[0].next)
+    }
+
     /// Holes in address order: `(start, size)`.
     public func holes() -> [(start: UInt64, size: UInt64)] {
         var out: [(UInt64, UInt64)] = []
@@ -409,19 +613,24 @@ public final class DrmMm: NativeObject {
         return out
     }
 
-    /// The largest hole: `(start, size)`, or nil when full.
+    /// Holes newest first (`drm_mm_for_each_hole`, the order "evict" tries).
+    public func holeStack() -> [(start: UInt64, size: UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        var id = stackHead
+        while id >= 0 {
+            out.append((holeStart(id), entries[Int(id)].holeSize))
+            id = entries[Int(id)].stackNext
+        }
+        return out
+    }
+
+    /// The largest hole (`rb_first_cached(&mm->holes_size)`): `(start, size)`, or nil when full.
     public var largestHole: (start: UInt64, size: UInt64)? {
-        holesBySize.last.map { (holeStart($0.value), $0.key.size) }
+        largestHoleId < 0 ? nil : (holeStart(largestHoleId), entries[Int(largestHoleId)].holeSize)
     }
 
     /// Free bytes: the holes' total.
-    public var freeSpace: UInt64 {
-        var total: UInt64 = 0
-        holesBySize.forEach { key, _ in total &+= key.size }
-        return total
-    }
-
-    public var holeCount: Int { holesBySize.count }
+    public var freeSpace: UInt64 { holes().reduce(0) { $0 &+ $1.size } }
 
     /// The allocated node after `node` in address order.
     public func nextNode(_ node: DrmMmNode) -> DrmMmNode? {
@@ -431,12 +640,20 @@ public final class DrmMm: NativeObject {
 
     /// `__drm_mm_interval_first`: the lowest node overlapping `[start, last]`.
     public func intervalFirst(_ start: UInt64, _ last: UInt64) -> DrmMmNode? {
-        if let below = nodesByStart.last(before: start),
-           start - entries[Int(below.value)].start < entries[Int(below.value)].size {
-            return object(below.value)
+        var n = intervalTree.root
+        guard n >= 0, entries[Int(n)].subtreeLast >= start else { return nil }
+        while true {
+            let l = intervalTree.left(n)
+            if l >= 0, entries[Int(l)].subtreeLast >= start {
+                n = l
+                continue
+            }
+            guard entries[Int(n)].start <= last else { return nil }
+            if DrmMm.last(entries[Int(n)]) >= start { return object(n) }
+            let r = intervalTree.right(n)
+            guard r >= 0, entries[Int(r)].subtreeLast >= start else { return nil }
+            n = r
         }
-        guard let above = nodesByStart.first(after: start, inclusive: false), above.key <= last else { return nil }
-        return object(above.value)
     }
 
     /// `drm_mm_print`: each hole and node, then the totals.
@@ -465,23 +682,25 @@ public final class DrmMm: NativeObject {
         return lines.joined(separator: "\n")
     }
 
-    /// Checks the invariants (for tests and `kernel.debug.check`).
+    /// Checks the invariants (for tests and `kernel.debug.check`): the list,
+    /// the holes and the three trees agree, and each tree is a red-black
+    /// tree with the right augmented values.
     public func validate() -> Bool {
-        guard scanActive == 0, holesBySize.validate(), holesByAddress.validate(), nodesByStart.validate() else {
-            return scanActive > 0
-        }
+        guard scanActive == 0 else { return true }
+        guard let intervals = intervalTree.validate(), let bySize = holesSize.validate(),
+              let byAddress = holesAddr.validate() else { return false }
         var id: Int32 = 0, holes = 0, nodes = 0
         repeat {
             let e = entries[Int(id)]
-            let gap = holeEnd(id) &- holeStart(id)
-            if gap != e.holeSize { return false }
+            if holeEnd(id) &- holeStart(id) != e.holeSize { return false }
             if e.holeSize > 0 { holes += 1 }
             if id != 0 { nodes += 1 }
-            if entries[Int(e.next)].prev != id { return false }
+            if entries[Int(e.next)].prev != id || nodes > used { return false }
             id = e.next
         } while id != 0
-        return holes == holesBySize.count && holes == holesByAddress.count && nodes == nodeCount
-            && nodes == nodesByStart.count
+        let largest = holesSize.first()
+        return holes == holeCount && bySize == holes && byAddress == holes && nodes == nodeCount
+            && intervals == nodes && largest == largestHoleId
     }
 }
 

@@ -20,8 +20,10 @@ public final class DrmMmScan: NativeObject {
 
     /// `drm_mm_scan_init_with_range`: bugs for an empty range, a size of 0
     /// or larger than the range, and a scan with blocks added on `mm`
-    /// (`mm->scan_active`). Every insert mode is accepted; only "high" and
-    /// "highest" place the hole's allocation at its top.
+    /// (`mm->scan_active`). Every insert mode is accepted, and kept as given:
+    /// `drm_mm_scan_add_block` takes the top of the hole only when it is
+    /// exactly DRM_MM_INSERT_HIGH, so "highest" (HIGH | ONCE) scans as
+    /// "low" does (6.12 and the current kernel alike; the oracle checks).
     public init(mm: DrmMm, size: UInt64, alignment: UInt64 = 0, color: UInt64 = 0, rangeStart: UInt64 = 0,
                 rangeEnd: UInt64 = .max, mode: DrmMm.Mode = .low, site: Site) throws(KernelError) {
         try mm.checkUsable("scan")
@@ -69,11 +71,17 @@ public final class DrmMmScan: NativeObject {
         var colStart = hs, colEnd = he
         try mm.adjust(hole, color, &colStart, &colEnd)
         guard let adjStart = DrmMm.fit(size, colStart, colEnd, range: rangeStart, rangeEnd,
-                                       alignment: alignment, remainderMask: remainderMask, high: mode.base == .high) else {
+                                       alignment: alignment, remainderMask: remainderMask, high: mode == .high) else {
             return false
         }
+        // DRM_MM_BUG_ON: the hit lies in the hole (a color_adjust that
+        // wrapped around 2^64 can break this, and the kernel BUG()s).
+        let end = adjStart &+ size
+        guard adjStart < end, adjStart >= hs, end <= he else {
+            throw KernelError.bug("drm_mm_scan_add_block: the hit [0x\(String(adjStart, radix: 16)), 0x\(String(end, radix: 16))) is not inside the hole [0x\(String(hs, radix: 16)), 0x\(String(he, radix: 16))): the color_adjust moved it out")
+        }
         hitStart = adjStart
-        hitEnd = adjStart + size
+        hitEnd = end
         return true
     }
 
@@ -137,7 +145,7 @@ public final class DrmMmScan: NativeObject {
     /// added is always one whose neighbours now point at each other.
     private func restore() {
         while blocks > 0 {
-            guard let last = mm.entries.indices.first(where: { i in
+            guard let last = (0..<mm.used).first(where: { i in
                 let e = mm.entries[i]
                 return e.scanned && mm.entries[Int(e.prev)].next == e.next && mm.entries[Int(e.next)].prev == e.prev
             }) else { return }

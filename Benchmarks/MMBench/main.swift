@@ -2,6 +2,7 @@
 // "name ours base" in nanoseconds, both measured in this run.
 //   mmbench pages [N]                   order-0 alloc+free: MMCore vs malloc(4096)+free
 //   mmbench startup N CMD... -- CMD...  wall time of launching each command
+//   mmbench drm_mm MODE N PAIRS ROUNDS  the oracle's drm_mm churn (Tests/Oracle/drm_mm/bench.c)
 import Glibc
 import MMCore
 
@@ -112,6 +113,65 @@ func startup(_ n: Int, _ ours: [String], _ base: [String]) -> Bool {
     return ok
 }
 
+/// The xorshift64 of Tests/Oracle/drm_mm/bench.c.
+struct XorShift {
+    var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+    mutating func next() -> UInt64 {
+        x ^= x << 13
+        x ^= x >> 7
+        x ^= x << 17
+        return x
+    }
+}
+
+/// bench.c's workload through MMCore's DrmMm, the same operations in the
+/// same order: fill with `n` nodes of 1-64 pages in [0, 2^40), then
+/// `rounds` rounds of `pairs` remove-a-random-node, insert-a-new-one.
+/// Prints "drm_mm MODE N NS fill_sum=F sum=S fails=K", as bench.c does.
+func drmMm(_ mode: DrmMm.Mode, _ n: Int, _ pairs: Int, _ rounds: Int) throws {
+    let mm = try DrmMm(start: 0, size: 1 << 40, site: .unknown)
+    var rng = XorShift()
+    var nodes = [DrmMmNode?](repeating: nil, count: n)
+    var live = [Int](repeating: 0, count: n)
+    var liveCount = 0, fails = 0
+    var fillSum: UInt64 = 0, sum: UInt64 = 0
+    func insert(_ slot: Int) throws -> Bool {
+        let size = (1 + rng.next() % 64) * 4096
+        do {
+            let node = try mm.insert(size: size, mode: mode, site: .unknown)
+            nodes[slot] = node
+            return true
+        } catch let error as KernelError where error.errno == .ENOSPC {
+            fails += 1
+            return false
+        }
+    }
+    for i in 0..<n where try insert(i) {
+        fillSum &+= nodes[i]?.start ?? 0
+        live[liveCount] = i
+        liveCount += 1
+    }
+    var best = Double.infinity
+    for _ in 0..<rounds {
+        let t0 = now()
+        for _ in 0..<pairs where liveCount > 0 {
+            let k = Int(rng.next() % UInt64(liveCount))
+            let s = live[k]
+            if let node = nodes[s] { try mm.remove(node) }
+            nodes[s] = nil
+            liveCount -= 1
+            live[k] = live[liveCount]
+            if try insert(s) {
+                sum &+= nodes[s]?.start ?? 0
+                live[liveCount] = s
+                liveCount += 1
+            }
+        }
+        best = min(best, Double(now() - t0) / Double(pairs))
+    }
+    print("drm_mm \(mode.rawValue) \(n) \(best) fill_sum=\(fillSum) sum=\(sum) fails=\(fails)")
+}
+
 let args = Array(CommandLine.arguments.dropFirst())
 switch args.first {
 case "pages":
@@ -129,7 +189,17 @@ case "startup":
     let ours = Array(args[2..<split]), base = Array(args[(split + 1)...])
     guard !ours.isEmpty, !base.isEmpty else { exit(2) }
     if !startup(n, ours, base) { print("mmbench: a command failed"); exit(1) }
+case "drm_mm":
+    guard args.count == 5, let mode = DrmMm.Mode(rawValue: args[1]), let n = Int(args[2]), let pairs = Int(args[3]),
+          let rounds = Int(args[4]) else {
+        print("usage: mmbench drm_mm best|low|high N PAIRS ROUNDS")
+        exit(2)
+    }
+    do { try drmMm(mode, n, pairs, rounds) } catch {
+        print("mmbench: \(error)")
+        exit(1)
+    }
 default:
-    print("usage: mmbench pages [N] | mmbench startup N CMD... -- CMD...")
+    print("usage: mmbench pages [N] | mmbench startup N CMD... -- CMD... | mmbench drm_mm MODE N PAIRS ROUNDS")
     exit(2)
 }

@@ -48,14 +48,27 @@ public final class DrmMm: NativeObject {
         var rbHoleAddr = RBNode()
         var allocated = false
         var scanned = false
+        /// The node object of an allocated entry, retained: nodes and their
+        /// allocator keep each other alive until the node is removed, as an
+        /// embedded `drm_mm_node` must be removed before it goes.
+        var object: Unmanaged<DrmMmNode>?
+    }
+
+    /// The holes-by-size tree: no augmentation.
+    enum HoleSizeTree: RBAugment {
+        static var linksOffset: Int { 80 }
+        @inline(__always)
+        static func update(_ entries: UnsafeMutablePointer<Entry>, _ n: Int32, left: Int32, right: Int32) -> Bool { false }
+        @inline(__always)
+        static func copy(_ entries: UnsafeMutablePointer<Entry>, _ from: Int32, to: Int32) {}
     }
 
     /// `subtree_max_hole` of the holes-by-address tree (`RB_DECLARE_CALLBACKS_MAX`).
-    struct HoleAddrAugment: RBAugment {
-        var entries: UnsafeMutablePointer<Entry>
+    enum HoleAddrTree: RBAugment {
+        static var linksOffset: Int { 96 }
 
         @inline(__always)
-        func update(_ n: Int32, left: Int32, right: Int32) -> Bool {
+        static func update(_ entries: UnsafeMutablePointer<Entry>, _ n: Int32, left: Int32, right: Int32) -> Bool {
             // SAFETY: ids in the tree index live entries (RBTree's invariant).
             var m = entries[Int(n)].holeSize
             if left >= 0 { m = max(m, entries[Int(left)].subtreeMaxHole) }
@@ -66,15 +79,18 @@ public final class DrmMm: NativeObject {
         }
 
         @inline(__always)
-        func copy(_ from: Int32, to: Int32) { entries[Int(to)].subtreeMaxHole = entries[Int(from)].subtreeMaxHole }
+        static func copy(_ entries: UnsafeMutablePointer<Entry>, _ from: Int32, to: Int32) {
+            // SAFETY: as update.
+            entries[Int(to)].subtreeMaxHole = entries[Int(from)].subtreeMaxHole
+        }
     }
 
     /// `__subtree_last` of the interval tree (`INTERVAL_TREE_DEFINE`).
-    struct IntervalAugment: RBAugment {
-        var entries: UnsafeMutablePointer<Entry>
+    enum IntervalTree: RBAugment {
+        static var linksOffset: Int { 64 }
 
         @inline(__always)
-        func update(_ n: Int32, left: Int32, right: Int32) -> Bool {
+        static func update(_ entries: UnsafeMutablePointer<Entry>, _ n: Int32, left: Int32, right: Int32) -> Bool {
             // SAFETY: ids in the tree index live entries (RBTree's invariant).
             var m = DrmMm.last(entries[Int(n)])
             if left >= 0 { m = max(m, entries[Int(left)].subtreeLast) }
@@ -85,7 +101,18 @@ public final class DrmMm: NativeObject {
         }
 
         @inline(__always)
-        func copy(_ from: Int32, to: Int32) { entries[Int(to)].subtreeLast = entries[Int(from)].subtreeLast }
+        static func copy(_ entries: UnsafeMutablePointer<Entry>, _ from: Int32, to: Int32) {
+            // SAFETY: as update.
+            entries[Int(to)].subtreeLast = entries[Int(from)].subtreeLast
+        }
+    }
+
+    /// An entry's links in the tree `A` (the entry's own pointer in hand,
+    /// walking down: one address computation per step).
+    @inline(__always)
+    static func links<A: RBAugment>(_ e: UnsafeMutablePointer<Entry>, _: A.Type) -> UnsafeMutablePointer<RBNode> {
+        // SAFETY: `linksOffset` is the offset of an RBNode field of Entry (checked in init).
+        (UnsafeMutableRawPointer(e) + A.linksOffset).assumingMemoryBound(to: RBNode.self)
     }
 
     /// `LAST(node)`.
@@ -104,34 +131,26 @@ public final class DrmMm: NativeObject {
     /// Entries initialized, ids `0 ..< used`.
     @exclusivity(unchecked) private(set) var used = 1
     @exclusivity(unchecked) private var unusedIds: [Int32] = []
-    /// The node object of each allocated id. Nodes and their allocator keep
-    /// each other alive until the node is removed, as an embedded
-    /// `drm_mm_node` must be removed before it goes.
-    @exclusivity(unchecked) var objects: ContiguousArray<DrmMmNode?> = [nil]
     let accounting: Accounting?
-    @exclusivity(unchecked) private var intervalTree: RBTree<IntervalAugment>
-    @exclusivity(unchecked) private var holesSize: RBTree<RBPlain>
+    @exclusivity(unchecked) private var intervalTree: RBTree<IntervalTree>
+    @exclusivity(unchecked) private var holesSize: RBTree<HoleSizeTree>
     /// `holes_size`'s cached leftmost: the largest hole.
     @exclusivity(unchecked) private var largestHoleId: Int32 = -1
-    @exclusivity(unchecked) private var holesAddr: RBTree<HoleAddrAugment>
+    @exclusivity(unchecked) private var holesAddr: RBTree<HoleAddrTree>
     @exclusivity(unchecked) var stackHead: Int32 = -1
-    public private(set) var nodeCount = 0
-    public private(set) var holeCount = 0
+    @exclusivity(unchecked) public private(set) var nodeCount = 0
+    @exclusivity(unchecked) public private(set) var holeCount = 0
 
     /// `color_adjust(node before the hole or nil, color, &start, &end)`.
-    public var colorAdjust: ((DrmMmNode?, UInt64, inout UInt64, inout UInt64) throws -> Void)?
+    @exclusivity(unchecked) public var colorAdjust: ((DrmMmNode?, UInt64, inout UInt64, inout UInt64) throws -> Void)?
     /// Blocks added to an eviction scan and not yet removed (`scan_active`).
-    public internal(set) var scanActive = 0
+    @exclusivity(unchecked) public internal(set) var scanActive = 0
     /// Inside an operation that runs `colorAdjust`: no other may start.
-    var busy = false
+    @exclusivity(unchecked) var busy = false
     /// Nodes the collector dropped while the allocator could not take them
     /// out (a scan, a callback): removed once it can.
-    var deferredRemovals: [DrmMmNode] = []
-    public private(set) var isTakenDown = false
-
-    private static let offsets = (MemoryLayout<Entry>.offset(of: \Entry.rbInterval) ?? -1,
-                                  MemoryLayout<Entry>.offset(of: \Entry.rbHoleSize) ?? -1,
-                                  MemoryLayout<Entry>.offset(of: \Entry.rbHoleAddr) ?? -1)
+    @exclusivity(unchecked) var deferredRemovals: [DrmMmNode] = []
+    @exclusivity(unchecked) public private(set) var isTakenDown = false
 
     /// `drm_mm_init`: EINVAL unless `start + size` stays within 2^64 − 1.
     /// Nodes are tracked in `accounting`, if given.
@@ -140,24 +159,29 @@ public final class DrmMm: NativeObject {
         guard size > 0, !overflow, end != 0 else {
             throw KernelError(.EINVAL, "drm_mm of \(size) bytes at 0x\(String(start, radix: 16)): the range must be non-empty and end within 2^64 - 1")
         }
-        let (o1, o2, o3) = DrmMm.offsets
-        guard o1 >= 0, o2 >= 0, o3 >= 0 else { throw .bug("drm_mm: the node layout has no tree links") }
+        // The trees' link offsets are constants, so that walking them loads
+        // nothing more: they must be the layout's.
+        guard MemoryLayout<Entry>.offset(of: \Entry.rbInterval) == IntervalTree.linksOffset,
+              MemoryLayout<Entry>.offset(of: \Entry.rbHoleSize) == HoleSizeTree.linksOffset,
+              MemoryLayout<Entry>.offset(of: \Entry.rbHoleAddr) == HoleAddrTree.linksOffset else {
+            throw .bug("drm_mm: the node layout moved its tree links")
+        }
         self.start = start
         self.size = size
         self.accounting = accounting
         capacity = 16
         entries = .allocate(capacity: capacity)
         entries.initialize(to: Entry(start: end, size: 0 &- size))
-        let base = UnsafeMutableRawPointer(entries), stride = MemoryLayout<Entry>.stride
-        intervalTree = RBTree(base: base, stride: stride, offset: o1, augment: IntervalAugment(entries: entries))
-        holesSize = RBTree(base: base, stride: stride, offset: o2, augment: RBPlain())
-        holesAddr = RBTree(base: base, stride: stride, offset: o3, augment: HoleAddrAugment(entries: entries))
+        intervalTree = RBTree(entries: entries)
+        holesSize = RBTree(entries: entries)
+        holesAddr = RBTree(entries: entries)
         super.init(site: site)
         addHole(0)
         accounting?.track(self)
     }
 
     deinit {
+        // Allocated nodes hold the allocator, so none is left here.
         // SAFETY: `used` entries were initialized; the pool is ours.
         entries.deinitialize(count: used)
         entries.deallocate()
@@ -185,16 +209,12 @@ public final class DrmMm: NativeObject {
             entries.deallocate()
             entries = bigger
             capacity *= 2
-            let base = UnsafeMutableRawPointer(bigger)
-            intervalTree.base = base
-            intervalTree.augment.entries = bigger
-            holesSize.base = base
-            holesAddr.base = base
-            holesAddr.augment.entries = bigger
+            intervalTree.entries = bigger
+            holesSize.entries = bigger
+            holesAddr.entries = bigger
         }
         // SAFETY: `used < capacity`: the slot is allocated, not yet initialized.
         (entries + used).initialize(to: Entry())
-        objects.append(nil)
         used += 1
         return Int32(used - 1)
     }
@@ -223,17 +243,15 @@ public final class DrmMm: NativeObject {
     /// `insert_hole_size`: larger holes to the left, an equal one to the
     /// right of those there already.
     private func insertHoleSize(_ id: Int32) {
-        let x = entries[Int(id)].holeSize
+        let entries = self.entries, x = entries[Int(id)].holeSize
         var n = holesSize.root, parent: Int32 = -1, isLeft = false, first = true
         while n >= 0 {
             parent = n
-            if x > entries[Int(n)].holeSize {
-                isLeft = true
-                n = holesSize.left(n)
-            } else {
-                isLeft = false
+            let e = entries + Int(n), l = DrmMm.links(e, HoleSizeTree.self)
+            isLeft = x > e.pointee.holeSize
+            if isLeft { n = l.pointee.left } else {
                 first = false
-                n = holesSize.right(n)
+                n = l.pointee.right
             }
         }
         holesSize.insert(id, parent: parent, left: isLeft)
@@ -243,13 +261,15 @@ public final class DrmMm: NativeObject {
     /// `insert_hole_addr`: by the hole's start, the subtree maxima raised
     /// on the way down.
     private func insertHoleAddr(_ id: Int32) {
+        let entries = self.entries
         let start = holeStart(id), max = entries[Int(id)].subtreeMaxHole
         var n = holesAddr.root, parent: Int32 = -1, isLeft = false
         while n >= 0 {
             parent = n
-            if entries[Int(n)].subtreeMaxHole < max { entries[Int(n)].subtreeMaxHole = max }
-            isLeft = start < holeStart(n)
-            n = isLeft ? holesAddr.left(n) : holesAddr.right(n)
+            let e = entries + Int(n), l = DrmMm.links(e, HoleAddrTree.self)
+            if e.pointee.subtreeMaxHole < max { e.pointee.subtreeMaxHole = max }
+            isLeft = start < e.pointee.start &+ e.pointee.size
+            n = isLeft ? l.pointee.left : l.pointee.right
         }
         holesAddr.insert(id, parent: parent, left: isLeft)
     }
@@ -261,7 +281,7 @@ public final class DrmMm: NativeObject {
         let prev = entries[i].stackPrev, next = entries[i].stackNext
         if prev >= 0 { entries[Int(prev)].stackNext = next } else { stackHead = next }
         if next >= 0 { entries[Int(next)].stackPrev = prev }
-        if id == largestHoleId { largestHoleId = holesSize.next(id) }
+        if id == largestHoleId { largestHoleId = holesSize.links.next(id) }
         holesSize.erase(id)
         holesAddr.erase(id)
         entries[i].holeSize = 0
@@ -288,8 +308,9 @@ public final class DrmMm: NativeObject {
     }
 
     func object(_ id: Int32) -> DrmMmNode? {
-        guard id > 0, id < objects.count else { return nil }
-        return objects[Int(id)]
+        guard id > 0, id < used else { return nil }
+        // SAFETY: an entry holds a retain of its object from place to unlink.
+        return entries[Int(id)].object?.takeUnretainedValue()
     }
 
     /// Runs `colorAdjust` for the hole after `id`, with the allocator busy.
@@ -318,13 +339,15 @@ public final class DrmMm: NativeObject {
 
     /// `best_hole`: the smallest hole that fits, of equal ones the newest.
     private func bestHole(_ size: UInt64) -> Int32 {
+        let entries = self.entries
         var n = holesSize.root, best: Int32 = -1
         while n >= 0 {
-            if size <= entries[Int(n)].holeSize {
+            let e = entries + Int(n), l = DrmMm.links(e, HoleSizeTree.self)
+            if size <= e.pointee.holeSize {
                 best = n
-                n = holesSize.right(n)
+                n = l.pointee.right
             } else {
-                n = holesSize.left(n)
+                n = l.pointee.left
             }
         }
         return best
@@ -338,7 +361,8 @@ public final class DrmMm: NativeObject {
     /// subtrees that have a hole of `size`, and answers the last one it
     /// reached, which need not hold `addr`.
     private func findHoleAddr(_ addr: UInt64, _ size: UInt64) -> Int32 {
-        var n = holesAddr.root, found: Int32 = -1
+        let holesAddr = self.holesAddr.links
+        var n = self.holesAddr.root, found: Int32 = -1
         while n >= 0 {
             guard usable(n, size) else { break }
             found = n
@@ -357,7 +381,7 @@ public final class DrmMm: NativeObject {
     /// `next_hole_low_addr` (`toHigher`) and `next_hole_high_addr`: the next
     /// hole in address order whose subtree may fit `size`.
     private func nextHoleAddr(_ entry: Int32, _ size: UInt64, toHigher: Bool) -> Int32 {
-        let t = holesAddr
+        let t = holesAddr.links
         var n = entry
         let first = toHigher ? t.right(n) : t.left(n)
         if usable(first, size) {
@@ -393,7 +417,7 @@ public final class DrmMm: NativeObject {
         case .low: nextHoleAddr(id, size, toHigher: true)
         case .high: nextHoleAddr(id, size, toHigher: false)
         case .evict: entries[Int(id)].stackNext
-        default: holesSize.prev(id)
+        default: holesSize.links.prev(id)
         }
     }
 
@@ -466,28 +490,42 @@ public final class DrmMm: NativeObject {
         entries[Int(id)] = Entry(start: start, size: size, color: color, prev: hole, next: next, allocated: true)
         entries[Int(hole)].next = id
         entries[Int(next)].prev = id
-        insertInterval(id)
+        insertInterval(id, after: hole)
         removeHole(hole)
         if start > hs { addHole(hole) }
         if start &+ size < he { addHole(id) }
         nodeCount += 1
         let node = DrmMmNode(mm: self, id: id, site: site)
-        objects[Int(id)] = node
+        entries[Int(id)].object = Unmanaged.passRetained(node)
         accounting?.track(node)
         return node
     }
 
-    /// `drm_mm_interval_tree_add_node`: by start, the subtree maxima raised
-    /// on the way down (the kernel starts below the hole's node: the same place).
-    private func insertInterval(_ id: Int32) {
+    /// `drm_mm_interval_tree_add_node`: the new node follows `hole` in
+    /// address order, so, as the kernel, it goes in starting from there
+    /// rather than from the root: up from `hole` raising the subtree
+    /// maxima while they are lower, then down its right subtree.
+    private func insertInterval(_ id: Int32, after hole: Int32) {
+        let entries = self.entries, t = intervalTree.links
         let start = entries[Int(id)].start, last = DrmMm.last(entries[Int(id)])
         entries[Int(id)].subtreeLast = last
-        var n = intervalTree.root, parent: Int32 = -1, isLeft = false
+        var parent: Int32 = -1, n: Int32, isLeft = false
+        if entries[Int(hole)].allocated {
+            var up = hole
+            while up >= 0, entries[Int(up)].subtreeLast < last {
+                entries[Int(up)].subtreeLast = last
+                up = t.parent(up)
+            }
+            parent = hole
+            n = t.right(hole)
+        } else {
+            n = intervalTree.root
+        }
         while n >= 0 {
             parent = n
             if entries[Int(n)].subtreeLast < last { entries[Int(n)].subtreeLast = last }
             isLeft = start < entries[Int(n)].start
-            n = isLeft ? intervalTree.left(n) : intervalTree.right(n)
+            n = isLeft ? t.left(n) : t.right(n)
         }
         intervalTree.insert(id, parent: parent, left: isLeft)
     }
@@ -542,7 +580,9 @@ public final class DrmMm: NativeObject {
         removeHole(prev)
         addHole(prev)
         entries[i].allocated = false
-        objects[i] = nil
+        let object = entries[i].object
+        entries[i].object = nil
+        defer { object?.release() }  // after the node is done with: it may be the last reference
         unusedIds.append(id)
         nodeCount -= 1
         node.detach()
@@ -563,7 +603,8 @@ public final class DrmMm: NativeObject {
         guard old.mm === self, old.isAllocated else { throw .bug("replace_node of \(old), which is not allocated in \(self)") }
         let node = DrmMmNode(mm: self, id: old.id, site: site)
         node.tag = old.tag
-        objects[Int(old.id)] = node
+        entries[Int(old.id)].object?.release()
+        entries[Int(old.id)].object = Unmanaged.passRetained(node)
         accounting?.track(node)
         old.detach()
         return node
@@ -640,17 +681,18 @@ public final class DrmMm: NativeObject {
 
     /// `__drm_mm_interval_first`: the lowest node overlapping `[start, last]`.
     public func intervalFirst(_ start: UInt64, _ last: UInt64) -> DrmMmNode? {
+        let t = intervalTree.links
         var n = intervalTree.root
         guard n >= 0, entries[Int(n)].subtreeLast >= start else { return nil }
         while true {
-            let l = intervalTree.left(n)
+            let l = t.left(n)
             if l >= 0, entries[Int(l)].subtreeLast >= start {
                 n = l
                 continue
             }
             guard entries[Int(n)].start <= last else { return nil }
             if DrmMm.last(entries[Int(n)]) >= start { return object(n) }
-            let r = intervalTree.right(n)
+            let r = t.right(n)
             guard r >= 0, entries[Int(r)].subtreeLast >= start else { return nil }
             n = r
         }
@@ -709,9 +751,9 @@ public final class DrmMm: NativeObject {
 public final class DrmMmNode: NativeObject {
     public let mm: DrmMm
     let id: Int32
-    public private(set) var isAllocated = true
+    @exclusivity(unchecked) public private(set) var isAllocated = true
     /// The embedder's data for this node (the engine keeps a Lua reference here).
-    public var tag: Int32?
+    @exclusivity(unchecked) public var tag: Int32?
 
     init(mm: DrmMm, id: Int32, site: Site) {
         self.mm = mm

@@ -57,9 +57,10 @@ do
       ratio = ours / base, target = "<= 2x", ok = ours / base <= 2}
 end
 
--- Order-0 pages in MMCore alone (Benchmarks/MMBench): with the 0x6b poison
--- a free writes (the default) against malloc+memset+free, and without it
--- (page_poison = false) against malloc+free.
+-- Order-0 pages in MMCore alone (Benchmarks/MMBench): with page_poison (the
+-- default: PAGE_POISON written on free, checked on allocation) against
+-- malloc+memcmp+memset+free, and without it (page_poison = false) against
+-- malloc+free.
 do
   local mmbench = assert(os.getenv("MMBENCH"), "set MMBENCH to the mmbench binary")
   local out = assert(io.popen(("%q pages %d"):format(mmbench, N // 2))):read("a")
@@ -68,7 +69,7 @@ do
   plain, malloc_free = tonumber(plain), tonumber(malloc_free)
   row{name = "order-0 alloc+free vs malloc(4096)+free", ours = plain, base = malloc_free, unit = "ns",
       ratio = plain / malloc_free, target = "<= 1.5x", ok = plain / malloc_free <= 1.5}
-  row{name = "  with page_poison vs malloc+memset+free", ours = poisoned, base = memset_free, unit = "ns",
+  row{name = "  with page_poison vs malloc+check+memset", ours = poisoned, base = memset_free, unit = "ns",
       ratio = poisoned / memset_free, target = "<= 1.5x", ok = poisoned / memset_free <= 1.5}
 end
 

@@ -41,14 +41,26 @@ func allocFree(_ allocator: PageAllocator, _ n: Int) throws {
 /// memset it can see of memory that is freed next.
 nonisolated(unsafe) var fill: (UnsafeMutableRawPointer, Int32, Int) -> UnsafeMutableRawPointer? = memset
 
-/// malloc(4096)+free, n times, poisoning the block before its free as
-/// page_poison does if asked.
+/// What page_poison's check compares a page with (`check_poison_mem`).
+nonisolated(unsafe) let poisonPattern: UnsafeMutableRawPointer = {
+    let p = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
+    p.initializeMemory(as: UInt8.self, repeating: 0xaa, count: 4096)
+    return p
+}()
+nonisolated(unsafe) var compare: (UnsafeRawPointer, UnsafeRawPointer, Int) -> Int32 = memcmp
+
+/// malloc(4096)+free, n times; with `poison`, what page_poison does: the
+/// block poisoned before its free and the poison checked after its
+/// malloc (but the first 16 bytes, where malloc keeps its free list).
 func mallocFree(_ n: Int, poison: Bool) {
     var sum: UInt = 0
     for _ in 0..<n {
         let p = malloc(4096)
         sum &+= UInt(bitPattern: p)
-        if poison, let p { _ = fill(p, 0x6b, 4096) }
+        if poison, let p {
+            sum &+= UInt(bitPattern: Int(compare(p + 16, poisonPattern + 16, 4096 - 16)))
+            _ = fill(p, 0xaa, 4096)
+        }
         free(p)
     }
     consume(sum)

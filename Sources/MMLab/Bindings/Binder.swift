@@ -154,14 +154,12 @@ enum RangeMethods {
     static let reserveNew: Binding = { L in
         bind(L) { lua in
             let r = try allocator(lua)
-            try lua.checkTable(2)
-            try lua.checkFields(2, arg: 2, known: ["size", "is_oneway", "pid"])
-            guard let size = try lua.integerField(2, "size", arg: 2, default: nil) else {
-                lua.pushNil()
-                throw lua.fieldError(2, "size", "integer")
+            let o = try lua.options(2, arg: 2, ["size", "is_oneway", "pid"])
+            guard let size = try o.integer("size", default: nil) else {
+                throw o.error("size", "integer", at: o.index("size"))
             }
-            let oneway = try lua.booleanField(2, "is_oneway", arg: 2, default: false)
-            let pid = try lua.integerField(2, "pid", arg: 2, default: 0) ?? 0
+            let oneway = try o.boolean("is_oneway", default: false)
+            let pid = try o.integer("pid", default: 0) ?? 0
             let (offset, spam) = try r.reserveNew(size: size, isOneway: oneway, pid: pid)
             lua.push(offset)
             lua.push(spam)
@@ -246,16 +244,14 @@ enum AllocMethods {
     static let newBuf: Binding = { L in
         bind(L) { lua in
             let alloc = try alloc(lua)
-            try lua.checkTable(2)
-            try lua.checkFields(2, arg: 2, known: ["data_size", "offsets_size", "extra_buffers_size", "is_async", "pid"])
-            guard let data = try lua.integerField(2, "data_size", arg: 2, default: nil) else {
-                lua.pushNil()
-                throw lua.fieldError(2, "data_size", "integer")
+            let o = try lua.options(2, arg: 2, ["data_size", "offsets_size", "extra_buffers_size", "is_async", "pid"])
+            guard let data = try o.integer("data_size", default: nil) else {
+                throw o.error("data_size", "integer", at: o.index("data_size"))
             }
-            let offsets = try lua.unsignedField(2, "offsets_size", arg: 2, default: 0)
-            let extra = try lua.unsignedField(2, "extra_buffers_size", arg: 2, default: 0)
-            let async = try lua.booleanField(2, "is_async", arg: 2, default: false)
-            let pid = try lua.integerField(2, "pid", arg: 2, default: 0) ?? 0
+            let offsets = try o.unsigned("offsets_size", default: 0)
+            let extra = try o.unsigned("extra_buffers_size", default: 0)
+            let async = try o.boolean("is_async", default: false)
+            let pid = try o.integer("pid", default: 0) ?? 0
             let site = lua.site()
             let buffer = try alloc.newBuf(dataSize: UInt64(bitPattern: Int64(data)), offsetsSize: offsets,
                                           extraBuffersSize: extra, isAsync: async, pid: pid, site: site)

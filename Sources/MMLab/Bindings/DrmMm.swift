@@ -11,6 +11,19 @@ extension Runtime {
     }
 }
 
+extension Options {
+    /// The insert mode in field `mode`.
+    func mode(default value: DrmMm.Mode) throws(LuaFailure) -> DrmMm.Mode {
+        let i = try choice("mode", DrmMm.Mode.names, default: -1)
+        return i < 0 ? value : DrmMm.Mode.allCases[i]
+    }
+}
+
+extension DrmMm.Mode {
+    /// The modes' names, as `allCases` orders them.
+    static let names: [StaticString] = ["best", "low", "high", "evict", "lowest", "highest"]
+}
+
 extension Lua {
     /// An unsigned 64-bit argument: any integer, two's complement.
     func unsigned(_ arg: Int32, default value: UInt64? = nil) throws(LuaFailure) -> UInt64 {
@@ -41,15 +54,6 @@ extension Lua {
     @discardableResult
     func pushNode(_ node: DrmMmNode?, owned: Bool = false) -> Int32 {
         pushOptionalHandle(node, .drmMmNode, state: owned ? .owned : .borrowed)
-    }
-
-    /// The insert mode in field `mode` of the options table at `arg`.
-    func drmMmMode(_ arg: Int32, default value: DrmMm.Mode) throws(LuaFailure) -> DrmMm.Mode {
-        guard let name = try stringField(arg, "mode", arg: arg) else { return value }
-        guard let mode = DrmMm.Mode(rawValue: name) else {
-            throw .argument(arg, "field 'mode': one of \(DrmMm.Mode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")) expected, got \"\(name)\"")
-        }
-        return mode
     }
 
     /// Keeps the value at `arg` as `node`'s data (a registry reference).
@@ -188,23 +192,19 @@ enum DrmMmMethods {
             let mm = try lua.drmMm()
             let size = try lua.unsigned(2)
             var alignment: UInt64 = 0, color: UInt64 = 0, rangeStart: UInt64 = 0, rangeEnd = UInt64.max
-            var mode = DrmMm.Mode.best
+            var mode = DrmMm.Mode.best, data: Int32?
             if !lua.isNoneOrNil(3) {
-                try lua.checkTable(3)
-                try lua.checkFields(3, arg: 3, known: ["alignment", "color", "mode", "range_start", "range_end", "data"])
-                alignment = try lua.unsignedField(3, "alignment", arg: 3, default: 0)
-                color = try lua.unsignedField(3, "color", arg: 3, default: 0)
-                rangeStart = try lua.unsignedField(3, "range_start", arg: 3, default: 0)
-                rangeEnd = try lua.unsignedField(3, "range_end", arg: 3, default: .max)
-                mode = try lua.drmMmMode(3, default: .best)
+                let o = try lua.options(3, arg: 3, ["alignment", "color", "mode", "range_start", "range_end", "data"])
+                alignment = try o.unsigned("alignment", default: 0)
+                color = try o.unsigned("color", default: 0)
+                rangeStart = try o.unsigned("range_start", default: 0)
+                rangeEnd = try o.unsigned("range_end", default: .max)
+                mode = try o.mode(default: .best)
+                if !o.isAbsent("data") { data = o.index("data") }
             }
             let node = try mm.insert(size: size, alignment: alignment, color: color, rangeStart: rangeStart,
                                      rangeEnd: rangeEnd, mode: mode, site: lua.site())
-            if !lua.isNoneOrNil(3) {
-                lua.getField(3, "data")
-                lua.setNodeData(node, from: -1)
-                lua.pop()
-            }
+            if let data { lua.setNodeData(node, from: data) }
             return lua.pushNode(node, owned: true)
         }
     }
@@ -347,14 +347,13 @@ enum DrmMmMethods {
     static let scan: Binding = { L in
         bind(L) { lua in
             let mm = try lua.drmMm()
-            try lua.checkTable(2)
-            try lua.checkFields(2, arg: 2, known: ["size", "alignment", "color", "mode", "range_start", "range_end"])
-            let size = try lua.unsignedField(2, "size", arg: 2, default: 0)
-            let alignment = try lua.unsignedField(2, "alignment", arg: 2, default: 0)
-            let color = try lua.unsignedField(2, "color", arg: 2, default: 0)
-            let rangeStart = try lua.unsignedField(2, "range_start", arg: 2, default: 0)
-            let rangeEnd = try lua.unsignedField(2, "range_end", arg: 2, default: .max)
-            let mode = try lua.drmMmMode(2, default: .low)
+            let o = try lua.options(2, arg: 2, ["size", "alignment", "color", "mode", "range_start", "range_end"])
+            let size = try o.unsigned("size", default: 0)
+            let alignment = try o.unsigned("alignment", default: 0)
+            let color = try o.unsigned("color", default: 0)
+            let rangeStart = try o.unsigned("range_start", default: 0)
+            let rangeEnd = try o.unsigned("range_end", default: .max)
+            let mode = try o.mode(default: .low)
             let scan = try DrmMmScan(mm: mm, size: size, alignment: alignment, color: color, rangeStart: rangeStart,
                                      rangeEnd: rangeEnd, mode: mode, site: lua.site())
             lua.pushHandle(scan, .drmMmScan, lender: 1)

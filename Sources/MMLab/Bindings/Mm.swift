@@ -323,23 +323,16 @@ enum MmMethods {
     static let mmap: Binding = { L in
         bind(L) { lua in
             let mm = try lua.mmReference(1, users: true).mm
-            try lua.checkTable(2)
-            try lua.checkFields(2, arg: 2, known: ["addr", "len", "prot", "flags", "offset", "hook"])
-            let addr = try lua.integerField(2, "addr", arg: 2, default: nil)
-            guard let len = try lua.integerField(2, "len", arg: 2, default: nil) else {
-                lua.pushNil()
-                throw lua.fieldError(2, "len", "integer")
-            }
-            let prot = try lua.integerField(2, "prot", arg: 2, default: Mmap.PROT_READ | Mmap.PROT_WRITE) ?? 0
-            let offset = try lua.integerField(2, "offset", arg: 2, default: 0) ?? 0
-            lua.getField(2, "hook")
-            let hook = !lua.isNoneOrNil(-1)
+            let o = try lua.options(2, arg: 2, ["addr", "len", "prot", "flags", "offset", "hook"])
+            let addr = try o.integer("addr", default: nil)
+            guard let len = try o.integer("len", default: nil) else { throw o.error("len", "integer", at: o.index("len")) }
+            let prot = try o.integer("prot", default: Mmap.PROT_READ | Mmap.PROT_WRITE) ?? 0
+            let offset = try o.integer("offset", default: 0) ?? 0
+            let hook = !o.isAbsent("hook")
+            if hook, lua.type(o.index("hook")) != LUA_TFUNCTION { throw o.error("hook", "function", at: o.index("hook")) }
             // A driver's mapping is MAP_PRIVATE, anonymous memory MAP_PRIVATE | MAP_ANONYMOUS.
-            let flags = try lua.integerField(2, "flags", arg: 2, default: hook ? Mmap.MAP_PRIVATE
-                                                                          : Mmap.MAP_PRIVATE | Mmap.MAP_ANONYMOUS) ?? 0
-            if hook, lua.type(-1) != LUA_TFUNCTION { throw lua.fieldError(2, "hook", "function") }
-            let file = hook ? lua.runtime.file(lua, of: -1, machine: mm.machine) : nil
-            lua.pop()
+            let flags = try o.integer("flags", default: hook ? Mmap.MAP_PRIVATE : Mmap.MAP_PRIVATE | Mmap.MAP_ANONYMOUS) ?? 0
+            let file = hook ? lua.runtime.file(lua, of: o.index("hook"), machine: mm.machine) : nil
             return try underWriteLock(lua, mm, "mmap") { lua, guard_ in
                 let release = { () throws in try mm.unlock(guard_) }
                 return try lua.blocking { lua in
@@ -350,12 +343,12 @@ enum MmMethods {
                                            offset: UInt64(bitPattern: Int64(offset)))
                     }) else { return nil }
                     guard hook else { return try commit(lua, new, guard_, release) }
-                    lua_settop(L, 2)
+                    let hookAt = o.index("hook")
                     lua.pushHandle(guard_, .mmapWriteGuard, lender: 1)  // the hook's VmaNew keeps it
                     let gh = lua.top
                     let vh = lua.pushHandle(new, .vmaNew, state: .borrowed, keepAlive: gh)
                     let vi = lua.top
-                    lua.getField(2, "hook")
+                    lua_pushvalue(L, hookAt)
                     lua_pushvalue(L, vi)
                     return lua.pcall(arguments: 1) { lua, status, _ in
                         // The VmaNew expires with the hook; the guard goes through its handle.

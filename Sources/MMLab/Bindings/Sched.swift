@@ -52,19 +52,17 @@ enum SchedBindings {
             try lua.checkFunction(1)
             var name: String?, cpu: Int?, mm: MmStruct?
             if !lua.isNoneOrNil(2) {
-                try lua.checkTable(2)
-                try lua.checkFields(2, arg: 2, known: ["name", "cpu", "mm"])
-                name = try lua.stringField(2, "name", arg: 2)
-                cpu = try lua.integerField(2, "cpu", arg: 2, default: nil)
-                lua.getField(2, "mm")
-                if !lua.isNoneOrNil(-1) {
-                    guard let h = mmlab_tohandle(L, -1),
+                let o = try lua.options(2, arg: 2, ["name", "cpu", "mm"])
+                name = try o.string("name")
+                cpu = try o.integer("cpu", default: nil)
+                let at = o.index("mm")
+                if !lua.isNoneOrNil(at) {
+                    guard let h = mmlab_tohandle(L, at),
                           h.pointee.type == HandleType.mmWithUser.rawValue || h.pointee.type == HandleType.mmWithUserAsync.rawValue else {
-                        throw lua.fieldError(2, "mm", "MmWithUser")
+                        throw o.error("mm", "MmWithUser", at: at)
                     }
-                    mm = try lua.mmReference(-1, users: true).mm
+                    mm = try lua.mmReference(at, users: true).mm
                 }
-                lua.pop()
             }
             let runtime = lua.runtime
             let task = try lua.scheduler().spawn(name: name, cpu: cpu, mm: mm, site: lua.site())

@@ -140,3 +140,109 @@ extension Lua {
         }
     }
 }
+
+/// An options table read in one pass (`{mode = "low", alignment = 64}`):
+/// its keys checked against the names a binding knows (a misspelt option
+/// is an argument error, not silently ignored), and each known field's
+/// value copied to the stack, so that reading one hashes no string.
+/// Bindings with options tables on hot paths use this.
+struct Options {
+    let lua: Lua
+    /// The argument the table is, for messages.
+    let arg: Int32
+    let names: [StaticString]
+    /// The stack index of the first name's value; nil (absent) values too.
+    let base: Int32
+
+    /// Whose value is at `base + i`: a linear search of a few names, by bytes.
+    @inline(__always)
+    func index(_ name: StaticString) -> Int32 {
+        for (i, known) in names.enumerated() where known.utf8CodeUnitCount == name.utf8CodeUnitCount
+            && memcmp(known.utf8Start, name.utf8Start, name.utf8CodeUnitCount) == 0 {
+            return base + Int32(i)
+        }
+        return 0  // a name the binding did not list: an empty slot reads as none
+    }
+
+    func isAbsent(_ name: StaticString) -> Bool { lua.isNoneOrNil(index(name)) }
+
+    func error(_ name: StaticString, _ expected: String, at idx: Int32) -> LuaFailure {
+        .argument(arg, "field '\(name)': \(expected) expected, got \(lua.typeName(idx))")
+    }
+
+    func integer(_ name: StaticString, default value: Int?) throws(LuaFailure) -> Int? {
+        let idx = index(name)
+        if lua.isNoneOrNil(idx) { return value }
+        var isnum: Int32 = 0
+        let v = lua_tointegerx(lua.L, idx, &isnum)
+        guard isnum != 0 else { throw error(name, "integer", at: idx) }
+        return Int(v)
+    }
+
+    /// An unsigned 64-bit field (two's complement in Lua).
+    func unsigned(_ name: StaticString, default value: UInt64) throws(LuaFailure) -> UInt64 {
+        try integer(name, default: nil).map { UInt64(bitPattern: Int64($0)) } ?? value
+    }
+
+    func boolean(_ name: StaticString, default value: Bool) throws(LuaFailure) -> Bool {
+        let idx = index(name)
+        if lua.isNoneOrNil(idx) { return value }
+        guard lua.type(idx) == LUA_TBOOLEAN else { throw error(name, "boolean", at: idx) }
+        return lua.boolean(idx)
+    }
+
+    func string(_ name: StaticString) throws(LuaFailure) -> String? {
+        let idx = index(name)
+        if lua.isNoneOrNil(idx) { return nil }
+        guard let text = lua.string(at: idx) else { throw error(name, "string", at: idx) }
+        return text
+    }
+
+    /// Which of `choices` the string field is (its position), compared by
+    /// bytes; `value` when absent.
+    func choice(_ name: StaticString, _ choices: [StaticString], default value: Int) throws(LuaFailure) -> Int {
+        let idx = index(name)
+        if lua.isNoneOrNil(idx) { return value }
+        guard lua.type(idx) == LUA_TSTRING else { throw error(name, "string", at: idx) }
+        var length = 0
+        // SAFETY: a string on the stack is valid for `length` bytes while it stays there.
+        if let p = lua_tolstring(lua.L, idx, &length),
+           let i = choices.firstIndex(where: { $0.utf8CodeUnitCount == length && memcmp($0.utf8Start, p, length) == 0 }) {
+            return i
+        }
+        let list = choices.map { "\"\($0)\"" }.joined(separator: ", ")
+        throw .argument(arg, "field '\(name)': one of \(list) expected, got \"\(lua.string(at: idx) ?? "")\"")
+    }
+}
+
+extension Lua {
+    /// Reads the options table at `table` (argument `arg`) in one pass: see
+    /// `Options`. The values stay on the stack above what was there.
+    func options(_ table: Int32, arg: Int32, _ known: [StaticString]) throws(LuaFailure) -> Options {
+        let t = absIndex(table)
+        try checkTable(t)
+        guard lua_checkstack(L, Int32(known.count) + 3) != 0 else {
+            throw .argument(arg, "too many options for the stack")
+        }
+        let base = top + 1
+        for _ in known { pushNil() }
+        pushNil()
+        while lua_next(L, t) != 0 {
+            // Only a string key is read as one: lua_tolstring would turn a
+            // number key into a string and confuse lua_next.
+            var length = 0
+            if lua_type(L, -2) == LUA_TSTRING, let key = lua_tolstring(L, -2, &length),
+               let i = known.firstIndex(where: { $0.utf8CodeUnitCount == length && memcmp($0.utf8Start, key, length) == 0 }) {
+                lua_copy(L, -1, base + Int32(i))
+                pop()
+                continue
+            }
+            pop()
+            let name = describe(-1)
+            pop()
+            let expected = known.map { "\($0)" }.sorted().joined(separator: ", ")
+            throw .argument(arg, "unknown field '\(name)' (expected one of \(expected))")
+        }
+        return Options(lua: self, arg: arg, names: known, base: base)
+    }
+}

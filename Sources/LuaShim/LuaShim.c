@@ -1,7 +1,6 @@
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include "LuaShim.h"
+#include "shim.h"
 
 // luaL_argerror, naming the binding from its upvalue when the call site
 // cannot (a method called through pcall).
@@ -33,7 +32,6 @@ static int continue_pcall(lua_State *L, int status, lua_KContext ctx) {
 
 const char mmlab_wait_token = 0;
 
-static int check_limits(lua_State *L, mmlab_State *s);
 
 // The task was woken: the binding's continuation runs where it left off.
 static int continue_wait(lua_State *L, int status, lua_KContext ctx) {
@@ -45,7 +43,7 @@ static int continue_wait(lua_State *L, int status, lua_KContext ctx) {
     int r = s->resumed(L);
     s->vm_only = vm_only;
     if (s->over_heap || s->stopped != NULL)
-        check_limits(L, s);
+        mmlab_checklimits(L, s);
     return r >= 0 ? r : finish(L, r);
 }
 
@@ -54,6 +52,7 @@ static int finish(lua_State *L, int r) {
     if (r == MMLAB_RAISE)
         return lua_error(L);
     if (r == MMLAB_WAIT) {
+        mmlab_engineyield(L);
         lua_pushlightuserdata(L, (void *)&mmlab_wait_token);
         return lua_yieldk(L, 1, 0, continue_wait);
     }
@@ -77,17 +76,21 @@ static int continue_results(lua_State *L, int status, lua_KContext ctx) {
 // After a binding returned `r` results, at the end of its budget: the
 // scheduler may preempt the task here.
 static int preemption_point(lua_State *L, mmlab_State *s, int r) {
-    if (s->current == L && lua_isyieldable(L) && s->preempt(L, 0))
+    if (mmlab_canwait(L) && s->preempt(L, 0)) {
+        mmlab_engineyield(L);
         return lua_yieldk(L, 0, (lua_KContext)r, continue_results);
+    }
     if (s->budget <= 0)
         s->budget = 1;
     return r;
 }
 
 // A limit was passed: raise here, where only Lua and C frames are below.
-static int check_limits(lua_State *L, mmlab_State *s) {
-    if (s->stopped != NULL)
-        return luaL_error(L, "%s", s->stopped);
+int mmlab_checklimits(lua_State *L, mmlab_State *s) {
+    if (s->stopped != NULL) {  // the same words wherever it is raised
+        lua_pushstring(L, s->stopped);
+        return lua_error(L);
+    }
     if (s->over_heap && s->heap > s->max_heap) {
         s->over_heap = 0;
         return luaL_error(L, "not enough memory: the Lua heap reached its --max-memory cap (%zu bytes)", s->max_heap);
@@ -104,7 +107,11 @@ int mmlab_trampoline(lua_State *L) {
     int r = fn(L);
     s->vm_only = vm_only;
     if (s->over_heap || s->stopped != NULL)
-        check_limits(L, s);
+        mmlab_checklimits(L, s);
+    if (s->hooks_dirty) {  // contention began or ended: the hook follows
+        s->hooks_dirty = 0;
+        mmlab_synchook(L, L);
+    }
     if (r < 0)
         return finish(L, r);
     s->clock++;
@@ -115,38 +122,6 @@ int mmlab_trampoline(lua_State *L) {
         return r;
     }
     return preemption_point(L, s, r);
-}
-
-static uint64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static void count_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    mmlab_State *s = mmlab_state(L);
-    s->clock++;
-    s->hook_ticks++;
-    if (s->stopped == NULL && s->max_hook_ticks != 0 && s->hook_ticks > s->max_hook_ticks)
-        s->stopped = "the script ran past its --max-instructions limit";
-    // The wall clock stops a run; it never reaches the model.
-    if (s->stopped == NULL && s->deadline_ns != 0 && now_ns() > s->deadline_ns)
-        s->stopped = "the script ran past its --timeout";
-    if (s->stopped != NULL) {
-        // Sticky: from now on every instruction raises it again, so that a
-        // pcall cannot keep the script going.
-        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-        luaL_error(L, "%s", s->stopped);
-    }
-    if (s->over_heap)
-        check_limits(L, s);
-    if (s->contended && s->current == L && lua_isyieldable(L) && s->preempt(L, 1))
-        lua_yield(L, 0);
-}
-
-void mmlab_sethook(lua_State *L, int count) {
-    lua_sethook(L, count > 0 ? count_hook : NULL, count > 0 ? LUA_MASKCOUNT : 0, count);
 }
 
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup) {
@@ -230,7 +205,10 @@ int mmlab_resume(lua_State *L, lua_State *from, int narg, int *nres) {
     mmlab_State *s = mmlab_state(L);
     int vm_only = s->vm_only;
     s->vm_only = 1;
+    s->depth = 0;
+    mmlab_synchook(L, L);
     int status = lua_resume(L, from, narg, nres);
+    s->engine_yield = NULL;
     s->vm_only = vm_only;
     return status;
 }

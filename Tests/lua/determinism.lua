@@ -29,9 +29,34 @@ test("pairs honours __pairs", function()
   expect_eq(table.concat(seen), "one")
 end)
 
-test("pairs rejects what is not a table", function()
-  expect_error("bad argument #1 to 'pairs' (table expected, got no value)", pairs)
-  expect_error("bad argument #1 to 'pairs' (table expected, got number)", function() for _ in pairs(5) do end end)
+test("pairs and next reject what is not a table, as Lua's", function()
+  local function message(fn, ...) return select(2, pcall(fn, ...)) end
+  expect_eq(message(pairs), "bad argument #1 to 'pairs' (value expected)")
+  expect_eq(message(function() for _ in pairs(5) do end end), here() .. ": bad argument #1 to 'for iterator' (table expected, got number)")
+  expect_eq(message(next, {10, 20}, 3), "invalid key to 'next'")
+end)
+
+-- next.c: pairs returns next, and they agree on one order whatever the hash seed.
+test("pairs and next agree on one order", function()
+  local t = {b = 1, a = 2, [3] = 3, [1.5] = 4, [true] = 5, [false] = 6, [-2] = 7, ["a\0"] = 8}
+  local order = {}
+  for k in pairs(t) do order[#order + 1] = tostring(k) end
+  expect_eq(table.concat(order, " "), "-2 1.5 3 a a\0 b false true")
+  expect_eq(select(1, pairs(t)), next)
+  local k, seen = next(t), {}
+  while k ~= nil do seen[#seen + 1] = tostring(k); k = next(t, k) end
+  expect_eq(table.concat(seen, " "), table.concat(order, " "))
+  -- deleting the keys visited so far: next(t) is the key pairs stands on
+  for k in pairs(t) do
+    expect_eq(next(t), k)
+    t[k] = nil
+  end
+  expect_eq(next(t), nil)
+  -- a sequence walks in Lua's own order, and integers mix with floats by value
+  local s = {10, 20, 30, [2.5] = "x"}
+  local keys = {}
+  for k in pairs(s) do keys[#keys + 1] = tostring(k) end
+  expect_eq(table.concat(keys, " "), "1 2 2.5 3")
 end)
 
 test("math.random follows the seed", function()

@@ -82,7 +82,6 @@ test("guards are not Send: another task may not drop one", function()
 end)
 
 -- The line of the caller: where a lock was created, taken or asked for.
-local function here() return ("Tests/lua/locks.lua:%d"):format(debug.getinfo(2, "l").currentline) end
 -- The message of the bug error of a failed pcall: `bug(pcall(f, ...))`
 -- (the pcall on the test's line, where the error is raised).
 local function bug(ok, err)

@@ -65,16 +65,25 @@ static inline mmlab_Handle *mmlab_tohandle(lua_State *L, int idx) {
     return h->magic == MMLAB_HANDLE_MAGIC ? h : NULL;
 }
 
+// A script coroutine resumed inside a task, and who resumed it
+// (coroutines.c): the chain a blocking binding yields through.
+typedef struct mmlab_Link {
+    lua_State *co, *from;
+    int yieldable;              // `from` could yield when it resumed `co`
+} mmlab_Link;
+#define MMLAB_MAXCHAIN 256      // deeper than Lua's C-call limit (200)
+#define MMLAB_HOOK_INTERVAL 200 // VM instructions between the engine's count hooks
+
 // What every thread of a state shares, through its extra space: the
 // runtime, and what the scheduler needs at each preemption point.
 typedef struct mmlab_State {
     void *runtime;              // the Swift Runtime
-    lua_State *current;         // the thread of the running task: only it is preempted
+    lua_State *current;         // the thread of the running task
     int budget;                 // binding calls until the next preemption point
     int contended;              // another task is queued: preemption can matter
     // Asks the scheduler at a preemption point (`hook`: the instruction
     // count hook, else a binding call); 1 yields the task now. Resets
-    // `budget`. Called only on `current`, only where it may yield.
+    // `budget`. Called only where the task may yield (mmlab_canwait).
     int (*preempt)(lua_State *L, int hook);
     // Runs the continuation a binding left when it returned MMLAB_WAIT, on
     // the thread that waited; returns like a binding.
@@ -91,6 +100,19 @@ typedef struct mmlab_State {
     uint64_t hook_ticks, max_hook_ticks;  // count hooks run, and the limit
     uint64_t deadline_ns;       // CLOCK_MONOTONIC time to stop at
     const char *stopped;        // why the run was stopped: raised again at every hook
+
+    // The engine's hook (hooks.c): installed only while it is needed.
+    int tracing;                // the trace clock runs
+    int hooks_dirty;            // what the engine needs changed: resync the running thread
+    int script_hooks;           // some thread has a script hook (debug.sethook)
+    lua_State *in_hook;         // the thread whose script hook runs now
+
+    // Coroutines inside tasks (coroutines.c).
+    lua_State *engine_yield;    // the thread whose latest yield was the engine's
+    int depth;                  // resumes in progress, innermost last in `chain`
+    mmlab_Link chain[MMLAB_MAXCHAIN];
+    int exiting;                // os.exit(code, true) asked the driver to close the state
+    int exit_status;
 } mmlab_State;
 
 // The allocator that keeps the Lua heap under `max_heap` (ud: the mmlab_State).
@@ -106,13 +128,44 @@ int mmlab_resume(lua_State *L, lua_State *from, int narg, int *nres);
 // Macros Swift cannot import.
 static inline int mmlab_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int mmlab_upvalueindex(int i) { return lua_upvalueindex(i); }
-static inline mmlab_State *mmlab_state(lua_State *L) { return *(mmlab_State **)lua_getextraspace(L); }
+// A thread's extra space holds the shared mmlab_State, its low bits what
+// the thread is (the state is 8-aligned). New threads copy the main
+// thread's, which never has flags.
+#define MMLAB_TASK 1                // a task's own thread: the script's main thread
+#define MMLAB_HOOKED 2              // it may have a script hook
+#define MMLAB_PARKED 4              // a coroutine its task's engine yield passed through
+static inline uintptr_t mmlab_extra(lua_State *L) { return *(uintptr_t *)lua_getextraspace(L); }
+static inline mmlab_State *mmlab_state(lua_State *L) { return (mmlab_State *)(mmlab_extra(L) & ~(uintptr_t)7); }
+static inline int mmlab_flags(lua_State *L) { return (int)(mmlab_extra(L) & 7); }
+static inline void mmlab_setflags(lua_State *L, int set, int clear) {
+    *(uintptr_t *)lua_getextraspace(L) = (mmlab_extra(L) | (uintptr_t)set) & ~(uintptr_t)clear;
+}
 static inline void *mmlab_getextra(lua_State *L) { return mmlab_state(L)->runtime; }
 static inline void mmlab_setstate(lua_State *L, mmlab_State *s) { *(mmlab_State **)lua_getextraspace(L) = s; }
+static inline void mmlab_marktask(lua_State *L) { mmlab_setflags(L, MMLAB_TASK, 0); }
 
-// Installs the instruction-count hook that offers the scheduler a
-// preemption point every `count` instructions (0 removes it).
-void mmlab_sethook(lua_State *L, int count);
+// The engine's hook (hooks.c). Gives `T` the hook its state needs now:
+// the count hook while the engine needs it (another task is queued, a
+// limit or the trace clock runs), and the events of T's script hook.
+// `L` is a thread whose stack may be used (T itself, or the caller).
+void mmlab_synchook(lua_State *L, lua_State *T);
+
+// Replaces debug.sethook/gethook with the script's view of hooks, and
+// coroutine.* with versions that see tasks (coroutines.c).
+void mmlab_openhooks(lua_State *L);
+void mmlab_opencoroutines(lua_State *L);
+
+// Replaces next and pairs with versions in an order that does not depend
+// on the hash seed, which agree with each other (next.c).
+void mmlab_opennext(lua_State *L);
+
+// Whether L may yield to the driver: it is the running task's thread, or a
+// coroutine every resumer of which, down to the task's thread, can yield.
+int mmlab_canwait(lua_State *L);
+
+// For a task that ends while it waits: pushes on L the coroutines its
+// engine yield passed through (T's, innermost last) and forgets them.
+int mmlab_parked(lua_State *L, lua_State *T);
 
 // For a task that failed: a table {message=, traceback=, error=} for the
 // error on top of its thread `co` (argument 1): the message (or the error

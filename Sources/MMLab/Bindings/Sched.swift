@@ -34,6 +34,7 @@ extension Runtime {
         lua_pushvalue(lua.L, function)
         for argument in arguments { lua_pushvalue(lua.L, argument) }
         lua_xmove(lua.L, co, Int32(arguments.count) + 1)
+        mmlab_marktask(co)
         threads[task.id] = TaskThread(L: co, ref: ref, arguments: Int32(arguments.count))
     }
 }

@@ -41,14 +41,15 @@ extension Runtime {
     }
 
     /// Whether the running code may block: it runs in the current task's
-    /// own thread, where a yield reaches the driver.
+    /// own thread, or in script coroutines inside it, where a yield reaches
+    /// the driver (coroutines.c).
     func canBlock(_ lua: Lua) -> Bool {
-        state.pointee.current == lua.L && lua_isyieldable(lua.L) != 0
+        mmlab_canwait(lua.L) != 0
     }
 
     /// The bug for waiting where the Lua stack cannot yield.
     func cannotBlock(_ what: String) -> KernelError {
-        .bug("\(what) would wait here, but this code cannot yield to the scheduler (it runs inside a metamethod, a callback from native code, or a coroutine that is not a task)")
+        .bug("\(what) would wait here, but this code cannot yield to the scheduler (it runs inside a metamethod, a callback from native code, or a coroutine resumed outside a task)")
     }
 
     /// Runs the function below `arguments` values on top of L's stack as
@@ -61,6 +62,7 @@ extension Runtime {
         guard let co = lua_newthread(L) else { throw EngineError(message: "mmlab: cannot create a thread") }
         let ref = luaL_ref(L, mmlab_registryindex())
         lua_xmove(L, co, arguments + 1)
+        mmlab_marktask(co)
         threads[1] = TaskThread(L: co, ref: ref, arguments: arguments)
         mainFinished = false
         booted?.scheduler.restartMain()
@@ -201,12 +203,25 @@ extension Runtime {
         taskFailures[id] = failure
         // Unwinding closes what the task had open (its guards, <close>
         // handles), as a pcall would; a dead coroutine would keep them.
+        closeParked(thread.L)
         _ = lua_resetthread(thread.L)
         forgetWaits(of: thread.L)
         release(thread, of: id)
         if id == 1 { mainFinished = true }
         if let scheduler = booted?.scheduler, let task { scheduler.finish(task, failed: true) }
         if let task { forgetIfDetached(task) }
+    }
+
+    /// The script coroutines a task ended waiting in: closed innermost
+    /// first, as unwinding would, and what they waited for forgotten.
+    private func closeParked(_ T: OpaquePointer) {
+        let n = mmlab_parked(L, T)
+        for i in stride(from: n, through: 1, by: -1) {
+            guard let co = lua_tothread(L, -n - 1 + i) else { continue }
+            forgetWaits(of: co)
+            _ = lua_resetthread(co)
+        }
+        lua_settop(L, -n - 1)
     }
 
     private func release(_ thread: TaskThread, of id: Int) {

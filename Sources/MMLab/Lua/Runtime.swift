@@ -99,15 +99,15 @@ final class Runtime {
         activeL = L
         self.configuration = configuration
         state = .allocate(capacity: 1)
-        state.initialize(to: mmlab_State(runtime: nil, current: nil, budget: Int32.max, contended: 0,
-                                         preempt: Runtime.preempt, resumed: Runtime.resumed, clock: 0, heap: 0, max_heap: 0, vm_only: 0,
-                                         over_heap: 0, hook_ticks: 0, max_hook_ticks: 0, deadline_ns: 0,
-                                         stopped: nil))
+        state.initialize(to: mmlab_State())
+        state.pointee.budget = Int32.max
+        state.pointee.preempt = Runtime.preempt
+        state.pointee.resumed = Runtime.resumed
         // The limits' allocator, counting from what the state holds already.
         mmlab_useallocator(L, state)
         let limits = configuration.limits
         state.pointee.max_heap = limits.maxMemory ?? 0
-        state.pointee.max_hook_ticks = limits.maxInstructions.map { max(1, ($0 + UInt64(Runtime.hookInterval) - 1) / UInt64(Runtime.hookInterval)) } ?? 0
+        state.pointee.max_hook_ticks = limits.maxInstructions.map { max(1, ($0 + UInt64(MMLAB_HOOK_INTERVAL) - 1) / UInt64(MMLAB_HOOK_INTERVAL)) } ?? 0
         if let timeout = limits.timeout {
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
@@ -118,7 +118,6 @@ final class Runtime {
         classes = Array(repeating: nil, count: count)
         state.pointee.runtime = Unmanaged.passUnretained(self).toOpaque()
         mmlab_setstate(L, state)
-        mmlab_sethook(L, Runtime.hookInterval)
         let lua = Lua(L)
         if configuration.ignoreEnvironment {
             lua.push(true)
@@ -126,6 +125,10 @@ final class Runtime {
         }
         // Raises only when the host is out of memory, which ends us anyway.
         luaL_openlibs(L)
+        mmlab_openhooks(L)
+        mmlab_opencoroutines(L)
+        mmlab_opennext(L)
+        mmlab_synchook(L, L)
         if configuration.warnings { lua_warning(L, "@on", 0) }
         openKernel(lua)
     }
@@ -138,9 +141,6 @@ final class Runtime {
         close()
         state.deallocate()
     }
-
-    /// Instructions between the count hook's preemption points.
-    static let hookInterval: Int32 = 200
 
     /// Closes the state: every live handle is dropped by its `__gc`.
     func close() {
@@ -186,7 +186,10 @@ final class Runtime {
             guard let state = link.runtime?.state else { return }
             // Another task became runnable: the running one gets a short budget.
             if contended, state.pointee.budget > 8 { state.pointee.budget = 8 }
-            state.pointee.contended = contended ? 1 : 0
+            if (state.pointee.contended != 0) != contended {
+                state.pointee.contended = contended ? 1 : 0
+                state.pointee.hooks_dirty = 1  // the count hook comes and goes with contention
+            }
         }
         return machine
     }

@@ -17,6 +17,8 @@ extension Runtime {
         // $MMLAB_TRACE_LIMIT caps the events kept (2 million by default).
         let limit = getenv("MMLAB_TRACE_LIMIT").flatMap { Int(String(cString: $0)) } ?? 2_000_000
         _ = machine.startTrace(limit: max(0, limit)) { state.pointee.clock }
+        state.pointee.tracing = 1  // the clock needs the count hook
+        state.pointee.hooks_dirty = 1
     }
 
     /// Samples the page allocator's counters (between task slices).

@@ -95,8 +95,14 @@ public struct TestRunner {
     /// Globals for regressions: `expect_error(expected, fn, ...)` calls
     /// `fn(...)` and returns its error, which must be a `kernel.Error` with
     /// errno `expected`, a bug error when `expected` is "BUG", or an error
-    /// whose text contains `expected`; `expect_eq(got, want, what)`.
+    /// whose text contains `expected`; `expect_eq(got, want, what)`;
+    /// `here()`, the caller's position (`Tests/lua/x.lua:12`), as error
+    /// messages and sites name it.
     static let helpers = """
+        function here()
+          local info = debug.getinfo(2, "Sl")
+          return ("%s:%d"):format(info.short_src, info.currentline)
+        end
         function expect_error(expected, fn, ...)
           local ok, err = pcall(fn, ...)
           if ok then error(("expected %s, but the call succeeded"):format(expected), 2) end

@@ -25,8 +25,7 @@ static int finish(lua_State *L, int r);
 
 static int continue_pcall(lua_State *L, int status, lua_KContext ctx) {
     int base = (int)ctx;
-    mmlab_Finisher fin = (mmlab_Finisher)lua_touserdata(L, base + 1);
-    int r = fin(L, status == LUA_YIELD ? LUA_OK : status, base + 2);
+    int r = mmlab_state(L)->finished(L, status == LUA_YIELD ? LUA_OK : status, base + 1);
     return r >= 0 ? r : finish(L, r);
 }
 
@@ -58,7 +57,7 @@ static int finish(lua_State *L, int r) {
     }
     if (r <= MMLAB_PCALL_BASE) {
         int nargs = MMLAB_PCALL_BASE - r;
-        int base = lua_gettop(L) - nargs - 2;  // finisher at base+1, function at base+2
+        int base = lua_gettop(L) - nargs - 1;  // the function at base+1
         int status = lua_pcallk(L, nargs, LUA_MULTRET, 0, base, continue_pcall);
         return continue_pcall(L, status, base);
     }
@@ -99,8 +98,21 @@ int mmlab_checklimits(lua_State *L, mmlab_State *s) {
     return 0;
 }
 
+// What upvalue 1 of every binding holds: a full userdata scripts cannot
+// forge (debug.setupvalue can only move one between bindings).
+typedef struct BindingCell {
+    uint64_t magic;
+    mmlab_Binding fn;
+} BindingCell;
+#define BINDING_MAGIC 0x6d6d6c616262696eULL
+
 int mmlab_trampoline(lua_State *L) {
-    mmlab_Binding fn = (mmlab_Binding)lua_touserdata(L, lua_upvalueindex(1));
+    // SAFETY: a full userdata of our size with our magic is a cell we made.
+    const BindingCell *cell = (const BindingCell *)lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_type(L, lua_upvalueindex(1)) != LUA_TUSERDATA || lua_rawlen(L, lua_upvalueindex(1)) != sizeof(BindingCell) ||
+        cell->magic != BINDING_MAGIC)
+        return luaL_error(L, "this binding's upvalues were changed (debug.setupvalue): it cannot run");
+    mmlab_Binding fn = cell->fn;
     mmlab_State *s = mmlab_state(L);
     int vm_only = s->vm_only;
     s->vm_only = 0;  // Swift runs: an allocation must not raise under it
@@ -125,15 +137,13 @@ int mmlab_trampoline(lua_State *L) {
 }
 
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup) {
-    lua_pushlightuserdata(L, (void *)fn);
+    BindingCell *cell = (BindingCell *)lua_newuserdatauv(L, sizeof(BindingCell), 0);
+    cell->magic = BINDING_MAGIC;
+    cell->fn = fn;
     lua_pushstring(L, name);
     if (nup > 0)
         lua_rotate(L, -nup - 2, 2);
     lua_pushcclosure(L, mmlab_trampoline, nup + 2);
-}
-
-void mmlab_pushfinisher(lua_State *L, mmlab_Finisher fin) {
-    lua_pushlightuserdata(L, (void *)fin);
 }
 
 // The message of the error object at `idx`: a string, or its __tostring

@@ -10,6 +10,7 @@
 // coroutine again, innermost last, and the binding goes on where it waited
 // (the pattern of OpenResty's and cqueues' coroutine wrappers).
 #include <lualib.h>
+#include <string.h>
 #include "shim.h"
 
 // The registry table of parked resumers: thread -> the coroutine its
@@ -171,7 +172,10 @@ static int finish_wrap(lua_State *L, lua_State *co, int r) {
         stat = lua_resetthread(co);             // closes its tbc variables
         lua_xmove(co, L, 1);
     }
-    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    // The engine's stop is not the coroutine's error: no position for it.
+    const char *stopped = mmlab_state(L)->stopped;
+    int stop = stopped != NULL && lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), stopped) == 0;
+    if (stat != LUA_ERRMEM && !stop && lua_type(L, -1) == LUA_TSTRING) {
         luaL_where(L, 1);
         lua_insert(L, -2);
         lua_concat(L, 2);
@@ -206,11 +210,17 @@ static int auxwrap(lua_State *L) {
     return finish_wrap(L, co, resume_in(L, co, narg, WRAP));
 }
 
-static int co_wrap(lua_State *L) {
+static int co_create(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_State *NL = lua_newthread(L);
+    mmlab_inherithook(L, NL);
     lua_pushvalue(L, 1);
     lua_xmove(L, NL, 1);
+    return 1;
+}
+
+static int co_wrap(lua_State *L) {
+    co_create(L);
     lua_pushcclosure(L, auxwrap, 1);
     return 1;
 }
@@ -255,7 +265,7 @@ static int co_close(lua_State *L) {
 
 void mmlab_opencoroutines(lua_State *L) {
     static const luaL_Reg funcs[] = {
-        {"resume", co_resume}, {"wrap", co_wrap}, {"yield", co_yield}, {"status", co_status},
+        {"create", co_create}, {"resume", co_resume}, {"wrap", co_wrap}, {"yield", co_yield}, {"status", co_status},
         {"isyieldable", co_isyieldable}, {"running", co_running}, {"close", co_close}, {NULL, NULL},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);

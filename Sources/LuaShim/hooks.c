@@ -169,12 +169,29 @@ static int event_mask(int event) {
     return event == LUA_HOOKRET ? LUA_MASKRET : event == LUA_HOOKLINE ? LUA_MASKLINE : LUA_MASKCALL;
 }
 
+// The scheduler's preemption point of the count hook: a yield from a hook
+// returns to the VM, which yields once the hook is done.
+static void preempt(lua_State *L, mmlab_State *s) {
+    if (s->contended && mmlab_canwait(L) && s->preempt(L, 1)) {
+        mmlab_engineyield(L);
+        lua_yield(L, 0);
+    }
+}
+
 static void engine_hook(lua_State *L, lua_Debug *ar) {
+    // A yield from a hook returns to the VM, which then calls the line
+    // hook of the same instruction: nothing may run until the resume.
+    if (lua_status(L) == LUA_YIELD)
+        return;
     mmlab_State *s = mmlab_state(L);
     ScriptHook *h = s->script_hooks ? find_hook(L, L, 0) : NULL;
     if (ar->event != LUA_HOOKCOUNT) {
         if (h != NULL && s->in_hook != L && (h->mask & event_mask(ar->event)))
             call_script(L, ar);
+        if (ar->event == LUA_HOOKLINE && s->preempt_due == L) {
+            s->preempt_due = NULL;
+            preempt(L, s);
+        }
         return;
     }
     int engine = 1, script = 0;
@@ -199,10 +216,12 @@ static void engine_hook(lua_State *L, lua_Debug *ar) {
         s->hooks_dirty = 0;
         mmlab_synchook(L, L);  // the next count, and what the script's hook changed
     }
-    if (engine && s->contended && mmlab_canwait(L) && s->preempt(L, 1)) {
-        mmlab_engineyield(L);
-        lua_yield(L, 0);
-    }
+    if (!engine)
+        return;
+    if (h != NULL && (h->mask & LUA_MASKLINE) && s->in_hook != L)
+        s->preempt_due = L;  // a yield here would swallow this instruction's line event
+    else
+        preempt(L, s);
 }
 
 // ldblib's getthread: an optional thread argument first.
@@ -274,6 +293,23 @@ static int db_sethook(lua_State *L) {
     }
     mmlab_synchook(L, L1);
     return 0;
+}
+
+void mmlab_inherithook(lua_State *L, lua_State *NL) {
+    ScriptHook *h = mmlab_state(L)->script_hooks ? find_hook(L, L, 0) : NULL;
+    if (h == NULL)
+        return;
+    // lua_newthread copies the creator's mask and count; ldblib's hook
+    // function is per thread, so the new one has none to call.
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, HOOKS);
+    mmlab_pushthread(L, NL);
+    ScriptHook *copy = (ScriptHook *)lua_newuserdatauv(L, sizeof(ScriptHook), 1);
+    *copy = *h;
+    copy->left = copy->count;
+    copy->engine_left = MMLAB_HOOK_INTERVAL;
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    mmlab_setflags(NL, MMLAB_HOOKED, 0);
 }
 
 // debug.gethook([thread]): the script's hook, mask and count, or nil.

@@ -99,20 +99,46 @@ struct CommandLineTests {
         #expect(try mmlab(["--strict", "-e", "local p <close> = kernel.page.Page.alloc_page()"]).status == 0)
     }
 
-    @Test("--max-instructions, --timeout and --max-memory stop runaway scripts with a clear error")
+    /// Runaway scripts, each also with every way a script can touch the
+    /// debug hook first: none of them may stop a limit.
+    static let runaways: [String] = {
+        let spins = [
+            "local n = 0 while true do n = n + 1 end",
+            "while true do pcall(function() while true do end end) end",  // pcall cannot keep it going
+            "kernel.sched.spawn(function() while true do end end, {name = 'spinner'}) kernel.sched.run()",
+            "kernel.sched.spawn(function() local n = 0 while true do n = n + 1 end end) while true do end",  // contended
+            "coroutine.wrap(function() while true do end end)()",
+        ]
+        let hooks = [
+            "",
+            "debug.sethook()",
+            "debug.sethook(function() end, 'l')",
+            "debug.sethook(function() end, '', 1)",
+            "debug.sethook(function() end, 'crl', 7)",
+            "debug.sethook(function() while true do end end, 'l')\n",  // a hook that never returns
+            "debug.sethook(function() debug.sethook() end, 'c')",
+            "coroutine.wrap(function() debug.sethook() end)() debug.sethook((coroutine.running()))",
+        ]
+        return hooks.flatMap { hook in spins.map { hook + "\n" + $0 } }
+    }()
+
+    @Test("--max-instructions, --timeout and --max-memory stop runaway scripts with a clear error, whatever the script does to hooks")
     func limits() throws {
-        let spin = "local n = 0 while true do n = n + 1 end"
-        let caught = "while true do pcall(function() while true do end end) end"  // pcall cannot keep it going
-        let inTask = "kernel.sched.spawn(function() while true do end end, {name = 'spinner'}) kernel.sched.run()"
-        for script in [spin, caught, inTask] {
+        for script in Self.runaways {
             let r = try mmlab(["--max-instructions", "100000", "-e", script])
-            #expect(r.status == 1)
-            #expect(r.stderr.contains("the script ran past its --max-instructions limit"), "\(r.stderr)")
+            #expect(r.status == 1, "\(script)")
+            #expect(r.stderr.split(separator: "\n").first == "mmlab: the script ran past its --max-instructions limit", "\(script): \(r.stderr)")
         }
-        let t = try mmlab(["--timeout", "0.3", "-e", spin])
-        #expect(t.status == 1 && t.stderr.contains("the script ran past its --timeout"))
-        let m = try mmlab(["--max-memory", "4M", "-e", "local t = {} for i = 1, 1e7 do t[i] = i end"])
-        #expect(m.status == 1 && m.stderr.contains("not enough memory: the Lua heap reached its --max-memory cap (4194304 bytes)"))
+        for script in Self.runaways where script.hasSuffix("while true do n = n + 1 end") {
+            let t = try mmlab(["--timeout", "0.2", "-e", script])
+            #expect(t.status == 1, "\(script)")
+            #expect(t.stderr.split(separator: "\n").first == "mmlab: the script ran past its --timeout", "\(script): \(t.stderr)")
+        }
+        for hook in ["", "debug.sethook()", "debug.sethook(function() end, '', 1)"] {
+            let m = try mmlab(["--max-memory", "4M", "-e", hook + " local t = {} for i = 1, 1e7 do t[i] = i end"])
+            #expect(m.status == 1)
+            #expect(m.stderr.split(separator: "\n").first == "mmlab: not enough memory: the Lua heap reached its --max-memory cap (4194304 bytes)", "\(m.stderr)")
+        }
         let big = try mmlab(["--max-memory", "4M", "-e", "print(pcall(string.rep, 'x', 64 << 20)) print(#('y'):rep(1000))"])
         #expect(big.status == 0 && big.stdout == "false\tnot enough memory\n1000\n", "a refused allocation is an error a script may catch")
         let fine = try mmlab(["--max-memory", "64M", "--max-instructions", "100000000", "--timeout", "60", "examples", "pages"])

@@ -97,6 +97,28 @@ struct EngineTests {
         #expect(left.allSatisfy { $0.object == nil }, "no cycle keeps the machine or a task alive")
     }
 
+    @Test("Configuration.limits stop a runaway script whatever it does to hooks", arguments: CommandLineTests.runaways)
+    func limits(script: String) throws {
+        var configuration = Engine.Configuration()
+        configuration.limits = .init(maxInstructions: 100_000)
+        let engine = try Engine(configuration: configuration)
+        engine.quiet = true
+        #expect(throws: EngineError.self) { try engine.run(string: script, name: "=runaway") }
+        do { try engine.run(string: script, name: "=runaway") } catch {
+            #expect(error.message == "the script ran past its --max-instructions limit", "\(script)")
+        }
+        var timed = Engine.Configuration()
+        timed.limits = .init(timeout: 0.05)
+        let slow = try Engine(configuration: timed)
+        slow.quiet = true
+        do {
+            try slow.run(string: script, name: "=runaway")
+            Issue.record("\(script) ran to its end")
+        } catch {
+            #expect(error.message == "the script ran past its --timeout", "\(script)")
+        }
+    }
+
     @Test("a bad configuration fails when the machine boots")
     func badConfiguration() throws {
         let engine = try Engine(configuration: .init(memory: 0))

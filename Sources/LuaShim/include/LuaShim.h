@@ -19,11 +19,6 @@
 // raises. It returns a result count or one of the sentinels above.
 typedef int (*mmlab_Binding)(lua_State *L);
 
-// Runs after a MMLAB_PCALL: `status` is the pcall's (LUA_YIELD counts as
-// success), results or the error object are at `first`...top. Returns like
-// a binding.
-typedef int (*mmlab_Finisher)(lua_State *L, int status, int first);
-
 // The C function every binding is registered as: upvalue 1 is the binding,
 // upvalue 2 its name for error messages, the binding's own upvalues follow.
 int mmlab_trampoline(lua_State *L);
@@ -37,10 +32,8 @@ extern const char mmlab_wait_token;
 // `nup` values on top of the stack become its upvalues 3...nup+2.
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup);
 
-// For MMLAB_PCALL: the binding pushes mmlab_pushfinisher(fin), then the
-// function, then the arguments.
-void mmlab_pushfinisher(lua_State *L, mmlab_Finisher fin);
-
+// For MMLAB_PCALL: the binding pushes the function, then the arguments;
+// mmlab_State.finished runs after the call.
 // One userdata block per handle. Layout is shared with Swift.
 typedef struct mmlab_Handle {
     uint64_t magic;      // MMLAB_HANDLE_MAGIC: the block is one of ours
@@ -88,6 +81,10 @@ typedef struct mmlab_State {
     // Runs the continuation a binding left when it returned MMLAB_WAIT, on
     // the thread that waited; returns like a binding.
     int (*resumed)(lua_State *L);
+    // Runs after a MMLAB_PCALL: `status` is the pcall's (LUA_YIELD counts
+    // as success), results or the error object are at `first`...top.
+    // Returns like a binding.
+    int (*finished)(lua_State *L, int status, int first);
     // The machine's clock: one tick per binding call and per count hook
     // (200 VM instructions). Deterministic: traces stamp events with it.
     uint64_t clock;
@@ -106,6 +103,7 @@ typedef struct mmlab_State {
     int hooks_dirty;            // what the engine needs changed: resync the running thread
     int script_hooks;           // some thread has a script hook (debug.sethook)
     lua_State *in_hook;         // the thread whose script hook runs now
+    lua_State *preempt_due;     // a thread with a script line hook: preempt at its next line event
 
     // Coroutines inside tasks (coroutines.c).
     lua_State *engine_yield;    // the thread whose latest yield was the engine's
@@ -153,6 +151,10 @@ void mmlab_synchook(lua_State *L, lua_State *T);
 // Replaces debug.sethook/gethook with the script's view of hooks, and
 // coroutine.* with versions that see tasks (coroutines.c).
 void mmlab_openhooks(lua_State *L);
+
+// A thread NL that L created inherits L's script hook mask and count, as
+// lua_newthread copies them, but no function (ldblib's are per thread).
+void mmlab_inherithook(lua_State *L, lua_State *NL);
 void mmlab_opencoroutines(lua_State *L);
 
 // Replaces next and pairs with versions in an order that does not depend

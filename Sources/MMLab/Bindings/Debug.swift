@@ -78,19 +78,17 @@ enum DebugBindings {
             try lua.checkFunction(1)
             let n = lua.top
             let mark = lua.runtime.booted?.accounting.serial ?? 0
-            lua.push(mark)  // n+1
-            mmlab_pushfinisher(L, finishAssertNoLeaks)
             for i in 1...n { lua_pushvalue(L, i) }
-            return MMLAB_PCALL_BASE - (n - 1)
+            return lua.pcall(arguments: n - 1) { lua, status, first in
+                try finishAssertNoLeaks(lua, status: status, first: first, mark: mark)
+            }
         }
     }
 
-    private static let finishAssertNoLeaks: Finisher = { L, status, first in
-        let lua = Lua(L)
+    private static func finishAssertNoLeaks(_ lua: Lua, status: Int32, first: Int32, mark: UInt64) throws -> Int32 {
         guard status == LUA_OK else { return MMLAB_RAISE }
-        _ = mmlab_gc(L, LUA_GCCOLLECT, 0)
+        _ = mmlab_gc(lua.L, LUA_GCCOLLECT, 0)
         let runtime = lua.runtime
-        let mark = UInt64(bitPattern: lua_tointegerx(L, first - 2, nil))
         let leaks = runtime.booted?.accounting.leaks(since: mark) ?? []
         guard leaks.isEmpty else {
             let position = lua.position().map { "\($0.shortSource):\($0.line): " } ?? ""

@@ -82,6 +82,11 @@ enum DrmMmBindings {
     /// next `width` values of the snapshot table in upvalue 1.
     static let iterate: Binding = { L in
         bind(L) { lua in
+            // debug.setupvalue may have put anything there.
+            guard lua.type(Lua.upvalue(1)) == LUA_TTABLE, lua_isinteger(L, Lua.upvalue(2)) != 0,
+                  lua_isinteger(L, Lua.upvalue(3)) != 0, (1...4).contains(lua_tointegerx(L, Lua.upvalue(3), nil)) else {
+                throw KernelError.bug("this iterator's upvalues were changed (debug.setupvalue): it cannot run")
+            }
             let width = Int32(lua_tointegerx(L, Lua.upvalue(3), nil))
             let i = lua_tointegerx(L, Lua.upvalue(2), nil)
             for k in 1...width { lua_rawgeti(L, Lua.upvalue(1), i + lua_Integer(k)) }

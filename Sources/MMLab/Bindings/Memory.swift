@@ -480,10 +480,9 @@ extension HandleClass {
             lua_settop(L, 4)
             lua.pushHandle(PagePointer(page: page, mapping: mapping, pointer: pointer, offset: off, length: len),
                            .pagePointer, state: .borrowed, lender: 1)  // 5
-            mmlab_pushfinisher(L, unmapAfterCall)
             lua_pushvalue(L, 4)
             lua_pushvalue(L, 5)
-            return MMLAB_PCALL_BASE - 1
+            return lua.pcall(arguments: 1, then: unmapAfterCall)
         }
     }
 
@@ -496,18 +495,17 @@ extension HandleClass {
             let mapping = try page.map()
             lua_settop(L, 4)
             lua.pushHandle(mapping, .mapping, state: .borrowed, lender: 1)  // 5, where unmapAfterCall looks
-            mmlab_pushfinisher(L, unmapAfterCall)
             lua_pushvalue(L, 2)
             lua_pushvalue(L, 5)
-            return MMLAB_PCALL_BASE - 1
+            return lua.pcall(arguments: 1, then: unmapAfterCall)
         }
     }
 
     /// After the callback of `with_pointer_into_page` or `with_page_mapped`:
     /// the handle at 5 expires and its kmap_local slot is unmapped; the
     /// callback's results or error pass through.
-    private static let unmapAfterCall: Finisher = { L, status, first in
-        let lua = Lua(L)
+    private static func unmapAfterCall(_ lua: Lua, _ status: Int32, _ first: Int32) -> Int32 {
+        let L = lua.L
         guard let h = mmlab_tohandle(L, 5) else { return status == LUA_OK ? lua.top - first + 1 : MMLAB_RAISE }
         let object = Handles.object(h)
         let mapping = (object as? PagePointer)?.mapping ?? (object as? KmapMapping)

@@ -342,21 +342,16 @@ enum PerCpuMethods {
             let token = try token(lua)
             try lua.checkFunction(2)
             lua_settop(L, 2)
-            mmlab_pushfinisher(L, finishWith)
             lua_pushvalue(L, 2)
             try lua.pushSlot(token.area, token.cpu)
-            return MMLAB_PCALL_BASE - 1
-        }
-    }
-
-    private static let finishWith: Finisher = { L, status, first in
-        bind(L) { lua in
-            guard status == LUA_OK else { return MMLAB_RAISE }
-            let token = try token(lua)
-            if lua.top >= first { try lua.setSlot(token.area, token.cpu, from: first, arg: 2) }
-            lua_settop(L, 2)
-            try lua.pushSlot(token.area, token.cpu)
-            return 1
+            return lua.pcall(arguments: 1) { lua, status, first in
+                guard status == LUA_OK else { return MMLAB_RAISE }
+                let token = try Self.token(lua)
+                if lua.top >= first { try lua.setSlot(token.area, token.cpu, from: first, arg: 2) }
+                lua_settop(lua.L, 2)
+                try lua.pushSlot(token.area, token.cpu)
+                return 1
+            }
         }
     }
 }

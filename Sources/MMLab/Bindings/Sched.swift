@@ -30,6 +30,7 @@ extension Runtime {
     /// with the `arguments` values above it.
     func startThread(_ lua: Lua, for task: Task, function: Int32, arguments: [Int32] = []) throws(KernelError) {
         guard let co = lua_newthread(lua.L) else { throw KernelError(.ENOMEM, "no memory for a task's thread") }
+        mmlab_inherithook(lua.L, co)
         let ref = luaL_ref(lua.L, mmlab_registryindex())
         lua_pushvalue(lua.L, function)
         for argument in arguments { lua_pushvalue(lua.L, argument) }

@@ -6,9 +6,6 @@ import MMCore
 /// result count or a sentinel (`MMLAB_RAISE`, ...). It never raises.
 typealias Binding = @convention(c) (OpaquePointer?) -> Int32
 
-/// Runs after a protected call a binding asked for (`MMLAB_PCALL_BASE`).
-typealias Finisher = @convention(c) (OpaquePointer?, Int32, Int32) -> Int32
-
 /// A view of a Lua state for Swift code: stack helpers that never raise.
 ///
 /// Only functions that cannot longjmp are called here: no `lua_error`,

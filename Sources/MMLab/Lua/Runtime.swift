@@ -103,6 +103,7 @@ final class Runtime {
         state.pointee.budget = Int32.max
         state.pointee.preempt = Runtime.preempt
         state.pointee.resumed = Runtime.resumed
+        state.pointee.finished = Runtime.finishPcall
         // The limits' allocator, counting from what the state holds already.
         mmlab_useallocator(L, state)
         let limits = configuration.limits

@@ -30,8 +30,9 @@ extension Runtime {
         }
     }
 
-    /// The finisher of every `Lua.pcall`: the thread's latest closure.
-    static let finishPcall: Finisher = { L, status, first in
+    /// `mmlab_State.finished`, after every `Lua.pcall`: the thread's
+    /// latest closure runs.
+    static let finishPcall: @convention(c) (OpaquePointer?, Int32, Int32) -> Int32 = { L, status, first in
         bind(L) { lua in
             guard let finish = lua.runtime.finishers[lua.L]?.popLast() else {
                 throw KernelError.bug("mmlab: a protected call finished that no binding started")
@@ -69,8 +70,6 @@ extension Lua {
     /// top of the stack; `finish` runs after it, from C, with its status.
     func pcall(arguments: Int32, then finish: @escaping PcallFinisher) -> Int32 {
         runtime.finishers[L, default: []].append(finish)
-        mmlab_pushfinisher(L, Runtime.finishPcall)
-        lua_rotate(L, -arguments - 2, 1)  // the finisher goes below the function
         return MMLAB_PCALL_BASE - arguments
     }
 }

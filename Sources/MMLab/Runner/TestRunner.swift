@@ -126,18 +126,13 @@ public struct TestRunner {
             try lua.checkFunction(2)
             lua.runtime.testReport?.starting(name)
             lua_settop(L, 2)
-            mmlab_pushfinisher(L, finishTest)
             lua_pushvalue(L, 2)
-            return MMLAB_PCALL_BASE
+            return lua.pcall(arguments: 0) { lua, status, _ in
+                let failure = status == LUA_OK ? nil : lua.runtime.errorMessage(lua, at: -1)
+                lua.runtime.testReport?.record(name, failure: failure)
+                return 0
+            }
         }
-    }
-
-    private static let finishTest: Finisher = { L, status, first in
-        let lua = Lua(L)
-        let name = lua.string(at: 1) ?? "?"
-        let failure = status == LUA_OK ? nil : lua.runtime.errorMessage(lua, at: -1)
-        lua.runtime.testReport?.record(name, failure: failure)
-        return 0
     }
 
     /// The lines a run prints, and its counts. On a terminal, a progress

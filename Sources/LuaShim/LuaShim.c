@@ -146,45 +146,6 @@ void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup
     lua_pushcclosure(L, mmlab_trampoline, nup + 2);
 }
 
-// The message of the error object at `idx`: a string, or its __tostring
-// after its `where` and task (a kernel.Error), or its type.
-static const char *error_message(lua_State *L, int idx) {
-    const char *msg = lua_tostring(L, idx);
-    if (msg != NULL)
-        return msg;
-    if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-        msg = lua_tostring(L, -1);
-    else
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
-    if (lua_type(L, idx) == LUA_TTABLE) {  // a kernel.Error says where, and in which task
-        lua_pushliteral(L, "where");
-        if (lua_rawget(L, idx) == LUA_TSTRING)
-            msg = lua_pushfstring(L, "%s %s", lua_tostring(L, -1), msg);
-        lua_pushliteral(L, "task");
-        if (lua_rawget(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "main") != 0)
-            msg = lua_pushfstring(L, "task '%s': %s", lua_tostring(L, -1), msg);
-    }
-    return msg;
-}
-
-int mmlab_taskerror(lua_State *L) {
-    lua_State *co = lua_tothread(L, 1);
-    if (co == NULL || lua_gettop(co) < 1)
-        return luaL_error(L, "mmlab: no task error to report");
-    lua_xmove(co, L, 1);  // the error object, now at 2
-    lua_pushvalue(L, 2);
-    lua_xmove(L, co, 1);  // and back where the task keeps it
-    const char *msg = error_message(L, 2);
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, msg);
-    lua_setfield(L, -2, "message");
-    luaL_traceback(L, co, NULL, 0);
-    lua_setfield(L, -2, "traceback");
-    lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "error");
-    return 1;
-}
-
 void *mmlab_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     mmlab_State *s = (mmlab_State *)ud;
     size_t old = ptr != NULL ? osize : 0;

@@ -165,6 +165,10 @@ static void engine_tick(lua_State *L, mmlab_State *s) {
         mmlab_checklimits(L, s);
 }
 
+void mmlab_sethookforinterrupt(lua_State *T) {
+    lua_sethook(T, engine_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
 static int event_mask(int event) {
     return event == LUA_HOOKRET ? LUA_MASKRET : event == LUA_HOOKLINE ? LUA_MASKLINE : LUA_MASKCALL;
 }
@@ -184,6 +188,11 @@ static void engine_hook(lua_State *L, lua_Debug *ar) {
     if (lua_status(L) == LUA_YIELD)
         return;
     mmlab_State *s = mmlab_state(L);
+    if (s->interrupted) {  // lua.c's lstop: once, and catchable
+        s->interrupted = 0;
+        mmlab_synchook(L, L);
+        luaL_error(L, "interrupted!");
+    }
     ScriptHook *h = s->script_hooks ? find_hook(L, L, 0) : NULL;
     if (ar->event != LUA_HOOKCOUNT) {
         if (h != NULL && s->in_hook != L && (h->mask & event_mask(ar->event)))

@@ -12,6 +12,10 @@ int mmlab_checklimits(lua_State *L, mmlab_State *s);
 // sees it passes it on to its own resumer, up to the driver.
 static inline void mmlab_engineyield(lua_State *L) { mmlab_state(L)->engine_yield = L; }
 
+// From a signal handler: gives T a count hook of 1 so that the engine's
+// hook sees `interrupted` at T's next instruction.
+void mmlab_sethookforinterrupt(lua_State *T);
+
 // Pushes the thread T on L (T's own stack lends the slot).
 static inline void mmlab_pushthread(lua_State *L, lua_State *T) {
     if (L == T) {

@@ -111,6 +111,7 @@ typedef struct mmlab_State {
     mmlab_Link chain[MMLAB_MAXCHAIN];
     int exiting;                // os.exit(code, true) asked the driver to close the state
     int exit_status;
+    volatile int interrupted;   // SIGINT arrived: raise "interrupted!" at the next hook
 } mmlab_State;
 
 // The allocator that keeps the Lua heap under `max_heap` (ud: the mmlab_State).
@@ -169,11 +170,27 @@ int mmlab_canwait(lua_State *L);
 // engine yield passed through (T's, innermost last) and forgets them.
 int mmlab_parked(lua_State *L, lua_State *T);
 
+// Every task's body (tasks.c): calls the function below its arguments
+// (stack: function, args...) under a protected call whose message handler
+// describes an uncaught error where it was raised, as lua.c's does, and
+// raises the same error object again.
+int mmlab_taskbody(lua_State *L);
+
 // For a task that failed: a table {message=, traceback=, error=} for the
-// error on top of its thread `co` (argument 1): the message (or the error
-// object's __tostring, after its `where` and task), `co`'s traceback and the
-// error object, pushed on L. Run it under a protected call.
+// error on top of its thread `co` (argument 1), pushed on L: what the
+// message handler found, else the message (or the error object's
+// __tostring, after its `where` and task) and co's traceback now. Run it
+// under a protected call.
 int mmlab_taskerror(lua_State *L);
+
+// What lua.c does around the script (standalone.c): os.exit(code, true)
+// closes the main chunk's to-be-closed variables first (the driver does,
+// when it sees `exiting`), a SIGINT raises "interrupted!" in the running
+// code (a second one kills), and the script's `...` come from `arg`.
+void mmlab_openos(lua_State *L);
+void mmlab_catchinterrupt(lua_State *L, int on);
+int mmlab_argvalues(lua_State *L);
+
 static inline int mmlab_gc(lua_State *L, int what, int data) { return lua_gc(L, what, data); }  // variadic in C
 static inline const char *mmlab_lua_release(void) { return LUA_RELEASE; }
 

@@ -32,11 +32,12 @@ extension Runtime {
         guard let co = lua_newthread(lua.L) else { throw KernelError(.ENOMEM, "no memory for a task's thread") }
         mmlab_inherithook(lua.L, co)
         let ref = luaL_ref(lua.L, mmlab_registryindex())
+        lua_pushcclosure(lua.L, mmlab_taskbody, 0)
         lua_pushvalue(lua.L, function)
         for argument in arguments { lua_pushvalue(lua.L, argument) }
-        lua_xmove(lua.L, co, Int32(arguments.count) + 1)
+        lua_xmove(lua.L, co, Int32(arguments.count) + 2)
         mmlab_marktask(co)
-        threads[task.id] = TaskThread(L: co, ref: ref, arguments: Int32(arguments.count))
+        threads[task.id] = TaskThread(L: co, ref: ref, arguments: Int32(arguments.count) + 1)  // the function is the body's argument
     }
 }
 

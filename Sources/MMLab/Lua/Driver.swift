@@ -61,9 +61,10 @@ extension Runtime {
         defer { driving = false }
         guard let co = lua_newthread(L) else { throw EngineError(message: "mmlab: cannot create a thread") }
         let ref = luaL_ref(L, mmlab_registryindex())
+        lua_pushcclosure(co, mmlab_taskbody, 0)  // below what it calls
         lua_xmove(L, co, arguments + 1)
         mmlab_marktask(co)
-        threads[1] = TaskThread(L: co, ref: ref, arguments: arguments)
+        threads[1] = TaskThread(L: co, ref: ref, arguments: arguments + 1)  // the function is the body's argument
         mainFinished = false
         booted?.scheduler.restartMain()
         defer {
@@ -146,6 +147,7 @@ extension Runtime {
         switch status {
         case LUA_YIELD:
             lua_settop(thread.L, -nres - 1)  // what a plain coroutine.yield passed
+            if state.pointee.exiting != 0 { exit(closing: thread) }
             scheduler?.afterYield()
         case LUA_OK:
             if id == 1 {
@@ -158,6 +160,17 @@ extension Runtime {
         default:
             fail(id: id, task: task, thread)
         }
+    }
+
+    /// `os.exit(code, true)`: the task's to-be-closed variables close, as
+    /// lua.c's lua_close closes the main chunk's, then the state, then the
+    /// process ends.
+    private func exit(closing thread: TaskThread) -> Never {
+        let status = state.pointee.exit_status
+        fflush(stdout)
+        _ = lua_resetthread(thread.L)
+        close()
+        Glibc.exit(status)
     }
 
     /// A task returned: its results are kept for `join`, unless it ended

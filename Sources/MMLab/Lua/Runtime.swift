@@ -129,6 +129,7 @@ final class Runtime {
         mmlab_openhooks(L)
         mmlab_opencoroutines(L)
         mmlab_opennext(L)
+        mmlab_openos(L)
         mmlab_synchook(L, L)
         if configuration.warnings { lua_warning(L, "@on", 0) }
         openKernel(lua)

@@ -136,6 +136,30 @@ int mmlab_trampoline(lua_State *L) {
     return preemption_point(L, s, r);
 }
 
+// A handle's __gc: one whose drop already let go of its object has
+// nothing left to do, and the collector calls this for every handle.
+static int handle_gc(lua_State *L) {
+    mmlab_Handle *h = mmlab_tohandle(L, 1);
+    if (h == NULL)
+        return 0;
+    if (h->state >= 2) {  // dropped or moved (HandleState): only the object's retain is left
+        void *object = h->object;
+        h->object = NULL;
+        if (object != NULL)
+            mmlab_state(L)->release(object);
+        return 0;
+    }
+    return mmlab_trampoline(L);  // the same upvalues as the binding's own closure
+}
+
+void mmlab_pushgc(lua_State *L, mmlab_Binding fn) {
+    mmlab_pushbinding(L, fn, "__gc", 0);
+    lua_getupvalue(L, -1, 1);
+    lua_getupvalue(L, -2, 2);
+    lua_pushcclosure(L, handle_gc, 2);
+    lua_remove(L, -2);
+}
+
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup) {
     BindingCell *cell = (BindingCell *)lua_newuserdatauv(L, sizeof(BindingCell), 0);
     cell->magic = BINDING_MAGIC;

@@ -32,6 +32,10 @@ extern const char mmlab_wait_token;
 // `nup` values on top of the stack become its upvalues 3...nup+2.
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup);
 
+// Pushes a handle metatable's __gc calling `fn` through the trampoline,
+// except for a handle whose drop already let go of its object.
+void mmlab_pushgc(lua_State *L, mmlab_Binding fn);
+
 // For MMLAB_PCALL: the binding pushes the function, then the arguments;
 // mmlab_State.finished runs after the call.
 // One userdata block per handle. Layout is shared with Swift.
@@ -85,6 +89,9 @@ typedef struct mmlab_State {
     // as success), results or the error object are at `first`...top.
     // Returns like a binding.
     int (*finished)(lua_State *L, int status, int first);
+    // Releases the retain a handle holds on its Swift object (a dead
+    // handle's __gc, without a binding call).
+    void (*release)(void *object);
     // The machine's clock: one tick per binding call and per count hook
     // (200 VM instructions). Deterministic: traces stamp events with it.
     uint64_t clock;
@@ -112,6 +119,7 @@ typedef struct mmlab_State {
     int exiting;                // os.exit(code, true) asked the driver to close the state
     int exit_status;
     volatile int interrupted;   // SIGINT arrived: raise "interrupted!" at the next hook
+    uint64_t site_epoch;        // collections seen (sites.c)
 } mmlab_State;
 
 // The allocator that keeps the Lua heap under `max_heap` (ud: the mmlab_State).
@@ -166,6 +174,16 @@ void mmlab_opennext(lua_State *L);
 // coroutine every resumer of which, down to the task's thread, can yield.
 int mmlab_canwait(lua_State *L);
 
+// Call sites (sites.c): the next instruction of the first Lua function
+// above the running C function, and its stack level; NULL when there is
+// none, or before mmlab_checkcallsite found Lua's layout (1) or did not
+// (0). Such an address names a site only while its function lives:
+// mmlab_watchcollections counts, in site_epoch, each collection that may
+// have freed one.
+const void *mmlab_callsite(lua_State *L, int *level);
+int mmlab_checkcallsite(lua_State *L);
+void mmlab_watchcollections(lua_State *L);
+
 // For a task that ends while it waits: pushes on L the coroutines its
 // engine yield passed through (T's, innermost last) and forgets them.
 int mmlab_parked(lua_State *L, lua_State *T);
@@ -192,6 +210,7 @@ void mmlab_catchinterrupt(lua_State *L, int on);
 int mmlab_argvalues(lua_State *L);
 
 static inline int mmlab_gc(lua_State *L, int what, int data) { return lua_gc(L, what, data); }  // variadic in C
+static inline void mmlab_gcgenerational(lua_State *L) { lua_gc(L, LUA_GCGEN, 0, 0); }
 static inline const char *mmlab_lua_release(void) { return LUA_RELEASE; }
 
 #endif

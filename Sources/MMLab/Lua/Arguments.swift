@@ -154,9 +154,13 @@ struct Options {
     /// The stack index of the first name's value; nil (absent) values too.
     let base: Int32
 
-    /// Whose value is at `base + i`: a linear search of a few names, by bytes.
+    /// Whose value is at `base + i`: a linear search of a few names, by
+    /// address (a binding names its fields with the same literals), else by bytes.
     @inline(__always)
     func index(_ name: StaticString) -> Int32 {
+        for (i, known) in names.enumerated() where known.utf8Start == name.utf8Start {
+            return base + Int32(i)
+        }
         for (i, known) in names.enumerated() where known.utf8CodeUnitCount == name.utf8CodeUnitCount
             && memcmp(known.utf8Start, name.utf8Start, name.utf8CodeUnitCount) == 0 {
             return base + Int32(i)

@@ -104,6 +104,10 @@ final class Runtime {
         state.pointee.preempt = Runtime.preempt
         state.pointee.resumed = Runtime.resumed
         state.pointee.finished = Runtime.finishPcall
+        state.pointee.release = { object in
+            // SAFETY: a handle's `object` holds the retain pushHandle took; __gc cleared it first.
+            Unmanaged<AnyObject>.fromOpaque(object.unsafelyUnwrapped).release()
+        }
         // The limits' allocator, counting from what the state holds already.
         mmlab_useallocator(L, state)
         let limits = configuration.limits
@@ -130,6 +134,9 @@ final class Runtime {
         mmlab_opencoroutines(L)
         mmlab_opennext(L)
         mmlab_openos(L)
+        mmlab_watchcollections(L)
+        _ = mmlab_checkcallsite(L)
+        mmlab_gcgenerational(L)  // as lua.c runs its scripts
         mmlab_synchook(L, L)
         if configuration.warnings { lua_warning(L, "@on", 0) }
         openKernel(lua)
@@ -208,7 +215,9 @@ final class Runtime {
             lua.setField(-2, name)
         }
         lua.setField(-2, "__index")
-        for (name, fn) in [("__gc", HandleMetamethods.gc), ("__close", HandleMetamethods.close),
+        mmlab_pushgc(L, HandleMetamethods.gc)
+        lua.setField(-2, "__gc")
+        for (name, fn) in [("__close", HandleMetamethods.close),
                            ("__tostring", HandleMetamethods.tostring), ("__eq", HandleMetamethods.eq)] {
             lua.pushBinding(fn, name: name)
             lua.setField(-2, name)
@@ -218,14 +227,18 @@ final class Runtime {
     }
 
     /// The script position running now, interned: where a handle was
-    /// created or dropped. Cached by chunk and line: this runs on every
+    /// created or dropped. Cached by call site: this runs on every
     /// allocation.
     func currentSite(_ lua: Lua) -> Site {
+        var level: Int32 = 0
+        guard let pc = mmlab_callsite(lua.L, &level) else { return lua.slowSite() }
+        if let site = siteCache.lookup(pc, epoch: state.pointee.site_epoch) { return site }
         var ar = lua_Debug()
-        guard lua.luaFrame(&ar), let source = ar.source else { return .unknown }
-        if let site = siteCache.lookup(source, length: ar.srclen, line: ar.currentline) { return site }
+        guard lua_getstack(lua.L, level, &ar) != 0, lua_getinfo(lua.L, "Sl", &ar) != 0, ar.currentline > 0 else {
+            return .unknown
+        }
         let site = sites.intern("\(Lua.shortSource(&ar)):\(ar.currentline)")
-        siteCache.insert(source, length: ar.srclen, line: ar.currentline, site: site)
+        siteCache.insert(pc, site: site)
         return site
     }
 
@@ -264,6 +277,14 @@ extension Lua {
             level += 1
         }
         return false
+    }
+
+    /// The position of the first Lua frame, asked of Lua (where
+    /// `mmlab_callsite` cannot tell).
+    func slowSite() -> Site {
+        var ar = lua_Debug()
+        guard luaFrame(&ar) else { return .unknown }
+        return runtime.sites.intern("\(Lua.shortSource(&ar)):\(ar.currentline)")
     }
 
     /// `exp.lua`, `[string "..."]`: the chunk name as messages show it.

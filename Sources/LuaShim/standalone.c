@@ -57,6 +57,12 @@ void mmlab_catchinterrupt(lua_State *L, int on) {
     sa.sa_flags = 0;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    if (on) {  // a parent may have left it blocked (Foundation's Process does)
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+    }
 }
 
 // lua.c's pushargs: the script's arguments are arg[1..#arg], read after

@@ -32,13 +32,25 @@ static const char *error_message(lua_State *L, int idx) {
 // traceback are kept for the driver; the error object goes on unchanged
 // (join raises it in another task).
 static int msghandler(lua_State *L) {
+    // As lua.c, an object whose __tostring made the message has no
+    // traceback; a kernel.Error (also such an object) keeps its own.
+    int traced = lua_tostring(L, 1) != NULL || !luaL_getmetafield(L, 1, "__tostring");
+    if (!traced) {
+        lua_pop(L, 1);
+        traced = luaL_getmetafield(L, 1, "__name") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "kernel.Error") == 0;
+        lua_settop(L, 1);
+    }
     const char *msg = error_message(L, 1);
+    traced = traced || strncmp(msg, "(error object is a ", 19) == 0;
     luaL_getsubtable(L, LUA_REGISTRYINDEX, FAILURES);
     lua_pushthread(L);
     lua_createtable(L, 2, 0);
     lua_pushstring(L, msg);
     lua_rawseti(L, -2, 1);
-    luaL_traceback(L, L, NULL, 1);
+    if (traced)
+        luaL_traceback(L, L, NULL, 1);
+    else
+        lua_pushliteral(L, "");
     lua_rawseti(L, -2, 2);
     lua_rawset(L, -3);
     lua_settop(L, 1);

@@ -112,6 +112,27 @@ public final class Engine {
         try runtime.finishTasks()
     }
 
+    /// Runs the script as lua.c's handle_script: its `...` are the global
+    /// `arg` table's 1..#arg as they are now ("'arg' is not a table"
+    /// otherwise); then every task it spawned to its end.
+    public func runScript(file path: String?) throws(EngineError) {
+        let L = runtime.L
+        try check(load: luaL_loadfilex(L, path, nil))
+        let base = lua_gettop(L)
+        lua_pushcclosure(L, mmlab_argvalues, 0)
+        guard lua_pcallk(L, 0, LUA_MULTRET, 0, 0, nil) == LUA_OK else {
+            let message = Lua(L).string(at: -1) ?? "'arg' is not a table"
+            lua_settop(L, base - 1)
+            throw EngineError(message: message)
+        }
+        try call(arguments: lua_gettop(L) - base, results: 0)
+        try runtime.finishTasks()
+    }
+
+    /// Ctrl-C raises "interrupted!" in the running script while on (lua.c's
+    /// laction); a second one ends the process.
+    public func catchInterrupts(_ on: Bool) { mmlab_catchinterrupt(runtime.L, on ? 1 : 0) }
+
     /// Runs a chunk of Lua source, then every task it spawned to its end.
     public func run(string code: String, name: String = "=(string)") throws(EngineError) {
         try load(code, name: name)
@@ -147,6 +168,9 @@ public final class Engine {
     /// Native objects still alive once the collector has dropped every
     /// handle nothing references: what the leak report lists.
     public func leaks() -> [NativeObject] {
+        // No collection when nothing native is alive: finalizers then run
+        // in lua_close as in lua.c (a __gc set during close never runs).
+        guard let booted = runtime.booted, booted.accounting.count > 0 else { return [] }
         _ = mmlab_gc(runtime.L, LUA_GCCOLLECT, 0)
         runtime.booted?.scheduler.runWork()  // what the collected handles deferred (mmput_async)
         return runtime.booted?.accounting.leaks() ?? []

@@ -131,6 +131,7 @@ struct ReplCommand: ParsableCommand {
         var s = try machine.standalone()
         try output.apply(to: &s, pictures: ".")
         s.interactive = true
+        s.mmlabRepl = true
         s.version = true
         let status = s.run()
         if status != 0 { throw ExitCode(status) }

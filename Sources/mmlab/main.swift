@@ -8,7 +8,7 @@ import MMLab
 // also after machine and output options (`mmlab --seed 3 examples binder`); anything
 // else is the lua-compatible command line.
 let arguments = Array(CommandLine.arguments.dropFirst())
-let commandWords: Set = ["run", "repl", "test", "examples", "fuzz", "help", "--help", "-h", "--version"]
+let commandWords: Set = ["run", "repl", "test", "examples", "fuzz", "help", "--help", "--version"]
 
 /// The index of a subcommand word after leading machine options, if any.
 func subcommandIndex(_ arguments: [String]) -> Int? {
@@ -42,9 +42,11 @@ if let i = subcommandIndex(arguments) {
     }
 }
 
+let program = CommandLine.arguments.first ?? "mmlab"
 do {
-    exit(try Standalone.parse(arguments).run())
+    exit(try Standalone.parse(arguments, program: program).run())
 } catch {
-    fputs("mmlab: \(error)\n\(Standalone.usage)\n", stderr)
+    // lua.c's print_usage, with mmlab's options
+    fputs("\(program.isEmpty ? "mmlab" : program): \(error)\n\(Standalone.usage)\n", stderr)
     exit(2)
 }

@@ -24,9 +24,7 @@ final class PtySession {
         let slave = open(name, O_RDWR | O_NOCTTY)
         guard slave >= 0 else { throw POSIXError(.EIO) }
         let terminal = FileHandle(fileDescriptor: slave, closeOnDealloc: true)
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("mmlab").path
-        process.executableURL = URL(fileURLWithPath: exe)
+        process.executableURL = URL(fileURLWithPath: mmlabPath)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
         var env = ProcessInfo.processInfo.environment
@@ -55,6 +53,18 @@ final class PtySession {
         }
     }
 
+    /// Waits until the line editor reads the next line: the terminal is in
+    /// raw mode (a pty master's tcgetattr reports the slave's termios).
+    func readPrompt(timeout: Double = 10) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var mode = termios()
+        while process.isRunning, Date() < deadline {
+            drain()
+            if tcgetattr(master, &mode) == 0, mode.c_lflag & tcflag_t(ICANON) == 0 { return }
+            usleep(10_000)
+        }
+    }
+
     /// Reads until the output since `from` contains `text`, or `timeout`
     /// seconds pass; the output read since `from`.
     @discardableResult
@@ -78,6 +88,9 @@ final class PtySession {
             output += String(decoding: buffer[0..<n], as: UTF8.self)
         }
     }
+
+    /// Sends SIGINT, as a Ctrl-C at a shell would.
+    func interrupt() { process.interrupt() }
 
     /// Waits for the process to end; its status.
     func wait(timeout: Double = 10) -> Int32? {

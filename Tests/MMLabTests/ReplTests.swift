@@ -73,20 +73,27 @@ struct ReplTests {
         let before = second.output.count
         second.send("\u{1b}[A\u{1b}[A\u{1b}[B\r")  // up twice, down once: the last line
         #expect(second.read(until: "MmWithUser{", from: before).contains("MmWithUser{"), "Up recalls the last session's lines")
+        // Ctrl-D only at the next prompt: typed while the line runs, the
+        // terminal (not yet raw) would turn it into a NUL.
+        second.readPrompt()
         second.send("\u{4}")  // Ctrl-D
         #expect(second.wait() == 0)
     }
 
-    @Test("mmlab -i runs the script, then the same REPL")
+    @Test("mmlab -i runs the script, then lua.c's REPL, with completion and history")
     func interactive() throws {
         let history = NSTemporaryDirectory() + "mmlab-history-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: history) }
-        let session = try repl(["-i", "-e", "answer = {x = 42}"], history: history)
-        session.read(until: "> ")
-        session.send("ans\t\r")
-        #expect(session.read(until: "42").contains("{x = 42}"))
-        session.send(":q\r")
+        let session = try repl(["-i", "-e", "answer = {x = 42}", "-e", "_PROMPT = 'lua> '"], history: history)
+        session.read(until: "lua> ")
+        session.send("answer.\t\r")
+        #expect(session.read(until: "42").contains("answer.x"), "Tab completed the field")
+        session.send("=answer.x + 1\r")
+        #expect(session.read(until: "43").contains("43"), "'=' is 'return', results go to print")
+        session.readPrompt()
+        session.send("\u{4}")  // Ctrl-D
         #expect(session.wait() == 0)
+        #expect(try String(contentsOfFile: history, encoding: .utf8).contains("answer.x\n"))
     }
 
     @Test("progress shows on a terminal, and nowhere else")

@@ -29,11 +29,15 @@ struct RunResult {
     var stderr: String
 }
 
+/// The `mmlab` built next to this test bundle: the tests run it by this
+/// path, so it is also the program name its errors start with (lua.c's progname).
+let mmlabPath = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    .appendingPathComponent("mmlab").path
+
 /// Runs the `mmlab` built next to this test bundle.
 func mmlab(_ arguments: [String], stdin: String = "", environment: [String: String] = [:],
            directory: String = repositoryRoot) throws -> RunResult {
-    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        .appendingPathComponent("mmlab").path
+    let exe = mmlabPath
     let process = Process()
     process.executableURL = URL(fileURLWithPath: exe)
     process.arguments = arguments

@@ -24,8 +24,12 @@ final class LineEditor {
     /// and its candidates.
     var complete: (([Unicode.Scalar], Int) -> (start: Int, candidates: [String]))?
 
-    init(historyPath: String?) {
+    /// Off a terminal, write each line read after its prompt (as readline).
+    private let echo: Bool
+
+    init(historyPath: String?, echo: Bool = false) {
         self.historyPath = historyPath
+        self.echo = echo
         if let historyPath, let f = fopen(historyPath, "r") {
             defer { fclose(f) }
             while let line = Self.readLine(f) {
@@ -49,8 +53,10 @@ final class LineEditor {
     func readLine(prompt: String) -> LineInput {
         guard interactive else {
             fputs(prompt, stdout)
+            let line = Self.readLine(stdin)
+            if echo, let line { fputs(line + "\n", stdout) }
             fflush(stdout)
-            return Self.readLine(stdin).map(LineInput.line) ?? .eof
+            return line.map(LineInput.line) ?? .eof
         }
         var saved = termios()
         tcgetattr(0, &saved)

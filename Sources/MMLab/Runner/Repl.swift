@@ -7,12 +7,16 @@ import LuaShim
 /// The read-eval-print loop: bare expressions print their values (tables
 /// laid out, handles by `__tostring`), incomplete statements continue on
 /// `>>`, Tab completes names, fields and methods, `:help` lists the kernel
-/// modules, and errors never end the session.
+/// modules, and errors never end the session. In `luaStyle` (`mmlab -i`)
+/// it is lua.c's doREPL instead: prompts from `_PROMPT`/`_PROMPT2`, `=expr`,
+/// results through the global `print`, no banner and no `:` commands.
 public final class Repl {
     let engine: Engine
     let editor: LineEditor
-    /// The pretty-printer (a registry reference).
+    let luaStyle: Bool
+    /// The pretty-printer, or lua.c's prompt function (registry references).
     private var show: Int32 = LUA_NOREF
+    private var prompt: Int32 = LUA_NOREF
 
     /// `$MMLAB_HISTORY`, else `~/.mmlab_history`.
     public static var defaultHistoryPath: String? {
@@ -20,53 +24,95 @@ public final class Repl {
         return getenv("HOME").map { String(cString: $0) + "/.mmlab_history" }
     }
 
-    public init(engine: Engine, historyPath: String? = Repl.defaultHistoryPath) {
+    public init(engine: Engine, historyPath: String? = Repl.defaultHistoryPath, luaStyle: Bool = false) {
         self.engine = engine
-        editor = LineEditor(historyPath: historyPath)
+        self.luaStyle = luaStyle
+        // Off a terminal lua.c's readline echoes each line after its prompt.
+        editor = LineEditor(historyPath: historyPath, echo: luaStyle)
         editor.complete = { [unowned self] line, cursor in self.complete(line, cursor) }
         let L = engine.runtime.L
-        if (try? engine.load(Repl.showSource, name: "=(repl)")) != nil, lua_pcallk(L, 0, 1, 0, 0, nil) == LUA_OK {
-            show = luaL_ref(L, mmlab_registryindex())
+        if (try? engine.load(luaStyle ? Repl.promptSource : Repl.showSource, name: "=(repl)")) != nil,
+           lua_pcallk(L, 0, 1, 0, 0, nil) == LUA_OK {
+            let ref = luaL_ref(L, mmlab_registryindex())
+            if luaStyle { prompt = ref } else { show = ref }
         }
     }
 
     /// Runs until the end of input.
     public func run() {
-        print("Type :help for the kernel modules; Tab completes names; Ctrl-D ends.")
+        if !luaStyle { print("Type :help for the kernel modules; Tab completes names; Ctrl-D ends.") }
         while step() {}
         print()
+    }
+
+    /// lua.c's get_prompt: `_PROMPT` (or `_PROMPT2`) through tostring, else the default.
+    static let promptSource = """
+        local tostring = tostring
+        return function(first)
+          local p
+          if first then p = _PROMPT else p = _PROMPT2 end
+          if p ~= nil then return tostring(p) end
+        end
+        """
+
+    /// The prompt for a first (or continuation) line.
+    private func prompt(first: Bool) -> String {
+        let fallback = first ? "> " : ">> "
+        guard prompt != LUA_NOREF else { return fallback }
+        let L = engine.runtime.L
+        let top = lua_gettop(L)
+        defer { lua_settop(L, top) }
+        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(prompt))
+        lua_pushboolean(L, first ? 1 : 0)
+        do {
+            try engine.call(arguments: 1, results: 1)
+        } catch {
+            report(error)
+            return fallback
+        }
+        return Lua(L).string(at: -1) ?? fallback
     }
 
     /// Reads and runs one statement; false at the end of input.
     func step() -> Bool {
         let L = engine.runtime.L
-        let first: String
-        switch editor.readLine(prompt: "> ") {
+        var first: String
+        switch editor.readLine(prompt: prompt(first: true)) {
         case .eof: return false
         case .interrupt: return true
         case .line(let line): first = line
         }
-        if let command = Self.command(first) {
+        if !luaStyle, let command = Self.command(first) {
             let keep = run(command: command)
             if keep { editor.remember(first) }
             return keep
+        }
+        if luaStyle, first.hasPrefix("=") {  // lua.c, as Lua 5.2: a first '=' is 'return'
+            first = "return " + first.dropFirst()
         }
         guard readStatement(first) else { return true }
         let base = lua_gettop(L) - 1
         do {
             try engine.call(arguments: 0, results: LUA_MULTRET)
-            let n = lua_gettop(L) - base
-            if n > 0 {
-                if show != LUA_NOREF {
-                    lua_rawgeti(L, mmlab_registryindex(), lua_Integer(show))
-                } else {
-                    lua_getglobal(L, "print")
-                }
-                lua_rotate(L, base + 1, 1)
-                try engine.call(arguments: n, results: 0)
-            }
         } catch {
             report(error)
+            lua_settop(L, base)
+            return true
+        }
+        let n = lua_gettop(L) - base
+        if n > 0 {
+            if show != LUA_NOREF {
+                lua_rawgeti(L, mmlab_registryindex(), lua_Integer(show))
+            } else {
+                lua_getglobal(L, "print")
+            }
+            lua_rotate(L, base + 1, 1)
+            do {
+                try engine.call(arguments: n, results: 0)
+            } catch {
+                // lua.c's l_print names the failing print
+                report(luaStyle ? EngineError(message: "error calling 'print' (\(error.message))") : error)
+            }
         }
         lua_settop(L, base)
         return true
@@ -141,7 +187,7 @@ public final class Repl {
                 try engine.load(code, name: "=stdin")
                 return true
             } catch where error.message.hasSuffix("<eof>") {
-                guard case .line(let more) = editor.readLine(prompt: ">> ") else { return false }
+                guard case .line(let more) = editor.readLine(prompt: prompt(first: false)) else { return false }
                 editor.remember(more)
                 code += "\n" + more
             } catch {

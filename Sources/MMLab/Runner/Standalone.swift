@@ -8,9 +8,10 @@ import MMCore
 /// mmlab's version.
 public let mmlabVersion = "0.1.0"
 
-/// The version line `-v` and the REPL print.
+/// The version line `-v` and the REPL print: mmlab's, then lua.c's
+/// (LUA_COPYRIGHT) for the Lua it runs.
 public var versionLine: String {
-    "mmlab \(mmlabVersion) (\(String(cString: mmlab_lua_release()))): Linux memory management in Lua"
+    "mmlab \(mmlabVersion), Linux memory management in Lua, on \(String(cString: mmlab_lua_release()))  Copyright (C) 1994-2022 Lua.org, PUC-Rio"
 }
 
 /// A command line the interpreter cannot run: exit status 2.
@@ -34,13 +35,18 @@ public struct Standalone {
     /// The script to run: a path, or "-" for standard input.
     public var script: String?
     public var scriptArguments: [String] = []
-    /// `-i`: the REPL after the script.
+    /// `-i`: lua.c's REPL after the script.
     public var interactive = false
+    /// `mmlab repl`: the interactive REPL is mmlab's (pretty printing, `:help`).
+    public var mmlabRepl = false
     /// `-v`
     public var version = false
-    /// The whole command line, for the `arg` table, and the script's index in it.
+    /// The whole command line as typed (argv[0] first), for the `arg`
+    /// table, and the script's index in it.
     public var argv: [String] = ["mmlab"]
     public var scriptIndex = 0
+    /// What errors are prefixed with: argv[0] as typed, as lua.c's progname.
+    public var progname: String { argv.first.flatMap { $0.isEmpty ? nil : $0 } ?? "mmlab" }
 
     public init() {
         configuration.outputDirectory = "."
@@ -71,14 +77,15 @@ public struct Standalone {
           --timeout SECONDS       stop the script after this much wall-clock time
         """
 
-    /// Parses a lua.c command line (`arguments` without the program name).
-    public static func parse(_ arguments: [String]) throws(UsageError) -> Standalone {
+    /// Parses a lua.c command line (`arguments` without the program name,
+    /// which is `program` as typed).
+    public static func parse(_ arguments: [String], program: String = "mmlab") throws(UsageError) -> Standalone {
         var s = Standalone()
-        s.argv = ["mmlab"] + arguments
+        s.argv = [program] + arguments
         var i = 0
         func value(_ option: String) throws(UsageError) -> String {
             i += 1
-            guard i < arguments.count else { throw UsageError("'\(option)' needs an argument") }
+            guard i < arguments.count else { throw UsageError("'\(option)' needs argument") }
             return arguments[i]
         }
         scan: while i < arguments.count {
@@ -106,7 +113,7 @@ public struct Standalone {
                     var text = String(a.dropFirst(2))
                     if text.isEmpty {
                         text = try value(String(a.prefix(2)))
-                        guard !text.hasPrefix("-") else { throw UsageError("'\(a)' needs an argument") }
+                        guard !text.hasPrefix("-") else { throw UsageError("'\(a)' needs argument") }
                     }
                     s.actions.append(a.hasPrefix("-e") ? .execute(text) : requireAction(text))
                 } else {
@@ -196,6 +203,9 @@ public struct Standalone {
             return 1
         }
         defer { engine.close() }
+        // lua.c's docall: Ctrl-C raises "interrupted!" in the running code.
+        engine.catchInterrupts(true)
+        defer { engine.catchInterrupts(false) }
         engine.setArgTable(argv, scriptIndex: scriptIndex)
         var status: Int32 = 0
         do {
@@ -209,11 +219,11 @@ public struct Standalone {
                 }
             }
             if let script {
-                try engine.run(file: script == "-" && argv[scriptIndex - 1] != "--" ? nil : script,
-                               arguments: scriptArguments)
+                // lua.c's handle_script: the script's `...` are arg[1..#arg] now.
+                try engine.runScript(file: script == "-" && argv[scriptIndex - 1] != "--" ? nil : script)
             }
             if interactive {
-                Repl(engine: engine).run()
+                Repl(engine: engine, luaStyle: !mmlabRepl).run()
             } else if script == nil && !version && !actions.contains(where: { if case .execute = $0 { true } else { false } }) {
                 if isatty(0) != 0 {
                     print(versionLine)
@@ -270,7 +280,7 @@ public struct Standalone {
         if let cap = configuration.limits.maxMemory, text.hasPrefix("not enough memory\n") || text == "not enough memory" {
             text = "not enough memory: the Lua heap reached its --max-memory cap (\(cap) bytes)" + text.dropFirst(17)
         }
-        fputs("mmlab: \(text)\n", stderr)
+        fputs("\(progname): \(text)\n", stderr)
     }
 }
 

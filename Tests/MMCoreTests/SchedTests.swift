@@ -273,3 +273,68 @@ struct PerCpuTests {
         #expect(throws: KernelError.self) { try statics.define("x", .u8, initial: 0, site: .unknown) }
     }
 }
+
+@Suite("Wait queues and completions")
+struct WaitTests {
+    func scheduler() throws -> Scheduler {
+        let s = try Machine(MachineConfig(memory: 16 << 20)).scheduler
+        s.restartMain()
+        _ = s.pickNext()
+        return s
+    }
+
+    @Test("a wait queue: sleepers at the head, a wake-up takes every one off; one woken while running does not sleep")
+    func waitQueue() throws {
+        let s = try scheduler()
+        let wq = s.makeWaitQueue(name: "q", site: .unknown)
+        let a = try s.spawn(name: "a", cpu: nil, site: .unknown)
+        let b = try s.spawn(name: "b", cpu: nil, site: .unknown)
+        for t in [a, b] {
+            s.switchTo(t)
+            wq.prepareToWait(t)
+            wq.prepareToWait(t)  // already on it: once
+            #expect(s.sleep(on: wq))
+        }
+        #expect(wq.entries.map(\.name) == ["b", "a"], "__add_wait_queue adds at the head")
+        s.switchTo(s.main)
+        #expect(s.wakeUp(wq, all: false) == 2, "non-exclusive entries: wake_up wakes all")
+        #expect(wq.entries.isEmpty && a.state == .runnable && b.state == .runnable)
+        s.switchTo(a)
+        wq.prepareToWait(a)
+        s.wakeUp(wq, all: true)  // while a's condition runs
+        #expect(!s.sleep(on: wq), "taken off the queue: recheck instead of sleeping")
+        #expect(a.state == .runnable)
+        wq.prepareToWait(a)
+        #expect(s.sleep(on: wq))
+        s.finish(a, failed: true)
+        #expect(wq.entries.isEmpty, "a task that ends leaves the queue")
+    }
+
+    @Test("a completion counts dones, wakes its first waiter, and complete_all stays")
+    func completion() throws {
+        let s = try scheduler()
+        let x = s.makeCompletion(name: "c", site: .unknown)
+        #expect(!x.isDone && !s.tryWaitForCompletion(x))
+        s.complete(x)
+        #expect(x.done == 1 && s.waitForCompletion(x) && x.done == 0)
+        let a = try s.spawn(name: "a", cpu: nil, site: .unknown)
+        let b = try s.spawn(name: "b", cpu: nil, site: .unknown)
+        for t in [a, b] {
+            s.switchTo(t)
+            #expect(!s.waitForCompletion(x))
+        }
+        #expect(x.waiters.map(\.name) == ["a", "b"], "FIFO, as swait")
+        s.switchTo(s.main)
+        s.complete(x)
+        #expect(a.state == .runnable && b.state == .blocked && x.waiters.map(\.name) == ["b"])
+        #expect(s.tryWaitForCompletion(x), "main takes the done a was woken for")
+        s.switchTo(a)
+        #expect(!s.waitForCompletion(x) && x.waiters.map(\.name) == ["b", "a"], "a sleeps again, at the tail")
+        s.switchTo(s.main)
+        s.completeAll(x)
+        #expect(x.done == Completion.all && x.waiters.isEmpty && a.state == .runnable && b.state == .runnable)
+        s.complete(x)
+        #expect(x.done == Completion.all, "complete does not wrap UINT_MAX")
+        #expect(s.waitForCompletion(x) && x.done == Completion.all)
+    }
+}

@@ -42,6 +42,8 @@ public final class Scheduler {
     private var random: Random
     private var nextId = 2
     var lockCount = 0
+    /// Wait queues and completions made, for their default names.
+    var waitObjects = 0
     /// Where each waiting task asked for its lock, and with which subclass.
     var pending: [ObjectIdentifier: (site: Site, subclass: Int)] = [:]
     /// The trace being recorded, if any.
@@ -247,17 +249,22 @@ public final class Scheduler {
         task.wakeError = error
         runnable += 1
         if running[task.cpu] !== task { enqueue(task) }
-        if case .lock(let lock) = task.waiting {
-            trace?.lock("wait", lock, task, begin: false)
-            if error != nil { leaveQueue(of: lock, task) }
-        }
+        if case .lock(let lock) = task.waiting { trace?.lock("wait", lock, task, begin: false) }
+        if error != nil { leaveQueue(task) }
         task.waiting = nil
     }
 
-    /// `task` stops waiting for `lock` without getting it.
-    private func leaveQueue(of lock: Lock, _ task: Task) {
-        lock.waiters.removeAll { $0 === task }
-        if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
+    /// `task` stops waiting without getting what it waited for: it leaves
+    /// the queue of its lock, wait queue or completion.
+    private func leaveQueue(_ task: Task) {
+        switch task.waiting {
+        case .lock(let lock):
+            lock.waiters.removeAll { $0 === task }
+            if let sem = lock as? RwSemaphore { forget(task, waitingOn: sem) }
+        case .waitQueue(let wq): wq.finishWait(task)
+        case .completion(let x): x.remove(task)
+        default: break
+        }
     }
 
     /// The running task finished; everything waiting for it wakes. Its
@@ -267,7 +274,7 @@ public final class Scheduler {
         task.state = failed ? .failed : .done
         // A task can end while it waits (its thread failed or went): it
         // leaves the lock's queue, which would otherwise hand the lock to it.
-        if case .lock(let lock) = task.waiting { leaveQueue(of: lock, task) }
+        leaveQueue(task)
         task.waiting = nil
         task.handoff = nil
         if running[task.cpu] === task { setRunning(task.cpu, nil) }

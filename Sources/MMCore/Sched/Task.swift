@@ -72,6 +72,10 @@ public enum Wait: CustomStringConvertible {
     case tasks([Task])
     /// The per-VMA read locks of a VMA to go (`vma_start_write`).
     case vmaReaders(VmArea)
+    /// A wake-up of a wait queue (`wait_event`).
+    case waitQueue(WaitQueueHead)
+    /// A `complete` (`wait_for_completion`).
+    case completion(Completion)
 
     public var description: String {
         switch self {
@@ -84,6 +88,8 @@ public enum Wait: CustomStringConvertible {
         case .all: "every other task to finish"
         case .tasks(let tasks): "tasks " + tasks.map { "'\($0.name)'" }.joined(separator: ", ") + " to finish"
         case .vmaReaders(let vma): "the \(vma.readers) VMA read lock(s) of \(vma) to go (vma_start_write)"
+        case .waitQueue(let wq): "a wake-up of \(wq) (wait_event)"
+        case .completion(let x): "\(x) (wait_for_completion)"
         }
     }
 }

@@ -12,7 +12,7 @@ extension Runtime {
                     .spinLockGuard, .mutexGuard, .cpuGuard, .dynamicPerCpu, .staticPerCpu, .perCpuToken,
                     .mm, .mmWithUser, .mmWithUserAsync, .mmapReadGuard, .mmapWriteGuard, .vmaRef, .vmaMixedMap,
                     .vmaNew, .vmaReadGuard, .userSlice, .userSliceReader, .userSliceWriter, .drmMmAllocator,
-                    .drmMmNode, .drmMmScan, .rangeAllocator, .binderAlloc, .binderBuffer] {
+                    .drmMmNode, .drmMmScan, .rangeAllocator, .binderAlloc, .binderBuffer, .waitQueue, .completion] {
             register(cls, in: lua)
         }
 

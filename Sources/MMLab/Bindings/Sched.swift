@@ -18,6 +18,8 @@ extension Runtime {
             ("preempt_disable", SchedBindings.preemptDisable),
             ("preempt_enable", SchedBindings.preemptEnable),
             ("preempt_count", SchedBindings.preemptCount),
+            ("WaitQueue", WaitBindings.waitQueue),
+            ("Completion", WaitBindings.completion),
         ])
         lua.setField(-2, "sched")
         lua.setFunctions([("current", SchedBindings.current)])
@@ -377,4 +379,113 @@ enum LockMethods {
             return 1
         }
     }
+}
+
+/// `kernel.sched.WaitQueue` and `kernel.sched.Completion` (MMCore/Sched/WaitQueue.swift, Completion.swift).
+enum WaitBindings {
+    /// `WaitQueue(name)` → a wait queue head (`init_waitqueue_head`).
+    static let waitQueue: Binding = { L in
+        bind(L) { lua in
+            let name = try lua.string(1, default: nil)
+            lua.pushHandle(try lua.scheduler().makeWaitQueue(name: name, site: lua.site()), .waitQueue)
+            return 1
+        }
+    }
+
+    /// `Completion(name)` → a completion (`init_completion`), not done.
+    static let completion: Binding = { L in
+        bind(L) { lua in
+            let name = try lua.string(1, default: nil)
+            lua.pushHandle(try lua.scheduler().makeCompletion(name: name, site: lua.site()), .completion)
+            return 1
+        }
+    }
+
+    /// `wq:wait_event(fn)`, as the macro: `might_sleep()`; if `fn()` is
+    /// true, done; else loop { `prepare_to_wait_event`; if `fn()`, break;
+    /// `schedule()` } and `finish_wait`. `fn` runs in the task, and may be
+    /// preempted; an error in it leaves the queue and propagates.
+    static let waitEvent: Binding = { L in
+        bind(L) { lua in
+            let wq = try lua.object(1, .waitQueue, as: WaitQueueHead.self)
+            try lua.checkFunction(2)
+            let scheduler = try lua.scheduler()
+            try scheduler.mightSleep("wait_event on \(wq)")
+            lua_settop(L, 2)
+            let me = scheduler.current
+            func check(_ lua: Lua, queued: Bool) -> Int32 {
+                if queued { wq.prepareToWait(me) }
+                lua_pushvalue(lua.L, 2)
+                return lua.pcall(arguments: 0) { lua, status, first in
+                    let holds = status == LUA_OK && lua_toboolean(lua.L, first) != 0
+                    guard status == LUA_OK, !holds else {
+                        wq.finishWait(me)
+                        return status == LUA_OK ? 0 : MMLAB_RAISE
+                    }
+                    lua_settop(lua.L, 2)
+                    guard queued else { return check(lua, queued: true) }
+                    do { try lua.checkCanWait(true, "wait_event on \(wq)") } catch {
+                        wq.finishWait(me)
+                        throw error
+                    }
+                    // A wake-up while fn ran took the task off: recheck at once.
+                    guard scheduler.sleep(on: wq) else { return check(lua, queued: true) }
+                    return lua.wait { lua in
+                        if let error = me.takeWakeError() { throw error }
+                        return check(lua, queued: true)
+                    }
+                }
+            }
+            return check(lua, queued: false)
+        }
+    }
+
+    /// `wq:wake_up()`, `wq:wake_up_all()`.
+    static func wakeUp(_ L: OpaquePointer?, all: Bool) -> Int32 {
+        bind(L) { lua in
+            let wq = try lua.object(1, .waitQueue, as: WaitQueueHead.self)
+            try lua.scheduler().wakeUp(wq, all: all)
+            return 0
+        }
+    }
+
+    /// `c:wait_for_completion()`: takes a done, sleeping until there is one.
+    static let waitForCompletion: Binding = { L in
+        bind(L) { lua in
+            let x = try lua.object(1, .completion, as: Completion.self)
+            let scheduler = try lua.scheduler()
+            try scheduler.mightSleep("wait_for_completion on \(x)")
+            let me = scheduler.current
+            return try lua.blocking { lua in
+                if let error = me.takeWakeError() { throw error }
+                try lua.checkCanWait(!x.isDone, "wait_for_completion on \(x)")
+                return scheduler.waitForCompletion(x) ? 0 : nil
+            }
+        }
+    }
+
+    /// A completion method that cannot wait: `body`'s result (if any) is pushed.
+    static func completionMethod(_ L: OpaquePointer?, _ body: (Scheduler, Completion) -> Bool?) -> Int32 {
+        bind(L) { lua in
+            let x = try lua.object(1, .completion, as: Completion.self)
+            guard let result = body(try lua.scheduler(), x) else { return 0 }
+            lua.push(result)
+            return 1
+        }
+    }
+}
+
+extension HandleClass {
+    static let waitQueue = HandleClass(.waitQueue, methods: [
+        ("wait_event", WaitBindings.waitEvent),
+        ("wake_up", { L in WaitBindings.wakeUp(L, all: false) }),
+        ("wake_up_all", { L in WaitBindings.wakeUp(L, all: true) }),
+    ])
+    static let completion = HandleClass(.completion, methods: [
+        ("wait_for_completion", WaitBindings.waitForCompletion),
+        ("complete", { L in WaitBindings.completionMethod(L) { s, x in s.complete(x); return nil } }),
+        ("complete_all", { L in WaitBindings.completionMethod(L) { s, x in s.completeAll(x); return nil } }),
+        ("try_wait_for_completion", { L in WaitBindings.completionMethod(L) { s, x in s.tryWaitForCompletion(x) } }),
+        ("completion_done", { L in WaitBindings.completionMethod(L) { _, x in x.isDone } }),
+    ])
 }

@@ -92,7 +92,9 @@ extension Runtime {
         guard let scheduler = booted?.scheduler, !driving else { return }
         driving = true
         defer { driving = false }
-        if let report = schedule(until: { scheduler.unfinished.allSatisfy { $0 === scheduler.main } }) {
+        if let report = schedule(until: { scheduler.unfinished.allSatisfy { $0 === scheduler.main } }),
+           report != blockedAtExit {  // said once: the program's end asks again
+            blockedAtExit = report
             warn("tasks still blocked at exit:\n" + report.split(separator: "\n").dropFirst().joined(separator: "\n"))
         }
         if let failed = scheduler.tasks.first(where: { $0.state == .failed && !$0.failureReported }),

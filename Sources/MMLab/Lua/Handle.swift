@@ -36,6 +36,8 @@ enum HandleType: UInt16, CaseIterable {
     case rangeAllocator
     case binderAlloc
     case binderBuffer
+    case waitQueue
+    case completion
 
     /// The name `__tostring`, `__name` and error messages use.
     var name: String {
@@ -72,6 +74,8 @@ enum HandleType: UInt16, CaseIterable {
         case .rangeAllocator: "RangeAllocator"
         case .binderAlloc: "Alloc"
         case .binderBuffer: "Buffer"
+        case .waitQueue: "WaitQueue"
+        case .completion: "Completion"
         }
     }
 }

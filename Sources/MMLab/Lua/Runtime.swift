@@ -83,6 +83,8 @@ final class Runtime {
     /// `kernel.progress`'s line on a terminal.
     let progress = Progress()
     var driving = false
+    /// The blocked tasks last warned of at exit.
+    var blockedAtExit: String?
     var mainFinished = false
     var mainResultCount: Int32 = 0
     /// Guards the collector dropped, and tasks left blocked at exit: each a

@@ -55,6 +55,11 @@ extension Lua {
     /// where the running code cannot (`checkCanWait`) throws instead.
     func blocking(_ step: @escaping Step) throws -> Int32 {
         if let result = try step(self) { return result }
+        return wait(then: step)
+    }
+
+    /// The task is blocked already (MMCore blocked it): `step` runs when it wakes.
+    func wait(then step: @escaping Step) -> Int32 {
         runtime.steps[L] = step
         return MMLAB_WAIT
     }

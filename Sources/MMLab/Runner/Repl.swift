@@ -143,7 +143,7 @@ public final class Repl {
           mem       the page allocator: stats, buddyinfo, fail_page_alloc, register_shrinker
           mm        address spaces: mm_alloc, Mm/MmWithUser, mmap locks, VMAs, vm_insert_page
           uaccess   UserSlice readers and writers over an mm's user memory
-          sched     tasks on simulated CPUs: spawn, run, yield, on_each_cpu, preemption
+          sched     tasks on simulated CPUs: spawn, run, yield, on_each_cpu, preemption, WaitQueue, Completion
           sync      SpinLock and Mutex, with lockdep
           percpu    per-CPU variables: CpuGuard, define, alloc, this_cpu_* operations
           drm_mm    the DRM range allocator: Allocator, insert modes, colors, eviction scans

@@ -63,7 +63,7 @@ static int finish(lua_State *L, int r) {
     }
     if (r <= MMLAB_ARGERROR_BASE)
         return argerror(L, MMLAB_ARGERROR_BASE - r, lua_tostring(L, -1));
-    return luaL_error(L, "mmlab: binding returned unknown status %d", r);
+    return luaL_error(L, "the engine: a binding returned unknown status %d", r);
 }
 
 static int continue_results(lua_State *L, int status, lua_KContext ctx) {

@@ -74,7 +74,7 @@ int mmlab_taskbody(lua_State *L) {
 int mmlab_taskerror(lua_State *L) {
     lua_State *co = lua_tothread(L, 1);
     if (co == NULL || lua_gettop(co) < 1)
-        return luaL_error(L, "mmlab: no task error to report");
+        return luaL_error(L, "the engine: no task error to report");
     lua_xmove(co, L, 1);  // the error object, now at 2
     lua_pushvalue(L, 2);
     lua_xmove(L, co, 1);  // and back where the task keeps it

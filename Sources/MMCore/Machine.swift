@@ -48,10 +48,14 @@ public final class Machine {
             self.pageAllocator.currentCpu = task.cpu
             self.kmap = task.kmap
         }
+        pageAllocator.onBrokenInvariant = { [unowned self] in self.reportBrokenInvariant($0) }
+        scheduler.onBrokenInvariant = { [unowned self] in self.reportBrokenInvariant($0) }
     }
 
     deinit {
         scheduler.onSwitch = nil
+        pageAllocator.onBrokenInvariant = nil
+        scheduler.onBrokenInvariant = nil
     }
 }
 

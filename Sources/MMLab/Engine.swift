@@ -191,7 +191,7 @@ public final class Engine {
     public func writeOutputs() throws(EngineError) {
         if let path = configuration.resultsPath {
             guard let format = Results.Format(path: path) else {
-                throw EngineError(message: "mmlab: --results \(path): the name must end in .csv or .json")
+                throw EngineError(message: "--results \(path): the name must end in .csv or .json")
             }
             let file = try OutputFile(path: path)
             runtime.results.write(format, to: file)
@@ -215,7 +215,7 @@ public final class Engine {
     public func checkOutputs() throws(EngineError) {
         if let path = configuration.resultsPath {
             guard Results.Format(path: path) != nil else {
-                throw EngineError(message: "mmlab: --results \(path): the name must end in .csv or .json")
+                throw EngineError(message: "--results \(path): the name must end in .csv or .json")
             }
             try OutputFile.check(path, what: "results")
         }
@@ -223,7 +223,7 @@ public final class Engine {
         // The default folder is checked when a picture is written: a script
         // that draws nothing runs in a folder it cannot write.
         if let dir = configuration.outputDirectory, dir != "." {
-            try OutputFile.check(dir + "/picture.svg", what: "pictures")
+            try OutputFile.check(folder: dir, what: "pictures")
         }
     }
 

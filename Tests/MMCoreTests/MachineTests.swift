@@ -80,4 +80,22 @@ struct AccountingTests {
         #expect(Errno.EDEADLK.rawValue == 35)
         #expect(Errno(rawValue: 99).name == "E99")
     }
+
+    @Test("a release that cannot fail unless the model broke is recorded, and kernel.debug.check reports it")
+    func brokenInvariants() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let pfn = try machine.pageAllocator.allocPages([.kernel], order: 0)
+        machine.pageAllocator.putOwned(pfn, by: "a test")
+        #expect(machine.brokenInvariants.isEmpty)
+        try machine.checkConsistency()
+        machine.pageAllocator.putOwned(pfn, by: "a test")  // a reference it no longer holds
+        machine.pageAllocator.freeOwned(pfn, order: 0, by: "a page table")
+        #expect(machine.brokenInvariants == [
+            "a test dropped a page reference it did not hold: put_page of pfn \(pfn), which is not an allocated page",
+            "a page table freed a block it did not own: __free_pages of pfn \(pfn), which is not an allocated page",
+        ])
+        #expect(throws: KernelError.bug("the model broke its own invariants: a test dropped a page reference it did not hold: put_page of pfn \(pfn), which is not an allocated page (and 1 more)")) {
+            try machine.checkConsistency()
+        }
+    }
 }

@@ -72,13 +72,13 @@ final class PageRange {
         guard pages[i].pfn == nil else { return }
         let pfn = try machine.pageAllocator.allocPages([.kernel, .highmem, .zero], order: 0)
         guard let vma = vma() else {
-            try? machine.pageAllocator.putPage(pfn)
+            machine.pageAllocator.putOwned(pfn, by: "the binder page range at 0x\(String(vmaAddress, radix: 16))")
             throw KernelError(.ESRCH, "binder: the buffer VMA at 0x\(String(vmaAddress, radix: 16)) is gone")
         }
         do {
             try mm.insertPage(into: vma, at: vmaAddress + UInt64(i * PAGE_SIZE), pfn: pfn)
         } catch {
-            try? machine.pageAllocator.putPage(pfn)
+            machine.pageAllocator.putOwned(pfn, by: "the binder page range at 0x\(String(vmaAddress, radix: 16))")
             throw error
         }
         pages[i].pfn = pfn
@@ -103,7 +103,7 @@ final class PageRange {
             let addr = vmaAddress + UInt64(info.index * PAGE_SIZE)
             mm.zap(addr..<addr + UInt64(PAGE_SIZE))
         }
-        try? machine.pageAllocator.putPage(pfn)
+        machine.pageAllocator.putOwned(pfn, by: "the binder page range at 0x\(String(vmaAddress, radix: 16))")
     }
 
     /// The range goes (the Alloc is released): every page leaves the LRU and
@@ -115,7 +115,7 @@ final class PageRange {
             lru.remove(info)
             if let pfn = info.pfn {
                 info.pfn = nil
-                try? machine.pageAllocator.putPage(pfn)
+                machine.pageAllocator.putOwned(pfn, by: "the binder page range at 0x\(String(vmaAddress, radix: 16))")
             }
         }
     }

@@ -514,6 +514,25 @@ public final class PageAllocator {
     }
 
     /// `put_page`: drops a reference; the block is freed at zero.
+    /// Where the model records an invariant it broke where it could not
+    /// throw (the machine's `brokenInvariants`, which `kernel.debug.check` reports).
+    var onBrokenInvariant: ((String) -> Void)?
+
+    /// `put_page` of a reference the caller holds, where nothing can fail
+    /// unless the model broke: a failure is recorded, never swallowed.
+    func putOwned(_ pfn: Pfn, by owner: @autoclosure () -> String) {
+        do { try putPage(pfn) } catch {
+            onBrokenInvariant?("\(owner()) dropped a page reference it did not hold: \(error.message)")
+        }
+    }
+
+    /// `__free_pages` of a block the caller owns, likewise.
+    func freeOwned(_ pfn: Pfn, order: Int, by owner: @autoclosure () -> String) {
+        do { try freePages(pfn, order: order) } catch {
+            onBrokenInvariant?("\(owner()) freed a block it did not own: \(error.message)")
+        }
+    }
+
     public func putPage(_ pfn: Pfn, site: Site = .unknown) throws(KernelError) {
         let head = try checkedHead(pfn, "put_page")
         head.pointee.refcount -= 1

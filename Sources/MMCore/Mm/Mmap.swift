@@ -300,11 +300,7 @@ extension MmStruct {
 
     /// Drops a page reference the mm holds (a PTE's): it cannot fail unless
     /// the model broke, which it reports.
-    func put(_ pfn: Pfn) {
-        do { try machine.pageAllocator.putPage(pfn) } catch {
-            machine.reportBrokenInvariant("\(self) dropped a page reference it did not hold: \(error.message)")
-        }
-    }
+    func put(_ pfn: Pfn) { machine.pageAllocator.putOwned(pfn, by: "\(self)") }
 
     /// What the page tables map at `addr` (`follow_page`), without faulting:
     /// the zero page where a read fault mapped it.

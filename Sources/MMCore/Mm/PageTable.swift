@@ -45,14 +45,13 @@ final class PageTable {
         Int((addr >> UInt64(PAGE_SHIFT + 9 * level)) & 511)
     }
 
-    /// The leaf entry for `addr`, allocating the tables on the way when
-    /// `allocate` (ENOMEM when that fails).
-    func pte(_ addr: UInt64, allocate: Bool) throws(KernelError) -> UnsafeMutablePointer<UInt64>? {
+    /// The leaf entry for `addr`, allocating the tables on the way (ENOMEM
+    /// when that fails).
+    func allocatingPte(_ addr: UInt64) throws(KernelError) -> UnsafeMutablePointer<UInt64>? {
         guard var table = pgd else { return nil }
         for level in stride(from: 3, to: 0, by: -1) {
             guard let e = entry(table, Self.index(addr, level: level)) else { return nil }
             if e.pointee & Self.present == 0 {
-                guard allocate else { return nil }
                 let child = try allocateTable()
                 e.pointee = (child.rawValue << UInt64(PAGE_SHIFT)) | Self.present | Self.writable | Self.user
             }
@@ -61,15 +60,25 @@ final class PageTable {
         return entry(table, Self.index(addr, level: 0))
     }
 
+    /// The leaf entry for `addr`, if its tables exist (a walk that allocates nothing).
+    func pte(_ addr: UInt64) -> UnsafeMutablePointer<UInt64>? {
+        guard var table = pgd else { return nil }
+        for level in stride(from: 3, to: 0, by: -1) {
+            guard let e = entry(table, Self.index(addr, level: level)), e.pointee & Self.present != 0 else { return nil }
+            table = Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT))
+        }
+        return entry(table, Self.index(addr, level: 0))
+    }
+
     /// The frame mapped at `addr`, and whether writably.
     func lookup(_ addr: UInt64) -> (pfn: Pfn, writable: Bool)? {
-        guard let e = try? pte(addr, allocate: false), e.pointee & Self.present != 0 else { return nil }
+        guard let e = pte(addr), e.pointee & Self.present != 0 else { return nil }
         return (Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT)), e.pointee & Self.writable != 0)
     }
 
     /// Maps `pfn` at `addr` (the entry must be empty).
     func map(_ addr: UInt64, _ pfn: Pfn, writable: Bool, executable: Bool) throws(KernelError) {
-        guard let e = try pte(addr, allocate: true) else { throw KernelError(.ENOMEM, "no page tables") }
+        guard let e = try allocatingPte(addr) else { throw KernelError(.ENOMEM, "no page tables") }
         var value = (pfn.rawValue << UInt64(PAGE_SHIFT)) | Self.present | Self.user | Self.accessed
         if writable { value |= Self.writable }
         if !executable { value |= Self.noExecute }
@@ -78,7 +87,7 @@ final class PageTable {
 
     /// Clears the entry at `addr`; the frame it mapped, if any.
     func unmap(_ addr: UInt64) -> Pfn? {
-        guard let e = try? pte(addr, allocate: false), e.pointee & Self.present != 0 else { return nil }
+        guard let e = pte(addr), e.pointee & Self.present != 0 else { return nil }
         let pfn = Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT))
         e.pointee = 0
         return pfn
@@ -129,7 +138,7 @@ final class PageTable {
             }
             freeChildren(child, level: level - 1, base: start, kept: [])
             e.pointee = 0
-            try? allocator.freePages(child, order: 0)
+            allocator.freeOwned(child, order: 0, by: "a page table")
             tables -= 1
         }
     }
@@ -137,7 +146,7 @@ final class PageTable {
     /// `pgd_free`: the PGD too (the mm itself goes).
     func freeAll() {
         freeTables()
-        if let pgd { try? allocator.freePages(pgd, order: 0) }
+        if let pgd { allocator.freeOwned(pgd, order: 0, by: "a page table") }
         if pgd != nil { tables -= 1 }
         pgd = nil
     }

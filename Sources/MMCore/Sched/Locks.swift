@@ -97,10 +97,18 @@ extension Scheduler {
     /// wait (it is then blocked, and this is called again when it wakes).
     /// Taking a mutex where sleeping is not allowed, taking a lock twice,
     /// and a lock-order inversion (lockdep) are bugs.
+    /// The `preempt_enable` of a spinlock's release (or of a failed spin):
+    /// the count the lock took is there unless the model broke.
+    private func spinUnlockPreemption(_ task: Task, _ lock: Lock) {
+        do { try preemptEnable(task) } catch {
+            onBrokenInvariant?("\(lock) released in task '\(task.name)' without the preemption count it took: \(error.message)")
+        }
+    }
+
     public func lock(_ lock: Lock, subclass: Int = 0, site: Site) throws(KernelError) -> LockGuard? {
         let task = current
         if let error = task.takeWakeError() {
-            if lock is SpinLock { try? preemptEnable(task) }
+            if lock is SpinLock { spinUnlockPreemption(task, lock) }
             throw error
         }
         if task.handoff === lock {
@@ -157,7 +165,7 @@ extension Scheduler {
         accounting.untrack(guard_)
         owner.release(lock)
         trace?.lock("hold", lock, owner, begin: false)
-        if lock is SpinLock { try? preemptEnable(owner) }
+        if lock is SpinLock { spinUnlockPreemption(owner, lock) }
         if let next = lock.waiters.first {
             lock.waiters.removeFirst()
             let (site, subclass) = pending.removeValue(forKey: ObjectIdentifier(next)) ?? (.unknown, 0)

@@ -42,6 +42,8 @@ public final class Scheduler {
     private var random: Random
     private var nextId = 2
     var lockCount = 0
+    /// Where the model records an invariant it broke where it could not throw.
+    var onBrokenInvariant: ((String) -> Void)?
     /// Wait queues and completions made, for their default names.
     var waitObjects = 0
     /// Where each waiting task asked for its lock, and with which subclass.

@@ -56,10 +56,10 @@ extension Runtime {
     /// task `main`, running other tasks while main waits or is preempted;
     /// leaves `results` results (all with LUA_MULTRET).
     func runAsMain(arguments: Int32, results: Int32) throws(EngineError) {
-        guard !driving else { throw EngineError(message: "mmlab: a chunk is running already") }
+        guard !driving else { throw EngineError(message: "a chunk is running already") }
         driving = true
         defer { driving = false }
-        guard let co = lua_newthread(L) else { throw EngineError(message: "mmlab: cannot create a thread") }
+        guard let co = lua_newthread(L) else { throw EngineError(message: "cannot create a thread") }
         let ref = luaL_ref(L, mmlab_registryindex())
         lua_pushcclosure(co, mmlab_taskbody, 0)  // below what it calls
         lua_xmove(L, co, arguments + 1)
@@ -72,7 +72,7 @@ extension Runtime {
             luaL_unref(L, mmlab_registryindex(), ref)
         }
         if let report = schedule(until: { self.mainFinished }) {
-            throw EngineError(message: "mmlab: EDEADLK: \(report)", kernelError: KernelError(.EDEADLK, report))
+            throw EngineError(message: "EDEADLK: \(report)", kernelError: KernelError(.EDEADLK, report))
         }
         if let failure = taskFailures.removeValue(forKey: 1) {
             throw engineError(failure)

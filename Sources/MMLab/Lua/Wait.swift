@@ -24,7 +24,7 @@ extension Runtime {
     static let resumed: @convention(c) (OpaquePointer?) -> Int32 = { L in
         bind(L) { lua in
             guard let step = lua.runtime.steps.removeValue(forKey: lua.L) else {
-                throw KernelError.bug("mmlab: a thread resumed from a wait it did not start")
+                throw KernelError.bug("the engine: a thread resumed from a wait it did not start")
             }
             return try lua.blocking(step)
         }
@@ -35,7 +35,7 @@ extension Runtime {
     static let finishPcall: @convention(c) (OpaquePointer?, Int32, Int32) -> Int32 = { L, status, first in
         bind(L) { lua in
             guard let finish = lua.runtime.finishers[lua.L]?.popLast() else {
-                throw KernelError.bug("mmlab: a protected call finished that no binding started")
+                throw KernelError.bug("the engine: a protected call finished that no binding started")
             }
             if lua.runtime.finishers[lua.L]?.isEmpty == true { lua.runtime.finishers[lua.L] = nil }
             return try finish(lua, status, first)

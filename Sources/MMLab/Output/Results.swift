@@ -136,7 +136,7 @@ final class OutputFile {
         self.path = path
         temporary = "\(path).\(getpid()).tmp"
         guard let handle = fopen(temporary, "w") else {
-            throw EngineError(message: "mmlab: cannot write \(path): \(String(cString: strerror(errno)))")
+            throw EngineError(message: "cannot write \(path): \(String(cString: strerror(errno)))")
         }
         self.handle = handle
     }
@@ -156,7 +156,7 @@ final class OutputFile {
         guard closed, !failed, rename(temporary, path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)
-            throw EngineError(message: "mmlab: writing \(path) failed (\(reason)); nothing was written")
+            throw EngineError(message: "writing \(path) failed (\(reason)); nothing was written")
         }
     }
 
@@ -170,12 +170,21 @@ final class OutputFile {
     /// Whether `path` could be written: its folder exists and is writable.
     static func check(_ path: String, what: String) throws(EngineError) {
         let folder = path.lastIndex(of: "/").map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+        try check(folder: folder, "cannot write the \(what) to \(path)")
+    }
+
+    /// Whether files can be written under `folder`: it exists and is writable.
+    static func check(folder: String, what: String) throws(EngineError) {
+        try check(folder: folder, "cannot write the \(what) under \(folder)")
+    }
+
+    private static func check(folder: String, _ failure: String) throws(EngineError) {
         var info = stat()
         guard stat(folder, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw EngineError(message: "mmlab: cannot write the \(what) to \(path): no folder \(folder)")
+            throw EngineError(message: "\(failure): no folder \(folder)")
         }
         guard access(folder, W_OK) == 0 else {
-            throw EngineError(message: "mmlab: cannot write the \(what) to \(path): \(folder) is not writable")
+            throw EngineError(message: "\(failure): \(folder) is not writable")
         }
     }
 }

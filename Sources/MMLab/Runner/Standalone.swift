@@ -207,9 +207,12 @@ public struct Standalone {
         engine.catchInterrupts(true)
         defer { engine.catchInterrupts(false) }
         engine.setArgTable(argv, scriptIndex: scriptIndex)
+        do { try engine.checkOutputs() } catch {
+            report(error)  // before anything ran: nothing to write or report
+            return 1
+        }
         var status: Int32 = 0
         do {
-            try engine.checkOutputs()
             if !configuration.ignoreEnvironment { try runInit(engine) }
             for action in actions {
                 switch action {

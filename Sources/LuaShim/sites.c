@@ -95,3 +95,51 @@ static int canary_gc(lua_State *L) {
 }
 
 void mmlab_watchcollections(lua_State *L) { new_canary(L); }
+
+// Whether the running C function (an __index) was reached from a method
+// call `v:name()` (OP_SELF, the instruction before the caller's savedpc)
+// rather than a field read `v.name`. Lua 5.4's opcode numbering, checked
+// with the call-site layout.
+#define OP_MASK 0x7f
+#define OP_SELF_54 20
+static int self_layout = -1;
+
+static int self_opcode(lua_State *L) {
+    lua_Debug ar;
+    int is_lua;
+    if (!lua_getstack(L, 1, &ar))
+        return -1;
+    const uint32_t *pc = frame_pc(&ar, &is_lua);
+    return is_lua && pc != NULL ? (int)(pc[-1] & OP_MASK) : -1;
+}
+
+int mmlab_calledasmethod(lua_State *L) {
+    if (layout != 1 || self_layout != 1)
+        return 1;  // unknown: say so as for a call
+    return self_opcode(L) == OP_SELF_54;
+}
+
+static int self_seen[2];
+static int self_probe(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TSTRING)  // as __index (t, key); called as the method, (t, true)
+        self_seen[strcmp(lua_tostring(L, 2), "method") == 0 ? 0 : 1] = self_opcode(L);
+    lua_pushcfunction(L, self_probe);
+    return 1;
+}
+
+int mmlab_checkmethodcalls(lua_State *L) {
+    int top = lua_gettop(L);
+    self_layout = 0;
+    if (layout == 1 && luaL_loadstring(L, "local t = ...\nlocal _ = t.field\nt:method(true)") == LUA_OK) {
+        lua_createtable(L, 0, 0);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, self_probe);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, -2);
+        self_seen[0] = self_seen[1] = -2;
+        if (lua_pcall(L, 1, 0, 0) == LUA_OK && self_seen[0] == OP_SELF_54 && self_seen[1] != OP_SELF_54 && self_seen[1] >= 0)
+            self_layout = 1;
+    }
+    lua_settop(L, top);
+    return self_layout;
+}

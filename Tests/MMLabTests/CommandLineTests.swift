@@ -95,6 +95,20 @@ struct CommandLineTests {
                 "a finalizer set while the state closes never runs")
     }
 
+    @Test("a <close> drop failing while an error unwinds is a warning beside that error")
+    func closeDuringError() throws {
+        let script = try temporaryFile("""
+            local mm <close> = kernel.mm.mm_alloc()
+            local g = mm:mmap_read_lock()
+            assert(false, "boom")
+            """)
+        let r = try mmlab([script])
+        #expect(r.status == 1)
+        let lines = r.stderr.components(separatedBy: "\n")
+        #expect(lines.first == "mmlab: warning: closing MmWithUser{id=1, users=1, count=1} failed while an error unwound: BUG: dropped while borrowed: MmWithUser{id=1, users=1, count=1} has 1 live borrow: MmapReadGuard{mm=1} taken at \(script):2 (the error: \(script):3: boom)")
+        #expect(lines.dropFirst().first == "\(mmlabPath): \(script):3: boom")
+    }
+
     @Test("-i is lua.c's REPL: _PROMPT and _PROMPT2 through tostring, '=expr', the global print")
     func luaRepl() throws {
         let empty = try mmlab(["-e", "_PROMPT='' _PROMPT2=''", "-i"], stdin: "a = [[b\nc\nd\ne]]\n=a\n")
@@ -273,7 +287,15 @@ struct CommandLineTests {
         let script = "local m = kernel.sync.Mutex('m') m:lock() collectgarbage()"
         let r = try mmlab(["-e", script])
         #expect(r.status == 0)
-        #expect(r.stderr.contains("mmlab: warning: MutexGuard{Mutex{m}} of task 'main' was dropped by the collector"))
+        #expect(r.stderr == "mmlab: warning: MutexGuard{Mutex{m}} of task 'main' was dropped by the collector: guards are meant to be scoped (local g <close> = lock:lock())\n")
+        // Every guard type says so, and how to scope it.
+        for (take, warning) in [
+            ("local u = kernel.mm.mm_alloc() u:mmap_read_lock()", "MmapReadGuard{mm=1} of task 'main' was dropped by the collector: guards are meant to be scoped (local g <close> = mm:mmap_read_lock())"),
+            ("kernel.percpu.CpuGuard()", "CpuGuard{cpu=0, task=main} of task 'main' was dropped by the collector: guards are meant to be scoped (local g <close> = kernel.percpu.CpuGuard())"),
+        ] {
+            let other = try mmlab(["-e", take + " collectgarbage()"])
+            #expect(other.stderr.components(separatedBy: "\n").first == "mmlab: warning: " + warning, "\(other.stderr)")
+        }
         #expect(try mmlab(["--strict", "-e", script]).status == 1)
         #expect(try mmlab(["--strict", "-e", "local m = kernel.sync.Mutex() local g <close> = m:lock()"]).status == 0)
     }

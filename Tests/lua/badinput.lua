@@ -194,7 +194,7 @@ test("every Page method on a moved page is a use-after-move bug", function()
   for _, name in ipairs(methods(p)) do
     expect_error("use after move", p[name], p, 0, 0, function() end)
   end
-  expect_error("double drop", kernel.drop, p)
+  expect_error("drop after move", kernel.drop, p)
   kernel.drop(kernel.page.from_phys(pa))
 end)
 

@@ -100,3 +100,59 @@ test("methods check self", function()
   expect_error("bad argument #1 to 'read_u8' (Page expected, got FILE*)", p.read_u8, io.stdout, 0)
   expect_error("calling 'read_u8' on bad self", function() local t = {read_u8 = p.read_u8}; return t:read_u8(0) end)
 end)
+
+test("a method the handle's type lacks names the type, a close name, or the type that has it", function()
+  local function message(code)
+    local ok, err = pcall(load(code, "=x.lua"))
+    expect_eq(ok, false)
+    return err
+  end
+  expect_eq(message("local u <close> = kernel.mm.mm_alloc(); local m <close> = u:mmgrab(); m:mmap_read_lock()"),
+    "x.lua:1: Mm has no method 'mmap_read_lock' (a MmWithUser method: take one with mmget_not_zero())")
+  expect_eq(message("local p <close> = kernel.page.Page.alloc_page()\np:raed_u8(0)"),
+    "x.lua:2: Page has no method 'raed_u8' (did you mean 'read_u8'?)")
+  expect_eq(message("local p <close> = kernel.page.Page.alloc_page() p:mmap()"),
+    "x.lua:1: Page has no method 'mmap' (a method of MmWithUser and MmWithUserAsync)")
+  expect_eq(message("local p <close> = kernel.page.Page.alloc_page() p:wait_event()"),
+    "x.lua:1: Page has no method 'wait_event' (a WaitQueue method)")
+  expect_eq(message("local p <close> = kernel.page.Page.alloc_page() p:xyzzy()"), "x.lua:1: Page has no method 'xyzzy'")
+  local p <close> = Page.alloc_page()
+  expect_eq(p.mmap, nil, "reading a field that is not there is nil, as for a table")
+  expect_eq(p[1], nil)
+end)
+
+test("a moved handle names the operation that moved it, for a use and for a drop", function()
+  local p = Page.alloc_page()
+  local name = tostring(p)
+  local pa = kernel.page.into_phys(p) local at = here()
+  expect_eq(expect_error("BUG", p.read_u8, p, 0).message, ("use after move: %s moved by into_phys at %s"):format(name, at))
+  expect_eq(expect_error("BUG", kernel.drop, p).message, ("drop after move: %s moved by into_phys at %s"):format(name, at))
+  kernel.drop(kernel.page.from_phys(pa))
+end)
+
+test("dropped while borrowed lists every live borrow and where it was taken", function()
+  local u <close> = kernel.mm.mm_alloc()
+  local g = u:mmap_read_lock() local at = here()
+  expect_eq(expect_error("BUG", kernel.drop, u).message,
+    ("dropped while borrowed: MmWithUser{id=%d, users=1, count=1} has 1 live borrow: MmapReadGuard{mm=%d} taken at %s"):format(u:id(), u:id(), at))
+  kernel.drop(g)
+  local p <close> = Page.alloc_page()
+  p:with_page_mapped(function(m) p:with_pointer_into_page(0, 8, function(ptr) local inner = here()
+    expect_eq(expect_error("BUG", kernel.drop, p).message,
+      ("dropped while borrowed: %s has 2 live borrows: %s taken at %s, %s taken at %s"):format(tostring(p), tostring(m), inner, tostring(ptr), inner))
+  end) end)
+end)
+
+test("a <close> drop that fails while an error unwinds leaves that error in place", function()
+  local original = {}
+  local ok, err = pcall(function()
+    local u <close> = kernel.mm.mm_alloc()
+    local g <close> = u:mmap_read_lock()
+    kernel.drop(g)
+    local g2 = u:mmap_read_lock()  -- not scoped: u cannot be dropped
+    error(original)
+  end)
+  expect_eq(ok, false)
+  expect_eq(err, original, "the script's error, not the drop's")
+  collectgarbage()
+end)

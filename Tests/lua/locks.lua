@@ -216,3 +216,16 @@ test("locks check their arguments", function()
   assert(tostring(m):match("^Mutex{#%d+}$"), tostring(m))
   expect_error("bad argument #1 to 'lock' (SpinLock expected, got number)", m.lock, 1)
 end)
+
+test("a preempt_enable that takes a spinlock's count is a preempt count underflow when the lock is released", function()
+  local g = kernel.percpu.CpuGuard()
+  local s = sync.SpinLock("s")
+  local l = s:lock()
+  kernel.sched.preempt_enable()  -- allowed: the CpuGuard's count is above the lock's
+  kernel.drop(g)                 -- takes the lock's count
+  expect_eq(expect_error("BUG", kernel.drop, l).message,
+    "preempt count underflow: SpinLock{s} released in task 'main' with preempt_count 0 (an unmatched preempt_enable took the count the lock took)")
+  expect_eq(s:stats().owner, nil, "the lock is released all the same")
+  expect_eq(kernel.sched.preempt_count(), 0)
+  kernel.debug.check()  -- the script's bug, not the model's
+end)

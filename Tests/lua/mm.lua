@@ -258,14 +258,15 @@ test("a VmaRef is valid only while its guard is held", function()
   local u = mm.mm_alloc()
   local a = u:mmap{len = PAGE}
   local g = u:mmap_read_lock()
-  local vma = g:vma_lookup(a)
+  local vma = g:vma_lookup(a) local at = here()
   expect_eq(vma:vm_start(), a)
   expect_eq(vma:vm_end(), a + PAGE)
   expect_eq(kernel.state(vma), "borrowed")
   expect_eq(g:vma_lookup(a + PAGE), nil)
   expect_eq(g:vma_lookup(a - 1), nil)
   -- The VmaRef borrows its guard (SPEC §2): an explicit drop is refused.
-  expect_eq(expect_error("BUG", kernel.drop, g).message, ("dropped while borrowed: MmapReadGuard{mm=%d} has 1 live borrow(s)"):format(u:id()))
+  expect_eq(expect_error("BUG", kernel.drop, g).message,
+    ("dropped while borrowed: MmapReadGuard{mm=%d} has 1 live borrow: VmaRef{0x%x-0x%x} taken at %s"):format(u:id(), a, a + PAGE, at))
   expect_eq(kernel.state(g), "owned", "still held")
   kernel.drop(vma)
   kernel.drop(g)

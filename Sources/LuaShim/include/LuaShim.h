@@ -182,6 +182,12 @@ int mmlab_canwait(lua_State *L);
 // have freed one.
 const void *mmlab_callsite(lua_State *L, int *level);
 int mmlab_checkcallsite(lua_State *L);
+
+// Whether the running __index was reached from a method call `v:name()`
+// rather than a field read `v.name` (1 when unknown); the opcode read is
+// checked against the running library once, by mmlab_checkmethodcalls.
+int mmlab_calledasmethod(lua_State *L);
+int mmlab_checkmethodcalls(lua_State *L);
 void mmlab_watchcollections(lua_State *L);
 
 // For a task that ends while it waits: pushes on L the coroutines its

@@ -11,6 +11,7 @@ public final class MmapGuard: RwGuard, VmaProtector {
 
     override public var typeName: String { isWrite ? "MmapWriteGuard" : "MmapReadGuard" }
     override public var description: String { "\(typeName){mm=\(mm.id)}" }
+    override public var takenWith: String { isWrite ? "mm:mmap_write_lock()" : "mm:mmap_read_lock()" }
     public var protects: Bool { !isReleased }
 
     /// `vma_lookup`: the VMA holding `addr`, valid while this guard is held.
@@ -21,15 +22,12 @@ public final class MmapGuard: RwGuard, VmaProtector {
 }
 
 /// A per-VMA read lock (`VmaReadGuard`): derefs to the VMA.
-public final class VmaReadGuard: NativeObject, VmaProtector {
+public final class VmaReadGuard: Guard, VmaProtector {
     public let vma: VmArea
-    public let task: Task
-    public private(set) var isReleased = false
 
     init(vma: VmArea, task: Task, site: Site) {
         self.vma = vma
-        self.task = task
-        super.init(site: site)
+        super.init(task: task, site: site)
     }
 
     override public var typeName: String { "VmaReadGuard" }
@@ -37,8 +35,7 @@ public final class VmaReadGuard: NativeObject, VmaProtector {
     public var protects: Bool { !isReleased }
     /// The VMA, as a VmaRef valid while this guard lives.
     public var vmaRef: VmaRef { VmaRef(vma, protector: self) }
-
-    func markReleased() { isReleased = true }
+    override public var takenWith: String { "mm:lock_vma_under_rcu(addr)" }
 }
 
 extension MmStruct {
@@ -64,7 +61,7 @@ extension MmStruct {
         if !byCollector, scheduler.current !== guard_.task {
             throw .bug("\(guard_) released by task '\(scheduler.current.name)'; it was taken by task '\(guard_.task.name)': guards are not Send")
         }
-        guard_.isReleased = true
+        guard_.markReleased()
         machine.accounting.untrack(guard_)
         if guard_.isWrite { lockSeq += 1 }  // vma_end_write_all
         scheduler.up(mmapLock, task: guard_.task, write: guard_.isWrite)
@@ -77,7 +74,7 @@ extension MmStruct {
         guard scheduler.current === guard_.task else {
             throw .bug("\(guard_) downgraded by task '\(scheduler.current.name)'; it was taken by task '\(guard_.task.name)'")
         }
-        guard_.isReleased = true
+        guard_.markReleased()
         machine.accounting.untrack(guard_)
         lockSeq += 1  // vma_end_write_all
         scheduler.downgrade(mmapLock, task: guard_.task)

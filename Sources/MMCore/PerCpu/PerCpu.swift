@@ -150,15 +150,14 @@ public final class PerCpuArea: NativeObject {
 
 /// Exclusive access to one CPU's slot of a per-CPU variable while its
 /// CpuGuard keeps the task there (`PerCpuToken`).
-public final class PerCpuToken: NativeObject {
+public final class PerCpuToken: Guard {
     public let area: PerCpuArea
     public let cpuGuard: CpuGuard
-    public private(set) var isReleased = false
 
     init(area: PerCpuArea, guard: CpuGuard, site: Site) {
         self.area = area
         cpuGuard = `guard`
-        super.init(site: site)
+        super.init(task: `guard`.task, site: site)
     }
 
     public var cpu: Int { cpuGuard.cpu }
@@ -179,10 +178,12 @@ public final class PerCpuToken: NativeObject {
         try area.write(cpu, v)
     }
 
-    func markReleased() {
-        isReleased = true
+    override func markReleased() {
+        super.markReleased()
         area.tokens[cpu] -= 1
     }
+
+    override public var takenWith: String { "var:get_mut(cpu_guard)" }
 }
 
 /// The machine's per-CPU variables: statics by name, dynamic ones by handle.

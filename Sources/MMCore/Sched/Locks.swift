@@ -40,39 +40,31 @@ public final class Mutex: Lock {
 /// A held lock, owned by the task that took it (`SpinLockGuard`,
 /// `MutexGuard`): dropping it unlocks. Guards are not `Send`: another task
 /// may not drop it.
-public final class LockGuard: NativeObject {
+public final class LockGuard: Guard {
     public let lock: Lock
-    public let task: Task
-    public private(set) var isReleased = false
 
     init(lock: Lock, task: Task, site: Site) {
         self.lock = lock
-        self.task = task
-        super.init(site: site)
+        super.init(task: task, site: site)
     }
 
     override public var typeName: String { lock is SpinLock ? "SpinLockGuard" : "MutexGuard" }
     override public var description: String { "\(typeName){\(lock)}" }
-
-    func markReleased() { isReleased = true }
+    override public var takenWith: String { "lock:lock()" }
 }
 
 /// `CpuGuard`: preemption is off while it lives; only its task may drop it.
-public final class CpuGuard: NativeObject {
-    public let task: Task
+public final class CpuGuard: Guard {
     public let cpu: Int
-    public private(set) var isReleased = false
 
-    init(task: Task, site: Site) {
-        self.task = task
+    override init(task: Task, site: Site) {
         cpu = task.cpu
-        super.init(site: site)
+        super.init(task: task, site: site)
     }
 
     override public var typeName: String { "CpuGuard" }
     override public var description: String { "CpuGuard{cpu=\(cpu), task=\(task.name)}" }
-
-    func markReleased() { isReleased = true }
+    override public var takenWith: String { "kernel.percpu.CpuGuard()" }
 }
 
 extension Scheduler {
@@ -93,22 +85,26 @@ extension Scheduler {
         return lockdep.lockClass(key: "site \(site.id)", name: sites.name(site))
     }
 
+    /// The `preempt_enable` of a spinlock's release (or of a failed spin).
+    /// The count the lock took is gone only if the script's own
+    /// `preempt_enable` took it (a CpuGuard's share first): the kernel's
+    /// preempt count underflow (DEBUG_PREEMPT), a bug once the release is done.
+    private func spinUnlockPreemption(_ task: Task, _ lock: Lock) -> KernelError? {
+        guard task.preemptCount > 0 else {
+            return .bug("preempt count underflow: \(lock) released in task '\(task.name)' with preempt_count 0 (an unmatched preempt_enable took the count the lock took)")
+        }
+        task.preemptCount -= 1
+        return nil
+    }
+
     /// Takes `lock` for the running task: a guard, or nil when it must
     /// wait (it is then blocked, and this is called again when it wakes).
     /// Taking a mutex where sleeping is not allowed, taking a lock twice,
     /// and a lock-order inversion (lockdep) are bugs.
-    /// The `preempt_enable` of a spinlock's release (or of a failed spin):
-    /// the count the lock took is there unless the model broke.
-    private func spinUnlockPreemption(_ task: Task, _ lock: Lock) {
-        do { try preemptEnable(task) } catch {
-            onBrokenInvariant?("\(lock) released in task '\(task.name)' without the preemption count it took: \(error.message)")
-        }
-    }
-
     public func lock(_ lock: Lock, subclass: Int = 0, site: Site) throws(KernelError) -> LockGuard? {
         let task = current
         if let error = task.takeWakeError() {
-            if lock is SpinLock { spinUnlockPreemption(task, lock) }
+            if lock is SpinLock, let underflow = spinUnlockPreemption(task, lock) { throw underflow }
             throw error
         }
         if task.handoff === lock {
@@ -165,7 +161,7 @@ extension Scheduler {
         accounting.untrack(guard_)
         owner.release(lock)
         trace?.lock("hold", lock, owner, begin: false)
-        if lock is SpinLock { spinUnlockPreemption(owner, lock) }
+        let underflow = lock is SpinLock ? spinUnlockPreemption(owner, lock) : nil
         if let next = lock.waiters.first {
             lock.waiters.removeFirst()
             let (site, subclass) = pending.removeValue(forKey: ObjectIdentifier(next)) ?? (.unknown, 0)
@@ -175,6 +171,7 @@ extension Scheduler {
         } else {
             lock.owner = nil
         }
+        if let underflow { throw underflow }
     }
 
     /// A CpuGuard: preemption off for the running task until it is dropped.

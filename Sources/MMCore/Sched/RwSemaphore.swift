@@ -22,17 +22,14 @@ public final class RwSemaphore: Lock {
 }
 
 /// A held rw_semaphore, read or write, owned by the task that took it.
-public class RwGuard: NativeObject {
+public class RwGuard: Guard {
     public let sem: RwSemaphore
-    public let task: Task
     public internal(set) var isWrite: Bool
-    public internal(set) var isReleased = false
 
     init(sem: RwSemaphore, task: Task, write: Bool, site: Site) {
         self.sem = sem
-        self.task = task
         isWrite = write
-        super.init(site: site)
+        super.init(task: task, site: site)
     }
 
     override public var typeName: String { isWrite ? "RwSemWriteGuard" : "RwSemReadGuard" }

@@ -147,9 +147,7 @@ extension HandleClass {
     /// Dropping a guard unlocks; the collector doing it is a warning.
     private static func dropMmapGuard(_ lua: Lua, _ object: AnyObject, _ context: DropContext) throws {
         let guard_ = unsafeDowncast(object, to: MmapGuard.self)
-        if context.reason == .gc, !guard_.isReleased {
-            lua.runtime.warn("\(guard_) of task '\(guard_.task.name)' was dropped by the collector: lock guards are meant to be scoped (local g <close> = mm:mmap_read_lock())")
-        }
+        lua.runtime.warnIfCollected(guard_, context)
         try guard_.mm.unlock(guard_, byCollector: context.reason == .gc)
     }
 
@@ -196,9 +194,7 @@ extension HandleClass {
     /// A VMA read lock derefs to its VMA; dropping it ends the read.
     static let vmaReadGuard = HandleClass(.vmaReadGuard, methods: vmaRefMethods, drop: { lua, object, context in
         let guard_ = unsafeDowncast(object, to: VmaReadGuard.self)
-        if context.reason == .gc, !guard_.isReleased {
-            lua.runtime.warn("\(guard_) of task '\(guard_.task.name)' was dropped by the collector: lock guards are meant to be scoped")
-        }
+        lua.runtime.warnIfCollected(guard_, context)
         try guard_.vma.mm?.unlock(guard_, byCollector: context.reason == .gc)
     })
 }

@@ -267,9 +267,7 @@ extension HandleClass {
     ], drop: { lua, object, context in
         let guard_ = unsafeDowncast(object, to: CpuGuard.self)
         guard let scheduler = lua.runtime.booted?.scheduler else { return }
-        if context.reason == .gc, !guard_.isReleased {
-            lua.runtime.warn("\(guard_) was dropped by the collector: guards are meant to be scoped (local g <close> = ...)")
-        }
+        lua.runtime.warnIfCollected(guard_, context)
         try scheduler.release(guard_, byCollector: context.reason == .gc)
     })
 
@@ -293,9 +291,7 @@ extension HandleClass {
     ], drop: { lua, object, context in
         let token = unsafeDowncast(object, to: PerCpuToken.self)
         guard let machine = lua.runtime.booted else { return }
-        if context.reason == .gc, !token.isReleased {
-            lua.runtime.warn("\(token) was dropped by the collector: tokens hold a CpuGuard and are meant to be scoped")
-        }
+        lua.runtime.warnIfCollected(token, context)
         try machine.percpu.release(token, byCollector: context.reason == .gc)
     })
 }

@@ -280,9 +280,7 @@ extension HandleClass {
     private static func dropLockGuard(_ lua: Lua, _ object: AnyObject, _ context: DropContext) throws {
         let guard_ = unsafeDowncast(object, to: LockGuard.self)
         guard let scheduler = lua.runtime.booted?.scheduler else { return }
-        if context.reason == .gc, !guard_.isReleased {
-            lua.runtime.warn("\(guard_) of task '\(guard_.task.name)' was dropped by the collector: lock guards are meant to be scoped (local g <close> = lock:lock())")
-        }
+        lua.runtime.warnIfCollected(guard_, context)
         try scheduler.unlock(guard_, byCollector: context.reason == .gc)
     }
 }

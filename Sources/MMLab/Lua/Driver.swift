@@ -283,6 +283,12 @@ extension Runtime {
     }
 
     /// A warning on stderr: it counts against `--strict`.
+    /// The collector dropping a guard still held is a warning (and a
+    /// `--strict` failure): guards are meant to be scoped.
+    func warnIfCollected(_ guard_: Guard, _ context: DropContext) {
+        if context.reason == .gc, !guard_.isReleased { warn(guard_.collectorWarning) }
+    }
+
     func warn(_ message: String) {
         strictViolations += 1
         guard !quiet else { return }

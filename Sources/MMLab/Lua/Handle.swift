@@ -216,7 +216,7 @@ extension Lua {
     func useAfterDrop(_ h: HandlePointer) -> KernelError {
         let site = runtime.sites.name(Site(id: h.pointee.site))
         let what = describe(h)
-        if Handles.state(h) == .moved { return .bug("use after move: \(what) moved at \(site)") }
+        if Handles.state(h) == .moved { return .bug("use after move: \(what) moved by \(site)") }
         if h.pointee.flags & HandleFlag.expired != 0 {
             return .bug("use after scope: \(what) was valid only inside the callback at \(site)")
         }
@@ -246,11 +246,13 @@ extension Lua {
             lua_setiuservalue(L, -2, 1)
             lent.pointee.borrows += 1
             h.pointee.flags |= HandleFlag.borrowing
+            noteBorrow(h, of: lent)
         } else if let viewing, let viewed = mmlab_tohandle(L, viewing) {
             lua_pushvalue(L, viewing)
             lua_setiuservalue(L, -2, 1)
             viewed.pointee.views += 1
             h.pointee.flags |= HandleFlag.viewing
+            noteBorrow(h, of: viewed)
         } else if let keepAlive = keepAlive ?? lender ?? viewing {
             lua_pushvalue(L, keepAlive)
             lua_setiuservalue(L, -2, 1)
@@ -270,6 +272,13 @@ extension Lua {
         return 1
     }
 
+    /// A borrower keeps where it was taken (a live handle's `site` is
+    /// otherwise unused) and is listed under its lender.
+    private func noteBorrow(_ h: HandlePointer, of lender: HandlePointer) {
+        h.pointee.site = site().id
+        runtime.borrowers[lender, default: []].append(h)
+    }
+
     /// Ends the borrow the handle at `idx` holds on its lender, if any.
     private func endBorrow(_ idx: Int32) {
         guard let h = mmlab_tohandle(L, idx), h.pointee.flags & (HandleFlag.borrowing | HandleFlag.viewing) != 0 else { return }
@@ -278,8 +287,23 @@ extension Lua {
         if lua_getiuservalue(L, idx, 1) != LUA_TNONE, let lender = mmlab_tohandle(L, -1) {
             if viewing, lender.pointee.views > 0 { lender.pointee.views -= 1 }
             if !viewing, lender.pointee.borrows > 0 { lender.pointee.borrows -= 1 }
+            let runtime = self.runtime
+            if let i = runtime.borrowers[lender]?.lastIndex(of: h) {
+                runtime.borrowers[lender]?.remove(at: i)
+                if runtime.borrowers[lender]?.isEmpty == true { runtime.borrowers[lender] = nil }
+            }
         }
         pop()
+    }
+
+    /// `dropped while borrowed: X has 1 live borrow: Y taken at x.lua:3`.
+    func droppedWhileBorrowed(_ h: HandlePointer) -> KernelError {
+        let live = runtime.borrowers[h] ?? []
+        let sites = runtime.sites
+        let list = live.map { "\(describe($0)) taken at \(sites.name(Site(id: $0.pointee.site)))" }
+        let n = Int(h.pointee.borrows + h.pointee.views)
+        return .bug("dropped while borrowed: \(describe(h)) has \(n) live borrow\(n == 1 ? "" : "s")"
+                    + (list.isEmpty ? "" : ": " + list.joined(separator: ", ")))
     }
 
     /// Drops the handle at `idx`: an owned one releases what it owns.
@@ -291,12 +315,13 @@ extension Lua {
         guard state == .owned || state == .borrowed else {
             guard reason == .drop else { return }
             let site = runtime.sites.name(Site(id: h.pointee.site))
-            throw KernelError.bug("double drop: \(describe(h)) \(state.name) at \(site)")
+            if state == .moved { throw KernelError.bug("drop after move: \(describe(h)) moved by \(site)") }
+            throw KernelError.bug("double drop: \(describe(h)) dropped at \(site)")
         }
         // The collector finalizes borrowers before their lenders, so only a
         // script calling __gc by hand gets here with a live borrow.
         if h.pointee.borrows > 0 || (reason == .drop && h.pointee.views > 0) {
-            throw KernelError.bug("dropped while borrowed: \(describe(h)) has \(h.pointee.borrows + h.pointee.views) live borrow(s)")
+            throw droppedWhileBorrowed(h)
         }
         let site = reason == .gc ? Site.unknown : self.site()
         // Release first: a drop that fails (a guard dropped by the wrong
@@ -368,7 +393,13 @@ extension Lua {
     func end(_ idx: Int32, _ h: HandlePointer, as state: HandleState, flags: UInt8 = 0) {
         h.pointee.state = state.rawValue
         h.pointee.flags |= flags
-        h.pointee.site = site().id
+        if state == .moved, let op = lua_tolstring(L, mmlab_registryindex() - 2, nil) {  // lua_upvalueindex(2)
+            // The running binding (its name is upvalue 2) is what moved it.
+            let sites = runtime.sites
+            h.pointee.site = sites.intern("\(String(cString: op)) at \(sites.name(site()))").id
+        } else {
+            h.pointee.site = site().id
+        }
         endBorrow(absIndex(idx))
     }
 }
@@ -392,10 +423,24 @@ enum HandleMetamethods {
         }
     }
 
+    /// `__close(h, err)`. While an error unwinds (`err` not nil), a drop
+    /// that fails is a warning beside that error, which goes on unchanged:
+    /// Lua would otherwise put the drop's error in its place.
     static let close: Binding = { L in
         bind(L) { lua in
             guard let h = mmlab_tohandle(lua.L, 1) else { return 0 }
-            try lua.drop(1, h, .close)
+            guard !lua.isNoneOrNil(2) else {
+                try lua.drop(1, h, .close)
+                return 0
+            }
+            let what = lua.describe(h)
+            do { try lua.drop(1, h, .close) } catch {
+                let message = (error as? KernelError).map { "\($0)" } ?? "\(error)"
+                // No __tostring here: it could raise across this frame.
+                let unwinding = lua.string(at: 2) ?? lua.runtime.kernelError(lua, at: 2).map { "\($0)" }
+                    ?? "a \(String(cString: lua_typename(L, lua_type(L, 2)))) value"
+                lua.runtime.warn("closing \(what) failed while an error unwound: \(message) (the error: \(unwinding))")
+            }
             return 0
         }
     }
@@ -421,5 +466,75 @@ enum HandleMetamethods {
             lua.push(lua.describe(h) + suffix)
             return 1
         }
+    }
+}
+
+/// A method a handle's type does not have: the methods table's own
+/// `__index` (only a miss reaches it), raising what the user meant when it
+/// was called as a method.
+enum MissingMethod {
+    /// How a handle of a type is come by from the types that lead to it.
+    static let hints: [HandleType: (from: Set<HandleType>, how: String)] = [
+        .mmWithUser: ([.mm], "take one with mmget_not_zero()"),
+        .mmapReadGuard: ([.mmWithUser, .mmWithUserAsync], "take one with mmap_read_lock()"),
+        .mmapWriteGuard: ([.mmWithUser, .mmWithUserAsync], "take one with mmap_write_lock()"),
+        .vmaMixedMap: ([.vmaRef, .vmaReadGuard, .vmaNew], "take one with as_mixedmap_vma()"),
+        .vmaNew: ([.vmaRef, .vmaReadGuard, .vmaMixedMap], "an mmap hook is given one"),
+        .userSliceReader: ([.userSlice], "take one with reader()"),
+        .userSliceWriter: ([.userSlice], "take one with writer()"),
+        .mapping: ([.page, .borrowedPage], "with_page_mapped(fn) lends one"),
+        .pagePointer: ([.page, .borrowedPage], "with_pointer_into_page(offset, len, fn) lends one"),
+    ]
+
+    static let index: Binding = { L in
+        bind(L) { lua in
+            // A field read (`if h.name then`) is nil, as for any table; a
+            // method call is the error.
+            guard lua_type(L, 2) == LUA_TSTRING, mmlab_calledasmethod(L) != 0, let name = lua.string(at: 2) else { return 0 }
+            guard lua_getmetatable(L, 1) != 0, lua_getfield(L, -1, "type") == LUA_TNUMBER,
+                  let type = HandleType(rawValue: UInt16(truncatingIfNeeded: lua_tointegerx(L, -1, nil))) else { return 0 }
+            let message = "\(type.name) has no method '\(name)'" + explain(name, for: type, among: lua.runtime.classes)
+            let position = lua.position().map { "\($0.shortSource):\($0.line): " } ?? ""
+            lua.push(position + message)
+            return MMLAB_RAISE
+        }
+    }
+
+    /// ` (did you mean 'x'?)`, ` (a T method: how to get one)`, or nothing.
+    static func explain(_ name: String, for type: HandleType, among classes: [Unmanaged<HandleClass>?]) -> String {
+        let all = classes.compactMap { $0?.takeUnretainedValue() }
+        let own = all.first { $0.type == type }?.methods.map(\.0) ?? []
+        let close = own.map { ($0, distance($0, name)) }.filter { $0.1 <= (name.count < 5 ? 1 : 2) }
+        if let best = close.min(by: { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }) {
+            return " (did you mean '\(best.0)'?)"
+        }
+        let owners = all.filter { $0.type != type && $0.methods.contains { $0.0 == name } }.map(\.type)
+        if let hinted = owners.first(where: { hints[$0]?.from.contains(type) == true }), let hint = hints[hinted] {
+            return " (a \(hinted.name) method: \(hint.how))"
+        }
+        switch owners.count {
+        case 0: return ""
+        case 1: return " (a \(owners[0].name) method)"
+        default:
+            let names = owners.map(\.name)
+            return " (a method of \(names.dropLast().joined(separator: ", ")) and \(names[names.count - 1]))"
+        }
+    }
+
+    /// The edit distance with transpositions (optimal string alignment).
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        guard !a.isEmpty, !b.isEmpty else { return max(a.count, b.count) }
+        var d = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+        for i in 0...a.count { d[i][0] = i }
+        for j in 0...b.count { d[0][j] = j }
+        for i in 1...a.count {
+            for j in 1...b.count {
+                let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
+            }
+        }
+        return d[a.count][b.count]
     }
 }

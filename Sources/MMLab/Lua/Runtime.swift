@@ -45,6 +45,9 @@ final class Runtime {
     // The fields every binding call reads or bumps are changed only in
     // place, never across a call out: no dynamic exclusivity check.
     @exclusivity(unchecked) var stats = DropStats()
+    /// The live borrowers and views of each lender handle, for the
+    /// "dropped while borrowed" message (a borrower keeps where it was taken).
+    var borrowers: [HandlePointer: [HandlePointer]] = [:]
     /// Registry references of each handle type's metatable, by raw type.
     @exclusivity(unchecked) var metatables: [Int32]
     /// Each handle type's class, by raw type: static lets, so unretained.
@@ -138,6 +141,7 @@ final class Runtime {
         mmlab_openos(L)
         mmlab_watchcollections(L)
         _ = mmlab_checkcallsite(L)
+        _ = mmlab_checkmethodcalls(L)
         mmlab_gcgenerational(L)  // as lua.c runs its scripts
         mmlab_synchook(L, L)
         if configuration.warnings { lua_warning(L, "@on", 0) }
@@ -216,6 +220,13 @@ final class Runtime {
             lua.pushBinding(fn, name: name)
             lua.setField(-2, name)
         }
+        // A miss in the methods is an error naming the type (MissingMethod).
+        lua.newTable(hash: 2)
+        lua.push(Int(cls.type.rawValue))
+        lua.setField(-2, "type")
+        lua.pushBinding(MissingMethod.index, name: "__index")
+        lua.setField(-2, "__index")
+        lua_setmetatable(L, -2)
         lua.setField(-2, "__index")
         mmlab_pushgc(L, HandleMetamethods.gc)
         lua.setField(-2, "__gc")

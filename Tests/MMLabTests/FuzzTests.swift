@@ -29,4 +29,19 @@ struct FuzzTests {
         #expect(r.stdout.hasSuffix("no failures\n"))
         #expect(try mmlab(["fuzz", "--calls", "0"]).status == 2)
     }
+
+    @Test("it calls Lua's coroutine and debug functions around kernel calls too")
+    func luaFunctions() throws {
+        let r = try mmlab(["fuzz", "--seed", "11", "--calls", "1500", "--print-calls"])
+        #expect(r.status == 0)
+        let called = Set(r.stdout.split(separator: "\n").compactMap { line -> String? in
+            let words = line.split(separator: " ", maxSplits: 2)
+            guard words.count == 3, let open = words[2].firstIndex(of: "(") else { return nil }
+            return String(words[2][..<open])
+        })
+        for name in ["coroutine.create+resume", "coroutine.wrap", "coroutine.resume", "coroutine.close", "coroutine.yield",
+                     "debug.sethook around a call", "debug.sethook on a coroutine", "debug.gethook"] {
+            #expect(called.contains(name), "\(name) was called")
+        }
+    }
 }

@@ -282,6 +282,73 @@ function one_call()
   end
 end
 
+-- Lua's own: script coroutines and debug hooks around kernel calls
+-- (coroutines.c, hooks.c). Coroutines go in a pool any task may resume or
+-- close, also while another task waits inside one; hooks raise, yield,
+-- block and unset themselves. A hook on the running thread lives for one
+-- call; one on a pool coroutine stays.
+local pool = {}
+local masks = {"", "c", "r", "l", "cr", "crl"}
+local sethook_around  -- forward: the wrapper that sets and clears a hook
+local function fuzz_hook()
+  if stopping then return end
+  -- Not in the wrapper itself (its own calls of debug.sethook and pcall
+  -- are events too): a raise there would escape the call it protects.
+  for level = 2, 3 do
+    local info = debug.getinfo(level, "f")
+    if info and info.func == sethook_around then return end
+  end
+  local r = random(40)
+  if r == 1 then error("fuzz: a hook raises")
+  elseif r == 2 then pcall(kernel.sched.yield)
+  elseif r == 3 then debug.sethook()
+  elseif r == 4 then pcall(coroutine.yield)
+  elseif r == 5 then pcall(one_call)
+  end
+end
+local function any_coroutine()
+  if #pool == 0 then return coroutine.running() end
+  return pool[random(#pool)]
+end
+local lua_functions = {
+  {name = "coroutine.create+resume", fn = function(...)
+    local co = coroutine.create(function(...)
+      one_call()
+      coroutine.yield(...)
+      one_call()
+      return ...
+    end)
+    pool[#pool + 1] = co
+    return coroutine.resume(co, ...)
+  end},
+  {name = "coroutine.wrap", fn = function(...)
+    local f = coroutine.wrap(function() one_call() coroutine.yield() one_call() end)
+    return f(...)
+  end},
+  {name = "coroutine.resume", fn = function(...) return coroutine.resume(any_coroutine(), ...) end},
+  {name = "coroutine.close", fn = function() return coroutine.close(any_coroutine()) end},
+  {name = "coroutine.status", fn = function() return coroutine.status(any_coroutine()) end},
+  {name = "coroutine.running", fn = coroutine.running},
+  {name = "coroutine.isyieldable", fn = coroutine.isyieldable},
+  {name = "coroutine.yield", fn = coroutine.yield},
+  {name = "debug.sethook around a call", fn = function() return sethook_around() end},
+  {name = "debug.sethook on a coroutine", fn = function()
+    local co = pool[random(math.max(#pool, 1))]
+    if co == nil or co == coroutine.running() then return end  -- never the fuzzer's own thread
+    return debug.sethook(co, random(4) == 1 and nil or fuzz_hook, masks[random(#masks)], random(0, 100))
+  end},
+  {name = "debug.gethook", fn = function() return debug.gethook(any_coroutine()) end},
+  {name = "debug.traceback", fn = function(...) return debug.traceback(any_coroutine(), ...) end},
+  {name = "debug.getinfo", fn = function(...) return debug.getinfo(any_coroutine(), ...) end},
+}
+function sethook_around()
+  debug.sethook(fuzz_hook, masks[random(#masks)], random(0, 3) * random(0, 50))
+  local ok, e = pcall(one_call)
+  debug.sethook()
+  if not ok then error(e, 0) end
+end
+for _, f in ipairs(lua_functions) do functions[#functions + 1] = f end
+
 -- Starting points: one handle of most types, so methods are reached early.
 local function seed_pool()
   local p = kernel.page
@@ -358,7 +425,8 @@ for _ = 1, 4 do
   end
   pcall(kernel.sched.run)
 end
-handles, methods, types_seen, given_away = {}, {}, {}, {}
+for _, co in ipairs(pool) do pcall(coroutine.close, co) end
+handles, methods, types_seen, given_away, pool = {}, {}, {}, {}, {}
 collectgarbage()
 collectgarbage()
 -- Calls of preempt_disable that no preempt_enable matched: main's count

@@ -249,11 +249,36 @@ static int co_running(lua_State *L) {
     return 2;
 }
 
+// The binding a suspended coroutine is inside (it yielded from the
+// callback of a protected call a binding made, such as with_page_mapped's):
+// its name is pushed, or nothing when there is none.
+static int binding_inside(lua_State *L, lua_State *co) {
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(co, level, &ar); level++) {
+        lua_getinfo(co, "f", &ar);
+        int ours = lua_tocfunction(co, -1) == mmlab_trampoline;
+        if (ours) {
+            int got = lua_getupvalue(co, -1, 2) != NULL;
+            const char *name = got ? lua_tostring(co, -1) : NULL;
+            lua_pushstring(L, name != NULL ? name : "?");
+            lua_pop(co, got ? 2 : 1);
+            return 1;
+        }
+        lua_pop(co, 1);
+    }
+    return 0;
+}
+
 static int co_close(lua_State *L) {
     lua_State *co = getco(L);
     int status = auxstatus(L, co);
     if (status != COS_DEAD && status != COS_YIELD)
         return luaL_error(L, "cannot close a %s coroutine", statname[status]);
+    // Closing would end the callback without its binding's finish: what
+    // the binding lent it (a Mapping, a VmaNew) would stay borrowed.
+    if (status == COS_YIELD && binding_inside(L, co))
+        return luaL_error(L, "cannot close a coroutine suspended inside the callback of '%s': resume it past the callback first",
+                          lua_tostring(L, -1));
     if (lua_resetthread(co) == LUA_OK) {
         lua_pushboolean(L, 1);
         return 1;

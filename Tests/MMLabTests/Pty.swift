@@ -40,7 +40,9 @@ final class PtySession {
     }
 
     deinit {
-        if process.isRunning { process.terminate() }
+        // SIGKILL: a child may have inherited SIGTERM blocked (Foundation's
+        // Process keeps the parent's mask), and must not outlive the test.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         close(master)
     }
 

@@ -48,6 +48,8 @@ final class Runtime {
     /// The live borrowers and views of each lender handle, for the
     /// "dropped while borrowed" message (a borrower keeps where it was taken).
     var borrowers: [HandlePointer: [HandlePointer]] = [:]
+    /// `__close`, `__tostring`, `__eq` and the methods' `__index`, as registry references.
+    var sharedMetamethods: [(String, Int32)] = []
     /// Registry references of each handle type's metatable, by raw type.
     @exclusivity(unchecked) var metatables: [Int32]
     /// Each handle type's class, by raw type: static lets, so unretained.
@@ -212,6 +214,15 @@ final class Runtime {
     /// Registers a handle type's metatable: `__name`, `__index` (its
     /// methods), `__gc`, `__close`, `__tostring`, `__eq`.
     func register(_ cls: HandleClass, in lua: Lua) {
+        // The metamethods every type shares are made once (each binding is
+        // three allocations, at every start-up).
+        if sharedMetamethods.isEmpty {
+            for (name, fn) in [("__close", HandleMetamethods.close), ("__tostring", HandleMetamethods.tostring),
+                               ("__eq", HandleMetamethods.eq), ("__index", MissingMethod.index)] {
+                lua.pushBinding(fn, name: name)
+                sharedMetamethods.append((name, luaL_ref(L, mmlab_registryindex())))
+            }
+        }
         lua.newTable(hash: 5)
         lua.push(cls.type.name)
         lua.setField(-2, "__name")
@@ -224,15 +235,16 @@ final class Runtime {
         lua.newTable(hash: 2)
         lua.push(Int(cls.type.rawValue))
         lua.setField(-2, "type")
-        lua.pushBinding(MissingMethod.index, name: "__index")
-        lua.setField(-2, "__index")
+        for (name, ref) in sharedMetamethods where name == "__index" {
+            lua_rawgeti(L, mmlab_registryindex(), lua_Integer(ref))
+            lua.setField(-2, "__index")
+        }
         lua_setmetatable(L, -2)
         lua.setField(-2, "__index")
         mmlab_pushgc(L, HandleMetamethods.gc)
         lua.setField(-2, "__gc")
-        for (name, fn) in [("__close", HandleMetamethods.close),
-                           ("__tostring", HandleMetamethods.tostring), ("__eq", HandleMetamethods.eq)] {
-            lua.pushBinding(fn, name: name)
+        for (name, ref) in sharedMetamethods where name != "__index" {
+            lua_rawgeti(L, mmlab_registryindex(), lua_Integer(ref))
             lua.setField(-2, name)
         }
         metatables[Int(cls.type.rawValue)] = luaL_ref(L, mmlab_registryindex())

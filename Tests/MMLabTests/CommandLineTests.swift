@@ -59,39 +59,37 @@ struct CommandLineTests {
         let notTable = try mmlab(["-e", "arg = 1", "-"], stdin: "\n")
         #expect(notTable.status == 1)
         #expect(notTable.stderr == "\(mmlabPath): 'arg' is not a table\n")
+        // The handler runs where the error was raised: the object's
+        // __tostring still sees the raising function's frame (level 3 from
+        // inside __tostring: tostring's caller's caller).
         let object = try temporaryFile("""
-            debug = require "debug"
-            m = {x=0}
-            setmetatable(m, {__tostring = function(x)
-              return tostring(debug.getinfo(4).currentline + x.x)
+            local where = setmetatable({}, {__tostring = function()
+              return "raised at line " .. debug.getinfo(4, "l").currentline
             end})
-            error(m)
+            local function raise() error(where) end
+            raise()
             """)
         let r = try mmlab([object])
         #expect(r.status == 1)
-        #expect(r.stderr == "\(mmlabPath): 6\n", "the message handler converts the object where it was raised")
+        #expect(r.stderr == "\(mmlabPath): raised at line 4\n", "converted where it was raised, without a traceback")
+        // os.exit(code, true) closes the main chunk's to-be-closed variables, newest first.
         let closing = try temporaryFile("""
-            local x <close> = setmetatable({}, {__close = function (self, err)
-              assert(err == nil)
-              print("Ok")
-            end})
-            local e1 <close> = setmetatable({}, {__close = function () print(120) end})
-            os.exit(true, true)
+            local first <close> = setmetatable({}, {__close = function(_, e) print("first", e) end})
+            local second <close> = setmetatable({}, {__close = function() print("second") end})
+            os.exit(0, true)
             """)
-        #expect(try mmlab([closing]).stdout == "120\nOk\n")
+        #expect(try mmlab([closing]).stdout == "second\nfirst\tnil\n")
+        // A __gc set by a finalizer that runs while the state closes is never called.
         let finalizers = try temporaryFile("""
-            print("creating 1")
-            setmetatable({}, {__gc = function () print(1) end})
-            print("creating 2")
-            setmetatable({}, {__gc = function ()
-              print("2")
-              print("creating 3")
-              setmetatable({}, {__gc = function () print(3) end})
-              print(collectgarbage())
+            setmetatable({}, {__gc = function() print("outer") end})
+            setmetatable({}, {__gc = function()
+              print("closing")
+              setmetatable({}, {__gc = function() print("too late") end})
               os.exit(0, true)
             end})
+            print("end of chunk")
             """)
-        #expect(try mmlab(["-W", finalizers]).stdout == "creating 1\ncreating 2\n2\ncreating 3\nnil\n1\n",
+        #expect(try mmlab([finalizers]).stdout == "end of chunk\nclosing\nouter\n",
                 "a finalizer set while the state closes never runs")
     }
 
@@ -149,7 +147,8 @@ struct CommandLineTests {
         #expect(r.status == 0)
         for word in ["run", "repl", "test", "examples", "-e stat", "--seed"] { #expect(r.stdout.contains(word)) }
         #expect(try mmlab(["-v"]).stdout == versionLine + "\n")
-        #expect(versionLine == "mmlab 0.1.0, Linux memory management in Lua, on Lua 5.4.4  Copyright (C) 1994-2022 Lua.org, PUC-Rio")
+        #expect(versionLine == "mmlab 0.1.0, Linux memory management in Lua, on " + luaCopyright)
+        #expect(luaCopyright.hasPrefix("Lua 5.4."), "the system liblua's release, as lua.c prints it")
         #expect(try mmlab(["test", "--help"]).stdout.contains("--tap"))
     }
 

@@ -5,15 +5,6 @@ local sched, sync = kernel.sched, kernel.sync
 
 local function message(...) return select(2, pcall(...)) end
 
--- Lets the other tasks run until `task` blocks.
-local function until_blocked(task)
-  for _ = 1, 1000 do
-    if task:state() == "blocked" then return end
-    sched.yield()
-  end
-  error("task '" .. task:name() .. "' never blocked: " .. task:state(), 2)
-end
-
 -- lcorolib's answers for the main thread, in main and in every task.
 local function main_thread_view()
   local me, ismain = coroutine.running()

@@ -5,15 +5,6 @@ local sched, sync = kernel.sched, kernel.sync
 
 local function message(...) return tostring((select(2, pcall(...)))) end
 
--- Lets the other tasks run until `task` blocks.
-local function until_blocked(task)
-  for _ = 1, 1000 do
-    if task:state() == "blocked" then return end
-    sched.yield()
-  end
-  error("task '" .. task:name() .. "' never blocked: " .. task:state(), 2)
-end
-
 test("wait_event: a true condition returns at once, checked once", function()
   local wq = sched.WaitQueue("q")
   local checks = 0

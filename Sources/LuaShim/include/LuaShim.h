@@ -218,5 +218,7 @@ int mmlab_argvalues(lua_State *L);
 static inline int mmlab_gc(lua_State *L, int what, int data) { return lua_gc(L, what, data); }  // variadic in C
 static inline void mmlab_gcgenerational(lua_State *L) { lua_gc(L, LUA_GCGEN, 0, 0); }
 static inline const char *mmlab_lua_release(void) { return LUA_RELEASE; }
+// What lua.c's print_version prints: the release and its copyright.
+static inline const char *mmlab_lua_copyright(void) { return LUA_COPYRIGHT; }
 
 #endif

@@ -8,10 +8,12 @@ import MMCore
 /// mmlab's version.
 public let mmlabVersion = "0.1.0"
 
-/// The version line `-v` and the REPL print: mmlab's, then lua.c's
-/// (LUA_COPYRIGHT) for the Lua it runs.
+/// lua.c's version line (LUA_COPYRIGHT) for the Lua mmlab runs.
+public var luaCopyright: String { String(cString: mmlab_lua_copyright()) }
+
+/// The version line `-v` and the REPL print: mmlab's, then lua.c's.
 public var versionLine: String {
-    "mmlab \(mmlabVersion), Linux memory management in Lua, on \(String(cString: mmlab_lua_release()))  Copyright (C) 1994-2022 Lua.org, PUC-Rio"
+    "mmlab \(mmlabVersion), Linux memory management in Lua, on \(luaCopyright)"
 }
 
 /// A command line the interpreter cannot run: exit status 2.
@@ -55,16 +57,16 @@ public struct Standalone {
     public static let usage = """
         usage: mmlab [options] [script [args]]
                mmlab run|repl|test|examples|fuzz ...   (mmlab --help explains them)
-        Available options are:
-          -e stat        execute string 'stat'
-          -i             enter interactive mode after executing 'script'
-          -l mod         require library 'mod' into global 'mod'
-          -l g=mod       require library 'mod' into global 'g'
-          -v             show version information
-          -E             ignore environment variables
-          -W             turn warnings on
-          --             stop handling options
-          -              stop handling options and execute stdin
+        Options, run in the order given (as the standalone lua's):
+          -e stat        run the Lua statement stat
+          -i             after the script, read-eval-print (lua's REPL)
+          -l mod         mod = require("mod")
+          -l g=mod       g = require("mod")
+          -v             print the version
+          -E             ignore LUA_INIT and LUA_PATH/LUA_CPATH
+          -W             warnings on (warn("@on"))
+          --             no more options: the script follows
+          -              no more options: the script is standard input
           --seed N       the machine's seed (default 0)
           --cpus N       simulated CPUs (default 4)
           --memory SIZE  RAM, e.g. 256M or 4G (default 256M)

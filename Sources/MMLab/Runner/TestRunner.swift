@@ -97,11 +97,19 @@ public struct TestRunner {
     /// errno `expected`, a bug error when `expected` is "BUG", or an error
     /// whose text contains `expected`; `expect_eq(got, want, what)`;
     /// `here()`, the caller's position (`Tests/lua/x.lua:12`), as error
-    /// messages and sites name it.
+    /// messages and sites name it; `until_blocked(task)` lets the other
+    /// tasks run until `task` blocks.
     static let helpers = """
         function here()
           local info = debug.getinfo(2, "Sl")
           return ("%s:%d"):format(info.short_src, info.currentline)
+        end
+        function until_blocked(task)
+          for _ = 1, 1000 do
+            if task:state() == "blocked" then return end
+            kernel.sched.yield()
+          end
+          error("task '" .. task:name() .. "' never blocked: " .. task:state(), 2)
         end
         function expect_error(expected, fn, ...)
           local ok, err = pcall(fn, ...)

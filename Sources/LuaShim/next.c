@@ -163,6 +163,13 @@ static void build(lua_State *L, int t) {
     lua_settop(L, found);
 }
 
+// The table at 1's snapshot goes from the weak table at `snaps`.
+static void forget_snapshot(lua_State *L, int snaps) {
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, snaps);
+}
+
 static int raw_next(lua_State *L) {
     return lua_next(L, 1) ? 2 : 0;
 }
@@ -211,9 +218,7 @@ static int mm_next(lua_State *L) {
     int snaps = snapshots(L);  // 3
     if (lua_isnil(L, 2)) {
         // A traversal starts: the table may have changed since the last.
-        lua_pushvalue(L, 1);
-        lua_pushnil(L);
-        lua_rawset(L, snaps);
+        forget_snapshot(L, snaps);
         lua_pushnil(L);  // 4: the first key so far
         Key best;
         int have = 0;
@@ -246,9 +251,7 @@ static int mm_next(lua_State *L) {
         lua_settop(L, 2);
         if (lua_next(L, 1))
             return 2;
-        lua_pushvalue(L, 1);
-        lua_pushnil(L);
-        lua_rawset(L, snaps);
+        forget_snapshot(L, snaps);
         lua_pushnil(L);
         return 1;
     }
@@ -283,9 +286,7 @@ static int mm_next(lua_State *L) {
         return 2;
     }
     // The traversal ended: its snapshot goes (it may hold long strings).
-    lua_pushvalue(L, 1);
-    lua_pushnil(L);
-    lua_rawset(L, snaps);
+    forget_snapshot(L, snaps);
     lua_pushnil(L);
     return 1;
 }

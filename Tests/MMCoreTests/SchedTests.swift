@@ -75,15 +75,16 @@ struct SchedulerTests {
     }
 }
 
+/// A machine's scheduler with main running.
+func scheduler() throws -> Scheduler {
+    let s = try Machine(MachineConfig(memory: 16 << 20)).scheduler
+    s.restartMain()
+    _ = s.pickNext()
+    return s
+}
+
 @Suite("Locks and lockdep")
 struct LockTests {
-    func scheduler() throws -> Scheduler {
-        let s = try Machine(MachineConfig(memory: 16 << 20)).scheduler
-        s.restartMain()
-        _ = s.pickNext()
-        return s
-    }
-
     @Test("a contended mutex blocks its task and hands over in order")
     func handoff() throws {
         let s = try scheduler()
@@ -276,13 +277,6 @@ struct PerCpuTests {
 
 @Suite("Wait queues and completions")
 struct WaitTests {
-    func scheduler() throws -> Scheduler {
-        let s = try Machine(MachineConfig(memory: 16 << 20)).scheduler
-        s.restartMain()
-        _ = s.pickNext()
-        return s
-    }
-
     @Test("a wait queue: sleepers at the head, a wake-up takes every one off; one woken while running does not sleep")
     func waitQueue() throws {
         let s = try scheduler()
@@ -297,11 +291,11 @@ struct WaitTests {
         }
         #expect(wq.entries.map(\.name) == ["b", "a"], "__add_wait_queue adds at the head")
         s.switchTo(s.main)
-        #expect(s.wakeUp(wq, all: false) == 2, "non-exclusive entries: wake_up wakes all")
+        #expect(s.wakeUp(wq) == 2, "non-exclusive entries: wake_up wakes all")
         #expect(wq.entries.isEmpty && a.state == .runnable && b.state == .runnable)
         s.switchTo(a)
         wq.prepareToWait(a)
-        s.wakeUp(wq, all: true)  // while a's condition runs
+        s.wakeUp(wq)  // while a's condition runs
         #expect(!s.sleep(on: wq), "taken off the queue: recheck instead of sleeping")
         #expect(a.state == .runnable)
         wq.prepareToWait(a)

@@ -50,12 +50,12 @@ extension Scheduler {
         return WaitQueueHead(id: waitObjects, name: name, site: site)
     }
 
-    /// `wake_up` (`all` false) and `wake_up_all`: `__wake_up(wq, TASK_NORMAL,
+    /// `wake_up` and `wake_up_all`: `__wake_up(wq, TASK_NORMAL,
     /// nr_exclusive, NULL)` wakes every non-exclusive entry and at most
     /// `nr_exclusive` exclusive ones. `wait_event`'s entries are all
     /// non-exclusive, so both wake every sleeper. Returns how many were on the queue.
     @discardableResult
-    public func wakeUp(_ wq: WaitQueueHead, all: Bool) -> Int {
+    public func wakeUp(_ wq: WaitQueueHead) -> Int {
         let woken = wq.takeAll()
         // A task still evaluating its condition is not blocked: taken off
         // the queue, it is "running" again (try_to_wake_up) and rechecks.

@@ -438,11 +438,11 @@ enum WaitBindings {
         }
     }
 
-    /// `wq:wake_up()`, `wq:wake_up_all()`.
-    static func wakeUp(_ L: OpaquePointer?, all: Bool) -> Int32 {
+    /// `wq:wake_up()`, `wq:wake_up_all()`: the same for wait_event's sleepers.
+    static let wakeUp: Binding = { L in
         bind(L) { lua in
             let wq = try lua.object(1, .waitQueue, as: WaitQueueHead.self)
-            try lua.scheduler().wakeUp(wq, all: all)
+            try lua.scheduler().wakeUp(wq)
             return 0
         }
     }
@@ -476,8 +476,8 @@ enum WaitBindings {
 extension HandleClass {
     static let waitQueue = HandleClass(.waitQueue, methods: [
         ("wait_event", WaitBindings.waitEvent),
-        ("wake_up", { L in WaitBindings.wakeUp(L, all: false) }),
-        ("wake_up_all", { L in WaitBindings.wakeUp(L, all: true) }),
+        ("wake_up", WaitBindings.wakeUp),
+        ("wake_up_all", WaitBindings.wakeUp),
     ])
     static let completion = HandleClass(.completion, methods: [
         ("wait_for_completion", WaitBindings.waitForCompletion),

@@ -72,7 +72,7 @@ void mmlab_synchook(lua_State *L, lua_State *T) {
         if (engine && script)
             count = h->left < h->engine_left ? h->left : h->engine_left;
         else if (engine)
-            count = MMLAB_HOOK_INTERVAL;
+            count = s->hook_interval;
         else if (script)
             count = h->left;
         if (count > 0)
@@ -214,7 +214,7 @@ static void engine_hook(lua_State *L, lua_Debug *ar) {
         }
         engine = h->engine_left <= 0;
         if (engine)
-            h->engine_left = MMLAB_HOOK_INTERVAL;
+            h->engine_left = s->hook_interval;
     }
     engine = engine && engine_counts(s);
     if (engine)
@@ -291,7 +291,7 @@ static int db_sethook(lua_State *L) {
         h->mask = mask;
         h->count = count;
         h->left = count;
-        h->engine_left = MMLAB_HOOK_INTERVAL;
+        h->engine_left = mmlab_state(L)->hook_interval;
         lua_pushvalue(L, arg + 1);
         lua_setiuservalue(L, -2, 1);
     }
@@ -315,7 +315,7 @@ void mmlab_inherithook(lua_State *L, lua_State *NL) {
     ScriptHook *copy = (ScriptHook *)lua_newuserdatauv(L, sizeof(ScriptHook), 1);
     *copy = *h;
     copy->left = copy->count;
-    copy->engine_left = MMLAB_HOOK_INTERVAL;
+    copy->engine_left = mmlab_state(L)->hook_interval;
     lua_rawset(L, -3);
     lua_pop(L, 1);
     mmlab_setflags(NL, MMLAB_HOOKED, 0);

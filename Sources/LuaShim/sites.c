@@ -5,6 +5,7 @@
 // next names the call site for as long as the function lives, and Lua
 // keeps it in the CallInfo, which the API does not expose: read there,
 // for Lua 5.4's layout, checked against the running library first.
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include "shim.h"
@@ -142,4 +143,20 @@ int mmlab_checkmethodcalls(lua_State *L) {
     }
     lua_settop(L, top);
     return self_layout;
+}
+
+void mmlab_where(lua_State *L, char *buf, size_t size) {
+    mmlab_State *s = mmlab_state(L);
+    lua_State *T = s->depth > 0 ? s->chain[s->depth - 1].co : s->current;
+    if (T == NULL)
+        T = L;
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(T, level, &ar); level++) {
+        if (lua_getinfo(T, "Sl", &ar) && ar.currentline > 0) {
+            const char *name = strrchr(ar.short_src, '/');  // the file's name: schedules survive a move
+            snprintf(buf, size, "%s:%d", name != NULL ? name + 1 : ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    snprintf(buf, size, "?");
 }

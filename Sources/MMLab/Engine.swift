@@ -50,6 +50,9 @@ public final class Engine {
         public var tracePath: String?
         /// What stops a runaway script (`--max-memory`, `--max-instructions`, `--timeout`).
         public var limits = Limits()
+        /// VM instructions between the engine's count hooks, its clock
+        /// ticks and its instruction preemption points (`--quantum`); nil: 200.
+        public var quantum: Int?
 
         public struct Limits: Sendable, Equatable {
             /// Bytes the Lua heap may hold: past it, allocations fail with
@@ -94,6 +97,14 @@ public final class Engine {
     deinit { runtime.close() }
 
     public var configuration: Configuration { runtime.configuration }
+
+    /// Who makes the scheduler's choices: a controlled run (an exploration
+    /// strategy, a schedule file) instead of the machine's seed. Set it
+    /// before the machine boots.
+    public var scheduleController: ScheduleController? {
+        get { runtime.controller }
+        set { runtime.controller = newValue }
+    }
 
     /// The machine the script sees, booted now if the script has not used it yet.
     public var machine: Machine {
@@ -163,6 +174,13 @@ public final class Engine {
         do { try load("return " + code, name: "=(evaluate)") } catch { try load(code, name: "=(evaluate)") }
         try call(arguments: 0, results: LUA_MULTRET)
         return lua_gettop(L) > base ? LuaValue(Lua(L), at: base + 1) : .nil
+    }
+
+    /// What `kernel.debug.check()` would raise now, if anything: the
+    /// model's own invariants, checked after an exploration's run.
+    func brokenInvariant() -> String? {
+        do { try runtime.booted?.checkConsistency() } catch { return "\(error)" }
+        return nil
     }
 
     /// Native objects still alive once the collector has dropped every

@@ -35,7 +35,7 @@ struct MMLab: ParsableCommand {
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,
         version: versionLine,
-        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self, FuzzCommand.self]
+        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self, ExploreCommand.self, FuzzCommand.self]
     )
 }
 
@@ -55,6 +55,8 @@ struct MachineOptions: ParsableArguments {
     var maxInstructions: String?
     @Option(help: ArgumentHelp("Stop the script after this much wall-clock time.", valueName: "seconds"))
     var timeout: String?
+    @Option(help: ArgumentHelp("VM instructions between preemption points (and ticks of the trace clock); default 200.", valueName: "n"))
+    var quantum: String?
 
     func standalone() throws -> Standalone {
         var s = Standalone()
@@ -65,6 +67,7 @@ struct MachineOptions: ParsableArguments {
             if let maxMemory { try s.set("--max-memory", maxMemory) }
             if let maxInstructions { try s.set("--max-instructions", maxInstructions) }
             if let timeout { try s.set("--timeout", timeout) }
+            if let quantum { try s.set("--quantum", quantum) }
         } catch {
             throw ValidationError(error.message)
         }
@@ -94,11 +97,23 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
+/// Replays a schedule file (`--schedule`).
+struct ScheduleOption: ParsableArguments {
+    @Option(help: ArgumentHelp("Replay this schedule (written by mmlab explore) exactly.", valueName: "file"))
+    var schedule: String?
+
+    func apply(to s: inout Standalone) throws {
+        guard let schedule else { return }
+        do { try s.set("--schedule", schedule) } catch { throw ValidationError(error.message) }
+    }
+}
+
 /// Runs `script` with `arguments` as lua.c would; exits with its status.
 func runScript(_ script: String, _ arguments: [String], _ options: MachineOptions, _ output: OutputOptions,
-               pictures: String?) throws {
+               pictures: String?, schedule: ScheduleOption? = nil) throws {
     var s = try options.standalone()
     try output.apply(to: &s, pictures: pictures)
+    try schedule?.apply(to: &s)
     s.script = script
     s.scriptArguments = arguments
     s.argv = ["mmlab", script] + arguments
@@ -112,11 +127,12 @@ struct Run: ParsableCommand {
         abstract: "Run a Lua script (the same as `mmlab SCRIPT`).")
     @OptionGroup var machine: MachineOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var schedule: ScheduleOption
     @Argument(help: "The script; - reads standard input.") var script: String
     @Argument(parsing: .captureForPassthrough, help: "Arguments for the script (`...` and `arg`).")
     var arguments: [String] = []
 
-    func run() throws { try runScript(script, arguments, machine, output, pictures: ".") }
+    func run() throws { try runScript(script, arguments, machine, output, pictures: ".", schedule: schedule) }
 }
 
 struct ReplCommand: ParsableCommand {
@@ -147,15 +163,22 @@ struct TestCommand: ParsableCommand {
             """)
     @Flag(help: "Print TAP.") var tap = false
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var schedule: ScheduleOption
     @Argument(help: "Files or directories (default: Tests/lua).") var paths: [String] = []
 
     func run() throws {
-        var configuration = try machine.standalone().configuration
+        var s = try machine.standalone()
+        try schedule.apply(to: &s)
+        let replay: ScheduleFile?
+        do { replay = try s.loadSchedule() } catch { throw ValidationError(error.message) }
+        var configuration = s.configuration
         configuration.outputDirectory = nil  // regressions write no pictures
         let paths = self.paths.isEmpty ? [defaultTestPath()] : self.paths
         let files: [String]
         do { files = try TestRunner.files(paths) } catch { throw ValidationError(error.message) }
-        let result = TestRunner(configuration: configuration, tap: tap).run(files: files)
+        var runner = TestRunner(configuration: configuration, tap: tap)
+        runner.schedule = replay
+        let result = runner.run(files: files)
         if result.failed > 0 { throw ExitCode(1) }
     }
 
@@ -269,11 +292,6 @@ func realPath(_ path: String) -> String? {
     guard let p = realpath(path, nil) else { return nil }
     defer { free(p) }
     return String(cString: p)
-}
-
-func isDirectory(_ path: String) -> Bool {
-    var st = stat()
-    return stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
 }
 
 extension String {

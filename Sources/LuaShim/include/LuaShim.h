@@ -120,7 +120,13 @@ typedef struct mmlab_State {
     int exit_status;
     volatile int interrupted;   // SIGINT arrived: raise "interrupted!" at the next hook
     uint64_t site_epoch;        // collections seen (sites.c)
+    int hook_interval;          // VM instructions between the engine's count hooks
+                                // (--quantum; MMLAB_HOOK_INTERVAL by default)
 } mmlab_State;
+
+// Writes where the running Lua code is, `file.lua:12` (the innermost Lua
+// frame of the innermost running coroutine), into buf.
+void mmlab_where(lua_State *L, char *buf, size_t size);
 
 // The allocator that keeps the Lua heap under `max_heap` (ud: the mmlab_State).
 void *mmlab_alloc(void *ud, void *ptr, size_t osize, size_t nsize);

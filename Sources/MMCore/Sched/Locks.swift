@@ -130,7 +130,10 @@ extension Scheduler {
     /// Lockdep neither checks nor records a trylock.
     public func tryLock(_ lock: Lock, site: Site) -> LockGuard? {
         let task = current
-        guard lock.owner == nil else { return nil }
+        guard lock.owner == nil else {
+            noProgress()
+            return nil
+        }
         if lock is SpinLock { preemptDisable() }
         lock.acquisitions += 1
         take(lock, task, site)

@@ -73,7 +73,10 @@ extension Scheduler {
     /// no writer holds or waits for it, also a task that holds it for
     /// reading already (`rwsem_read_trylock`); lockdep checks no trylock.
     public func tryDown(_ sem: RwSemaphore, write: Bool, site: Site) -> Bool {
-        guard sem.grantable(write: write) else { return false }
+        guard sem.grantable(write: write) else {
+            noProgress()
+            return false
+        }
         sem.acquisitions += 1
         grant(sem, to: current, write: write, site: site)
         return true

@@ -61,6 +61,21 @@ public final class Scheduler {
     /// Binding calls between switch points: drawn from 1 ... this.
     public var bindingBudget: UInt64 = 8
 
+    /// Who makes the choices of a controlled run (Schedule.swift); nil:
+    /// the machine's seed makes them.
+    public var controller: ScheduleController?
+    /// Where the running Lua code is (`x.lua:12`), for scheduling points.
+    public var whereNow: (() -> String)?
+    /// The controlled run's choices that differ from the default, in order:
+    /// its schedule.
+    public private(set) var decisions: [Decision] = []
+    /// Scheduling points of the controlled run so far.
+    public private(set) var points = 0
+    /// Tasks spawned, `main` included.
+    public var spawned: Int { nextId - 1 }
+    /// What the controller picked at a preemption point, to run next.
+    private var chosen: Task?
+
     init(cpus: Int, seed: UInt64, sites: SiteTable, accounting: Accounting) {
         self.sites = sites
         self.accounting = accounting
@@ -146,6 +161,7 @@ public final class Scheduler {
     /// seed, and its task (the head of its queue if it was idle). Nil when
     /// nothing can run.
     public func pickNext() -> Task? {
+        if controller != nil { return controlledNext() }
         let ready = (0..<cpuCount).filter(ready)
         guard !ready.isEmpty else { return nil }
         let cpu = ready[Int(random.below(UInt64(ready.count)))]
@@ -172,6 +188,7 @@ public final class Scheduler {
     /// CPU; with preemption on, this one may also be preempted (and an
     /// unbound one migrated), which never happens while preemption is off.
     public func preemptionPoint(hook: Bool) -> Bool {
+        if controller != nil { return controlledPoint() }
         let task = current
         guard task.state == .runnable, runnable > 1, !hook || random.below(2) == 0 else { return false }
         let cpu = task.cpu
@@ -198,6 +215,7 @@ public final class Scheduler {
     /// another CPU run (it keeps its own), a runnable task gives up its CPU,
     /// as a plain yield does.
     public func afterYield() {
+        if controller != nil { return }  // the point placed everyone
         if keptCpu === current {
             keptCpu = nil
             return
@@ -215,12 +233,13 @@ public final class Scheduler {
     }
 
     /// Switch points to wait before the next: drawn from the seed.
-    public func nextBudget() -> Int { 1 + Int(random.below(bindingBudget)) }
+    public func nextBudget() -> Int { controller != nil ? 1 : 1 + Int(random.below(bindingBudget)) }
 
     /// The running task gives its CPU up willingly (`schedule`, `yield`).
     public func yieldCurrent() {
         let task = current
         guard task.state == .runnable, !task.isQueued else { return }
+        if controller != nil { task.pointSite = whereNow?() ?? "?" }
         if running[task.cpu] === task { setRunning(task.cpu, nil) }
         enqueue(task)
     }
@@ -236,6 +255,7 @@ public final class Scheduler {
         task.state = .blocked
         task.waiting = wait
         runnable -= 1
+        if controller != nil { task.pointSite = whereNow?() ?? "?" }
         if case .lock(let lock) = wait {
             trace?.lock("wait", lock, task, begin: true)
             if lock is SpinLock { return }
@@ -293,6 +313,110 @@ public final class Scheduler {
             }
         }
     }
+
+    // MARK: Controlled runs
+
+    /// A preemption point of a controlled run: the controller picks who
+    /// runs next; true when that is not the running task.
+    private func controlledPoint() -> Bool {
+        let task = current
+        guard task.state == .runnable else { return false }
+        task.steps += 1
+        points += 1
+        let spinning = task.spinning
+        task.spinning = false
+        guard runnable > 1 else { return false }
+        let preemptible = task.preemptCount == 0
+        let others = candidates(after: task, sameCpu: preemptible)
+        guard !others.isEmpty else { return false }
+        let site = whereNow?() ?? "?"
+        let point = spinning
+            ? SchedulePoint(kind: .yield, task: task, step: task.steps, globalStep: points, site: site, candidates: others)
+            : SchedulePoint(kind: .preempt, task: task, step: task.steps, globalStep: points, site: site, candidates: [task] + others)
+        let next = decide(point)
+        guard next !== task else { return false }
+        if next.cpu == task.cpu {  // it takes this CPU: the running task is preempted
+            trace?.emit(.instant, "preempt", category: "sched", track: .cpu(task.cpu), args: [.init("task", task.name)])
+            setRunning(task.cpu, nil)
+            enqueue(task)
+        }
+        chosen = next
+        return true
+    }
+
+    /// Who runs next in a controlled run: what the preemption point chose,
+    /// else (the running task blocked, yielded or ended) the controller's
+    /// pick among every task that can run.
+    private func controlledNext() -> Task? {
+        let from = current
+        let next: Task
+        if let chosen {
+            self.chosen = nil
+            next = chosen
+        } else {
+            let all = candidates(after: from, sameCpu: true) + (ready(task: from) ? [from] : [])
+            guard !all.isEmpty else { return nil }
+            if all.count == 1 {
+                next = all[0]
+            } else {
+                from.steps += 1
+                points += 1
+                let kind: SchedulePoint.Kind = from.isFinished ? .exit : from.state == .blocked ? .block : .yield
+                let site = from.isFinished ? "(end)" : from.pointSite
+                next = decide(SchedulePoint(kind: kind, task: from, step: from.steps, globalStep: points, site: site, candidates: all))
+            }
+        }
+        if running[next.cpu] !== next {
+            queues[next.cpu].removeAll { $0 === next }
+            next.isQueued = false
+            setRunning(next.cpu, next)
+        }
+        switchTo(next)
+        return next
+    }
+
+    /// Asks the controller, and records a choice that is not the default.
+    private func decide(_ point: SchedulePoint) -> Task {
+        let i = controller?.choose(point) ?? point.defaultChoice
+        let next = point.candidates.indices.contains(i) ? point.candidates[i] : point.candidates[point.defaultChoice]
+        if i != point.defaultChoice {
+            let decision = Decision(kind: point.kind, task: point.task.name, step: point.step, site: point.site, next: next.name)
+            decisions.append(decision)
+            trace?.emit(.instant, "schedule: \(decision)", category: "schedule", track: .task(point.task.id))
+        }
+        return next
+    }
+
+    /// Whether `task` can run now: runnable, and on its CPU or queued for
+    /// one that is idle.
+    private func ready(task: Task) -> Bool {
+        guard task.state == .runnable else { return false }
+        if let on = running[task.cpu] { return on === task }
+        return task.isQueued
+    }
+
+    /// The tasks other than `task` that could run next, in spawn order
+    /// after it (round robin): each CPU's running task, or every task
+    /// queued on an idle one; `task`'s own queue only when `sameCpu` (it
+    /// may be preempted, or it has left its CPU).
+    private func candidates(after task: Task, sameCpu: Bool) -> [Task] {
+        var found: [Task] = []
+        for c in 0..<cpuCount {
+            let queued: Bool
+            if let on = running[c] {
+                if on !== task, on.state == .runnable { found.append(on) }
+                queued = on === task && sameCpu && task.state == .runnable  // a spinner keeps its CPU
+            } else {
+                queued = c != task.cpu || sameCpu
+            }
+            if queued { found += queues[c].filter { $0 !== task } }
+        }
+        return found.sorted { ($0.id > task.id ? 0 : 1, $0.id) < ($1.id > task.id ? 0 : 1, $1.id) }
+    }
+
+    /// A `try_lock` failed: in a controlled run, the task's next point is a
+    /// yield, so that a task spinning on it never starves the holder.
+    public func noProgress() { current.spinning = true }
 
     // MARK: Work
 

@@ -34,6 +34,12 @@ public final class Task: CustomStringConvertible {
     /// It runs with preemption off from the start and must end that way
     /// (an `on_each_cpu` function, as in interrupt context).
     public internal(set) var atomic = false
+    /// Its scheduling points so far, in a controlled run (`SchedulePoint.step`).
+    public internal(set) var steps = 0
+    /// A `try_lock` failed since its last scheduling point: it spins.
+    var spinning = false
+    /// Where it last blocked or yielded, in a controlled run.
+    var pointSite = ""
 
     init(id: Int, name: String, cpu: Int, boundCpu: Int?, site: Site) {
         self.id = id

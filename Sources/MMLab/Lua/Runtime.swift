@@ -97,6 +97,8 @@ final class Runtime {
     var strictViolations = 0
     /// Warnings are counted but not printed (the fuzzer's engines).
     var quiet = false
+    /// Who makes the scheduler's choices (a controlled run), set before the machine boots.
+    var controller: ScheduleController?
 
     private let siteCache = SiteCache()
 
@@ -119,7 +121,9 @@ final class Runtime {
         mmlab_useallocator(L, state)
         let limits = configuration.limits
         state.pointee.max_heap = limits.maxMemory ?? 0
-        state.pointee.max_hook_ticks = limits.maxInstructions.map { max(1, ($0 + UInt64(MMLAB_HOOK_INTERVAL) - 1) / UInt64(MMLAB_HOOK_INTERVAL)) } ?? 0
+        let interval = configuration.quantum ?? Int(MMLAB_HOOK_INTERVAL)
+        state.pointee.hook_interval = Int32(clamping: interval)
+        state.pointee.max_hook_ticks = limits.maxInstructions.map { max(1, ($0 + UInt64(interval) - 1) / UInt64(interval)) } ?? 0
         if let timeout = limits.timeout {
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
@@ -199,16 +203,35 @@ final class Runtime {
         startTraceIfAsked(machine)
         if driving { machine.scheduler.adoptMain() }
         state.pointee.budget = 1
+        if let controller { control(machine.scheduler, with: controller) }
         machine.scheduler.onContention = { [link] contended in
             guard let state = link.runtime?.state else { return }
             // Another task became runnable: the running one gets a short budget.
             if contended, state.pointee.budget > 8 { state.pointee.budget = 8 }
-            if (state.pointee.contended != 0) != contended {
+            if (state.pointee.contended != 0) != contended, link.runtime?.controller == nil {
                 state.pointee.contended = contended ? 1 : 0
                 state.pointee.hooks_dirty = 1  // the count hook comes and goes with contention
             }
         }
         return machine
+    }
+
+    /// A controlled run: every binding call and quantum is a scheduling
+    /// point, whether or not another task could run, so that each task's
+    /// points are numbered by its own path (Schedule.swift).
+    private func control(_ scheduler: Scheduler, with controller: ScheduleController) {
+        scheduler.controller = controller
+        scheduler.whereNow = { [link] in
+            guard let self = link.runtime else { return "?" }
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 256) { buffer in
+                guard let base = buffer.baseAddress else { return "?" }
+                // SAFETY: mmlab_where writes at most 256 bytes, NUL-terminated, into the buffer.
+                mmlab_where(self.activeL, base, 256)
+                return String(cString: base)
+            }
+        }
+        state.pointee.contended = 1
+        state.pointee.hooks_dirty = 1
     }
 
     /// Registers a handle type's metatable: `__name`, `__index` (its

@@ -47,6 +47,11 @@ public struct Standalone {
     /// table, and the script's index in it.
     public var argv: [String] = ["mmlab"]
     public var scriptIndex = 0
+    /// `--schedule FILE`: the schedule to replay.
+    public var schedulePath: String?
+    /// The long options the command line set, which a schedule's header
+    /// must not contradict.
+    var explicit: Set<String> = []
     /// What errors are prefixed with: argv[0] as typed, as lua.c's progname.
     public var progname: String { argv.first.flatMap { $0.isEmpty ? nil : $0 } ?? "mmlab" }
 
@@ -141,10 +146,11 @@ public struct Standalone {
 
     /// The long options that take a value (`--seed 3` or `--seed=3`).
     public static let valueOptions = ["--seed", "--cpus", "--memory", "--results", "--trace", "--out",
-                                      "--max-memory", "--max-instructions", "--timeout"]
+                                      "--max-memory", "--max-instructions", "--timeout", "--quantum", "--schedule"]
 
     /// Sets a long option from its text.
     public mutating func set(_ option: String, _ text: String) throws(UsageError) {
+        explicit.insert(option)
         switch option {
         case "--seed":
             guard let seed = Int64(text) ?? UInt64(text).map({ Int64(bitPattern: $0) }) else {
@@ -182,6 +188,12 @@ public struct Standalone {
                 throw UsageError("--timeout takes a positive number of seconds, got '\(text)'")
             }
             configuration.limits.timeout = seconds
+        case "--quantum":
+            guard let n = Int(text), (1...1_000_000).contains(n) else {
+                throw UsageError("--quantum takes a number of VM instructions from 1 to 1000000, got '\(text)'")
+            }
+            configuration.quantum = n
+        case "--schedule": schedulePath = text
         default:
             throw UsageError("unrecognized option '\(option)'")
         }
@@ -196,15 +208,45 @@ public struct Standalone {
         return .require(module: text, global: global)
     }
 
+    /// Reads `--schedule`'s file, if any, and boots the machine it was
+    /// recorded on: its header's seed, CPUs, memory and quantum, unless the
+    /// command line says otherwise (then it is a usage error).
+    public mutating func loadSchedule() throws(UsageError) -> ScheduleFile? {
+        guard let path = schedulePath else { return nil }
+        let file = try ScheduleFile.parse(try readText(path), name: path)
+        for (option, key) in [("--seed", "seed"), ("--cpus", "cpus"), ("--memory", "memory"), ("--quantum", "quantum")] {
+            guard let value = file.value(key) else { continue }
+            let given = explicit.contains(option)
+            let before = machineWords
+            try set(option, value)
+            if given, machineWords != before {
+                throw UsageError("\(path) was recorded with \(option) \(value): the command line asks otherwise")
+            }
+        }
+        return file
+    }
+
+    /// What a schedule's header must agree with.
+    private var machineWords: String {
+        "\(configuration.seed) \(configuration.cpus) \(configuration.memory) \(configuration.quantum ?? 200)"
+    }
+
     /// Runs the command line; returns the exit status.
     public func run() -> Int32 {
         if version { print(versionLine) }
+        var s = self
+        let replay: ReplayStrategy?
+        do { replay = try s.loadSchedule().map(ReplayStrategy.init) } catch {
+            fputs("\(progname): \(error)\n", stderr)
+            return 2
+        }
         let engine: Engine
-        do { engine = try Engine(configuration: configuration) } catch {
+        do { engine = try Engine(configuration: s.configuration) } catch {
             report(error)
             return 1
         }
         defer { engine.close() }
+        engine.scheduleController = replay
         // lua.c's docall: Ctrl-C raises "interrupted!" in the running code.
         engine.catchInterrupts(true)
         defer { engine.catchInterrupts(false) }
@@ -241,7 +283,15 @@ public struct Standalone {
             report(error)
             status = 1
         }
-        return finish(engine, status: status)
+        status = finish(engine, status: status)
+        if let replay {
+            replay.finish()
+            for line in replay.divergences {
+                fputs("mmlab: warning: schedule \(line)\n", stderr)
+                if configuration.strict { status = 1 }
+            }
+        }
+        return status
     }
 
     /// `LUA_INIT_5_4` or `LUA_INIT`: `@file` runs the file, anything else runs as code.

@@ -11,6 +11,8 @@ import LuaShim
 public struct TestRunner {
     public var configuration: Engine.Configuration
     public var tap: Bool
+    /// `--schedule`: every file's engine replays it.
+    public var schedule: ScheduleFile?
 
     public init(configuration: Engine.Configuration = Engine.Configuration(), tap: Bool = false) {
         self.configuration = configuration
@@ -73,6 +75,12 @@ public struct TestRunner {
         do {
             let engine = try Engine(configuration: configuration)
             defer { engine.close() }
+            let replay = schedule.map(ReplayStrategy.init)
+            engine.scheduleController = replay
+            defer {
+                replay?.finish()
+                for line in replay?.divergences ?? [] { fputs("mmlab: warning: schedule \(line)\n", stderr) }
+            }
             engine.runtime.testReport = report
             let lua = Lua(engine.runtime.L)
             lua.pushBinding(TestRunner.test, name: "test")

@@ -1,0 +1,119 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import MMLab
+
+struct ExploreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explore",
+        abstract: "Run a script under many schedules and report every distinct failure, with its schedule shrunk.",
+        usage: """
+            mmlab explore [options] SCRIPT [args]
+              mmlab explore --shrink FILE [options] SCRIPT [args]
+              mmlab explore --plan CHUNKS [--plan-format parallel|slurm] [options] SCRIPT [args]
+              mmlab explore --merge DIR...
+            """,
+        discussion: """
+            Each run boots a fresh machine and runs the script with the scheduler's choices made by the strategy: random (a seeded coin at every point), pct (Burckhardt et al.'s Probabilistic Concurrency Testing; the report prints its 1/(n·k^(d−1)) bound) or dfs (every schedule with at most --preemptions preemptions, fewest first, as CHESS). Scheduling points are every binding call and every --quantum VM instructions; a task whose try_lock failed yields at its next point, so spin-waits do not starve the lock holder.
+
+            A run fails when the script or a task raises (a bug error, a lockdep report, an errno), run() deadlocks, the model's own check fails, a limit stops it (--max-instructions defaults to 50000000 per run), or, with --strict, something leaks. Failures are grouped by signature (kind, site, message without addresses); for each, the first run's schedule is written to DIR/NAME.sched and its shrunk form (fewest preemptions, then tasks, then decisions) to DIR/NAME.shrunk.sched. Replay one with `mmlab --schedule FILE SCRIPT`.
+
+            Runs are independent: --jobs J spreads them over J processes of this machine, and --plan CHUNKS prints one command per chunk for GNU parallel (`parallel < plan.txt`) or, with --plan-format slurm, an `sbatch --array` script; `mmlab explore --merge DIR...` then prints the report one process would have printed.
+
+            Examples:
+              mmlab explore examples/races/abba.lua
+              mmlab explore --strategy dfs --preemptions 2 examples/races/percpu_rmw.lua
+              mmlab --schedule mmlab-explore/lockdep-abba.lua-16.shrunk.sched examples/races/abba.lua
+              mmlab explore --plan 4 --out chunks examples/races/abba.lua > plan.txt
+
+            Exit status: 0 no failure found, 1 failures found, 2 a usage error.
+            """)
+
+    @OptionGroup var machine: MachineOptions
+    @Option(help: "random, pct or dfs.") var strategy: String = "pct"
+    @Option(help: ArgumentHelp("Runs to make (default 100; dfs: 1000, or until every schedule ran).", valueName: "n")) var runs: Int?
+    @Option(help: ArgumentHelp("PCT's bug depth d: d − 1 priority change points per run.", valueName: "d")) var depth: Int = 3
+    @Option(help: ArgumentHelp("dfs: the most preemptions a schedule may have.", valueName: "k")) var preemptions: Int = 2
+    @Option(help: ArgumentHelp("Worker processes (default: the machine's cores; dfs runs in one).", valueName: "j")) var jobs: Int?
+    @Flag(help: "Stop at the first failing run.") var stopAtFirst = false
+    @Option(help: ArgumentHelp("Stop starting runs after this much wall-clock time.", valueName: "seconds")) var timeLimit: Double?
+    @Option(help: ArgumentHelp("Where the schedules go.", valueName: "dir")) var out: String = "mmlab-explore"
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Option(help: ArgumentHelp("Shrink this failing schedule instead of exploring.", valueName: "file")) var shrink: String?
+    @Option(help: ArgumentHelp("Print one command per chunk of runs instead of running them.", valueName: "chunks")) var plan: Int?
+    @Option(help: ArgumentHelp("parallel (GNU parallel, one command per line) or slurm (an sbatch --array script).", valueName: "format")) var planFormat: String = "parallel"
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("Merge the chunks' reports in these folders or files.", valueName: "dir")) var merge: [String] = []
+    @Option(help: .hidden) var chunk: String?
+    @Option(help: .hidden) var chunkOut: String?
+    @Argument(help: "The script.") var script: String?
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for the script.") var arguments: [String] = []
+
+    func run() throws {
+        var output = Explorer.Output()
+        output.directory = out
+        output.json = json
+        if let jobs {
+            guard jobs >= 1 else { throw ValidationError("--jobs takes a positive number, got \(jobs)") }
+            output.jobs = jobs
+        } else {
+            output.jobs = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        }
+        do {
+            if !merge.isEmpty {
+                guard script == nil else { throw ValidationError("--merge takes only the chunks' folders, not a script") }
+                throw ExitCode(try Explorer.merge(merge, output))
+            }
+            guard let script else { throw ValidationError("explore needs a script (mmlab explore SCRIPT [args])") }
+            let explorer = Explorer(options: try options(script))
+            if let shrink { throw ExitCode(try explorer.shrinkFile(shrink, output)) }
+            if let plan {
+                guard plan >= 1 else { throw ValidationError("--plan takes a positive number of chunks, got \(plan)") }
+                guard explorer.options.strategy != .dfs else {
+                    throw ValidationError("--plan splits random and pct runs; dfs is one search, run it in one process")
+                }
+                guard ["parallel", "slurm"].contains(planFormat) else {
+                    throw ValidationError("--plan-format takes parallel or slurm, got '\(planFormat)'")
+                }
+                print(explorer.plan(chunks: plan, slurm: planFormat == "slurm", directory: out), terminator: "")
+                return
+            }
+            if let chunkOut { throw ExitCode(try explorer.runChunk(to: chunkOut)) }
+            throw ExitCode(try explorer.run(output))
+        } catch let error as UsageError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    private func options(_ script: String) throws -> Explorer.Options {
+        guard let strategy = Explorer.Strategy(rawValue: strategy) else {
+            throw ValidationError("--strategy takes random, pct or dfs, got '\(self.strategy)'")
+        }
+        guard depth >= 1 else { throw ValidationError("--depth takes a positive number, got \(depth)") }
+        guard preemptions >= 0 else { throw ValidationError("--preemptions takes a number of at least 0, got \(preemptions)") }
+        var o = Explorer.Options()
+        o.strategy = strategy
+        o.runs = runs ?? (strategy == .dfs ? 1000 : 100)
+        guard o.runs >= 1 else { throw ValidationError("--runs takes a positive number, got \(o.runs)") }
+        o.depth = depth
+        o.preemptions = preemptions
+        o.configuration = try machine.standalone().configuration
+        o.configuration.outputDirectory = nil
+        o.stopAtFirst = stopAtFirst
+        if let timeLimit {
+            guard timeLimit > 0, timeLimit.isFinite else { throw ValidationError("--time-limit takes a positive number of seconds") }
+            o.timeLimit = timeLimit
+        }
+        o.script = script
+        o.arguments = arguments
+        if let chunk {
+            let parts = chunk.split(separator: "/").compactMap { Int($0) }
+            guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
+                throw ValidationError("--chunk takes I/N with 1 ≤ I ≤ N, got '\(chunk)'")
+            }
+            o.range = Explorer.chunk(parts[0], of: parts[1], runs: o.runs)
+        }
+        guard access(script, R_OK) == 0 else { throw ValidationError("cannot read the script \(script)") }
+        return o
+    }
+}

@@ -13,6 +13,8 @@ static int os_exit(lua_State *L) {
         status = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
     else
         status = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+    if (mmlab_state(L)->contained)  // one run of many (explore): the process goes on
+        return luaL_error(L, "os.exit(%d) ends the process, which an explored run may not", status);
     if (lua_toboolean(L, 2)) {
         mmlab_State *s = mmlab_state(L);
         if (mmlab_canwait(L)) {

@@ -205,10 +205,12 @@ struct ExamplesCommand: ParsableCommand {
         }
         guard let name else {
             print("Scenarios (mmlab examples NAME):")
-            for file in (try? TestRunner.files([directory])) ?? [] {
-                let stem = String(file.split(separator: "/").last ?? "").replacingSuffix(".lua")
-                print("  " + stem.padding(20) + summary(of: file))
-            }
+            let files = try TestRunner.files([directory])
+            // Names relative to the folder: `races/abba` runs as it is listed.
+            let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+            let names = files.map { String($0.dropFirst(prefix.count)).replacingSuffix(".lua") }
+            let width = (names.map(\.count).max() ?? 0) + 2
+            for (name, file) in zip(names, files) { print("  " + name.padding(width) + summary(of: file)) }
             return
         }
         let path = directory + "/" + name.replacingSuffix(".lua") + ".lua"

@@ -118,6 +118,7 @@ typedef struct mmlab_State {
     mmlab_Link chain[MMLAB_MAXCHAIN];
     int exiting;                // os.exit(code, true) asked the driver to close the state
     int exit_status;
+    int contained;              // os.exit raises instead (a run of mmlab explore)
     volatile int interrupted;   // SIGINT arrived: raise "interrupted!" at the next hook
     uint64_t site_epoch;        // collections seen (sites.c)
     int hook_interval;          // VM instructions between the engine's count hooks

@@ -162,7 +162,7 @@ extension Explorer {
     /// `--plan CHUNKS`: one command per chunk for GNU parallel, or a Slurm
     /// array job script.
     public func plan(chunks: Int, slurm: Bool, directory: String) -> String {
-        let program = "mmlab"
+        let program = Self.quote(CommandLine.arguments.first.flatMap { $0.isEmpty ? nil : $0 } ?? "mmlab")
         if slurm {
             let path = "\(directory)/chunk-0.json"
             let words = chunkArguments(0, of: chunks, to: path).map { word in

@@ -57,6 +57,7 @@ public struct Explorer {
         }
         defer { engine.close() }
         engine.quiet = true
+        engine.runtime.state.pointee.contained = 1
         engine.scheduleController = controller
         engine.setArgTable([options.script] + options.arguments, scriptIndex: 0)
         var failure: Failure?

@@ -20,8 +20,8 @@
 --
 -- Usage: mmlab --seed N examples/percpu_counter.lua [tasks] [events]
 local sched, percpu, sync = kernel.sched, kernel.percpu, kernel.sync
-local TASKS = math.tointeger(tonumber(arg and arg[1])) or 8
-local EVENTS = math.tointeger(tonumber(arg and arg[2])) or 500
+local TASKS = kernel.params.tasks or math.tointeger(tonumber(arg and arg[1])) or 8
+local EVENTS = kernel.params.events or math.tointeger(tonumber(arg and arg[2])) or 500
 local expected = TASKS * EVENTS
 
 local per_cpu = percpu.alloc("u64")        -- exact, no lock

@@ -117,3 +117,75 @@ struct ExploreCommand: ParsableCommand {
         return o
     }
 }
+
+struct SweepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sweep",
+        abstract: "Run an experiment for every combination of parameters and seeds; one table of every run's results.",
+        usage: """
+            mmlab sweep SCRIPT --param NAME=V1,V2,... [--param ...] --seeds A..B [options] [-- args]
+              mmlab sweep --plan CHUNKS [--plan-format parallel|slurm] --out DIR SCRIPT --param ... --seeds A..B
+              mmlab sweep --merge DIR... [--results FILE]
+            """,
+        discussion: """
+            Each run boots a fresh machine with its seed; the script reads its parameters as kernel.params.NAME (numbers when they read as numbers). Every row the runs record with kernel.results.record goes into one table, the parameters and the seed as its first columns, in run order: CSV on standard output, or --results FILE (.csv or .json). A run that fails is reported on stderr (exit status 1); its rows so far are kept.
+
+            Examples:
+              mmlab sweep examples/percpu_counter.lua --param tasks=2,4 --seeds 1..3 --results counters.csv
+              mmlab sweep --plan 4 --out chunks examples/percpu_counter.lua --param tasks=2,4 --seeds 1..8 > plan.txt
+              mmlab sweep --merge chunks --results counters.csv
+            """)
+
+    @OptionGroup var machine: MachineOptions
+    @Option(help: ArgumentHelp("A parameter and its values, NAME=V1,V2,...; repeat for more.", valueName: "name=values")) var param: [String] = []
+    @Option(help: ArgumentHelp("The seeds, A..B (each combination runs once per seed).", valueName: "a..b")) var seeds: String = "0..0"
+    @Option(help: ArgumentHelp("Worker processes (default: the machine's cores).", valueName: "j")) var jobs: Int?
+    @Option(help: ArgumentHelp("Write the table here (.csv or .json) instead of CSV on standard output.", valueName: "file")) var results: String?
+    @Option(help: ArgumentHelp("Print one command per chunk of runs instead of running them.", valueName: "chunks")) var plan: Int?
+    @Option(help: ArgumentHelp("parallel or slurm.", valueName: "format")) var planFormat: String = "parallel"
+    @Option(help: ArgumentHelp("Where --plan's chunks write.", valueName: "dir")) var out: String = "mmlab-sweep"
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("Merge the chunks in these folders or files.", valueName: "dir")) var merge: [String] = []
+    @Option(help: .hidden) var chunk: String?
+    @Option(help: .hidden) var chunkOut: String?
+    @Argument(help: "The script.") var script: String?
+    @Argument(parsing: .postTerminator, help: "Arguments for the script, after --.") var arguments: [String] = []
+
+    func run() throws {
+        do {
+            if !merge.isEmpty { throw ExitCode(try Sweep.merge(merge, results: results)) }
+            guard let script else { throw ValidationError("sweep needs a script (mmlab sweep SCRIPT --param NAME=V1,V2 --seeds A..B)") }
+            guard access(script, R_OK) == 0 else { throw ValidationError("cannot read the script \(script)") }
+            var sweep = Sweep()
+            sweep.script = script
+            sweep.arguments = arguments
+            sweep.configuration = try machine.standalone().configuration
+            var names: Set<String> = []
+            for p in param {
+                let (name, values) = try Sweep.parameter(p)
+                guard names.insert(name).inserted else { throw ValidationError("--param \(name) is given twice") }
+                sweep.parameters.append((name, values))
+            }
+            sweep.seeds = try Sweep.seedRange(seeds)
+            if let plan {
+                guard plan >= 1 else { throw ValidationError("--plan takes a positive number of chunks, got \(plan)") }
+                guard ["parallel", "slurm"].contains(planFormat) else {
+                    throw ValidationError("--plan-format takes parallel or slurm, got '\(planFormat)'")
+                }
+                print(sweep.plan(chunks: plan, slurm: planFormat == "slurm", directory: out), terminator: "")
+                return
+            }
+            if let chunk {
+                let parts = chunk.split(separator: "/").compactMap { Int($0) }
+                guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
+                    throw ValidationError("--chunk takes I/N with 1 ≤ I ≤ N, got '\(chunk)'")
+                }
+                sweep.range = Explorer.chunk(parts[0], of: parts[1], runs: sweep.runCount)
+            }
+            if let chunkOut { throw ExitCode(try sweep.runChunk(to: chunkOut)) }
+            if let jobs, jobs < 1 { throw ValidationError("--jobs takes a positive number, got \(jobs)") }
+            throw ExitCode(try sweep.run(jobs: jobs ?? max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))), results: results))
+        } catch let error as UsageError {
+            throw ValidationError(error.message)
+        }
+    }
+}

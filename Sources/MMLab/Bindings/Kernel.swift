@@ -40,6 +40,8 @@ extension Runtime {
         openBinder(lua)
         openOutput(lua)
         openDebug(lua)
+        lua.newTable()
+        lua.setField(-2, "params")  // what `mmlab sweep` varies; empty otherwise
 
         lua_pushvalue(L, -1)
         lua_setglobal(L, "kernel")

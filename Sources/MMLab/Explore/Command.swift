@@ -162,67 +162,18 @@ extension Explorer {
     /// `--plan CHUNKS`: one command per chunk for GNU parallel, or a Slurm
     /// array job script.
     public func plan(chunks: Int, slurm: Bool, directory: String) -> String {
-        let program = Self.quote(CommandLine.arguments.first.flatMap { $0.isEmpty ? nil : $0 } ?? "mmlab")
-        if slurm {
-            let path = "\(directory)/chunk-0.json"
-            let words = chunkArguments(0, of: chunks, to: path).map { word in
-                word == "0/\(chunks)" ? "\"$SLURM_ARRAY_TASK_ID/\(chunks)\""
-                    : word == path ? "\"\(directory)/chunk-$SLURM_ARRAY_TASK_ID.json\"" : Self.quote(word)
-            }
-            return """
-                #!/bin/sh
-                #SBATCH --array=1-\(chunks)
-                #SBATCH --job-name=mmlab-explore
-                # Submit with sbatch; then: mmlab explore --merge \(Self.quote(directory))
-                mkdir -p \(Self.quote(directory))
-                \(program) \(words.joined(separator: " "))
-
-                """
-        }
-        var lines: [String] = []
-        for i in 1...chunks {
-            let args = chunkArguments(i, of: chunks, to: "\(directory)/chunk-\(i).json")
-            lines.append("mkdir -p \(Self.quote(directory)) && \(program) " + args.map(Self.quote).joined(separator: " "))
-        }
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    /// A word as the shell reads it back.
-    static func quote(_ word: String) -> String {
-        if !word.isEmpty, word.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0) }) { return word }
-        return "'" + word.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+        Chunks.plan(chunks, slurm: slurm, directory: directory, merge: "mmlab explore --merge", chunkArguments)
     }
 
     /// Runs the chunks in `jobs` processes of this program and merges them.
     private func exploreInWorkers(_ jobs: Int) throws(UsageError) -> Report {
-        var template = "/tmp/mmlab-explore-XXXXXX".utf8CString
-        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
-            guard let base = buffer.baseAddress, mkdtemp(base) != nil else { return nil }
-            return String(cString: base)
-        }
-        guard let scratch = made else { throw UsageError("cannot make a folder for the workers under /tmp") }
-        defer { rmdir(scratch) }
-        var pids: [(pid_t, Int, String)] = []
-        for i in 1...jobs {
-            let path = "\(scratch)/chunk-\(i).json"
-            guard let pid = Self.spawnSelf(chunkArguments(i, of: jobs, to: path)) else {
-                throw UsageError("cannot start a worker process")
-            }
-            pids.append((pid, i, path))
-        }
         var report = Report(strategy: options.strategy, depth: options.depth, preemptionBound: options.preemptions)
         var stopped = false
-        for (pid, i, path) in pids {
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            defer { unlink(path) }
+        for (i, outcome) in try Chunks.runWorkers(jobs, chunkArguments) {
             let range = Self.chunk(i, of: jobs, runs: options.runs)
             let chunk: Report
             do throws(UsageError) {
-                guard status == 0 else {
-                    throw UsageError(status & 0x7f != 0 ? "was killed by signal \(status & 0x7f)" : "failed (exit status \(status >> 8 & 0xff))")
-                }
-                chunk = try Report(json: try readText(path), name: path)
+                chunk = try Report(json: try outcome.get(), name: "chunk \(i)")
             } catch {
                 report.missing.append("the worker for runs \(range.lowerBound + 1)...\(range.upperBound) \(error.message): its runs are not in this report")
                 continue
@@ -234,29 +185,12 @@ extension Explorer {
         return report
     }
 
-    /// Starts this executable with `arguments`; its pid.
-    static func spawnSelf(_ arguments: [String]) -> pid_t? {
-        let program = "/proc/self/exe"
-        let argv = ([CommandLine.arguments.first ?? "mmlab"] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let r = posix_spawn(&pid, program, nil, nil, argv, environ)
-        return r == 0 ? pid : nil
-    }
-
     // MARK: Merging
 
     /// `--merge DIR...`: the chunks' reports (`*.json` in each folder, or
     /// the files named), merged, shrunk and printed as one process would.
     public static func merge(_ paths: [String], _ output: Output) throws(UsageError) -> Int32 {
-        var files: [String] = []
-        for path in paths {
-            if isDirectory(path) {
-                files += listFiles(path).filter { $0.hasSuffix(".json") }.sorted { chunkNumber($0) < chunkNumber($1) }
-            } else {
-                files.append(path)
-            }
-        }
+        let files = Chunks.files(paths)
         guard !files.isEmpty else { throw UsageError("--merge: no chunk reports (*.json) in \(paths.joined(separator: " "))") }
         var merged: Report?
         var explorer: Explorer?
@@ -281,11 +215,6 @@ extension Explorer {
         }
         guard var report = merged, let explorer else { return 2 }
         return try explorer.finish(&report, output)
-    }
-
-    /// The number in `chunk-12.json`, for ordering.
-    private static func chunkNumber(_ path: String) -> Int {
-        Int(path.split(separator: "/").last?.filter(\.isNumber) ?? "") ?? 0
     }
 }
 
@@ -355,5 +284,105 @@ func makeDirectory(_ path: String) throws(UsageError) {
             throw UsageError("cannot create the folder \(path): \(String(cString: strerror(errno)))")
         }
         prefix += "/"
+    }
+}
+
+/// Runs split into chunks: worker processes of this program, and plans
+/// that hand the chunks to GNU parallel or Slurm (`explore`, `sweep`).
+enum Chunks {
+    /// The command line of chunk `i` of `n`, its report going to a path.
+    typealias Arguments = (_ i: Int, _ n: Int, _ path: String) -> [String]
+
+    /// One command per chunk for GNU parallel, or an `sbatch --array` script.
+    static func plan(_ chunks: Int, slurm: Bool, directory: String, merge: String, _ arguments: Arguments) -> String {
+        let program = quote(CommandLine.arguments.first.flatMap { $0.isEmpty ? nil : $0 } ?? "mmlab")
+        if slurm {
+            let path = "\(directory)/chunk-0.json"
+            let words = arguments(0, chunks, path).map { word in
+                word == "0/\(chunks)" ? "\"$SLURM_ARRAY_TASK_ID/\(chunks)\""
+                    : word == path ? "\"\(directory)/chunk-$SLURM_ARRAY_TASK_ID.json\"" : quote(word)
+            }
+            return """
+                #!/bin/sh
+                #SBATCH --array=1-\(chunks)
+                #SBATCH --job-name=mmlab
+                # Submit with sbatch; then: \(merge) \(quote(directory))
+                mkdir -p \(quote(directory))
+                \(program) \(words.joined(separator: " "))
+
+                """
+        }
+        var lines: [String] = []
+        for i in 1...chunks {
+            let words = arguments(i, chunks, "\(directory)/chunk-\(i).json")
+            lines.append("mkdir -p \(quote(directory)) && \(program) " + words.map(quote).joined(separator: " "))
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A word as the shell reads it back.
+    static func quote(_ word: String) -> String {
+        if !word.isEmpty, word.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0) }) { return word }
+        return "'" + word.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+    }
+
+    /// Runs chunks 1...jobs in as many processes of this program; each
+    /// chunk's report text, or why there is none (a worker that died).
+    static func runWorkers(_ jobs: Int, _ arguments: Arguments) throws(UsageError) -> [(Int, Result<String, UsageError>)] {
+        var template = "/tmp/mmlab-chunks-XXXXXX".utf8CString
+        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
+            guard let base = buffer.baseAddress, mkdtemp(base) != nil else { return nil }
+            return String(cString: base)
+        }
+        guard let scratch = made else { throw UsageError("cannot make a folder for the workers under /tmp") }
+        defer { rmdir(scratch) }
+        var started: [(pid_t, Int, String)] = []
+        for i in 1...jobs {
+            let path = "\(scratch)/chunk-\(i).json"
+            guard let pid = spawnSelf(arguments(i, jobs, path)) else {
+                for (pid, _, _) in started { kill(pid, SIGKILL) }
+                throw UsageError("cannot start a worker process")
+            }
+            started.append((pid, i, path))
+        }
+        var outcomes: [(Int, Result<String, UsageError>)] = []
+        for (pid, i, path) in started {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            defer { unlink(path) }
+            if status != 0 {
+                let how = status & 0x7f != 0 ? "was killed by signal \(status & 0x7f)" : "failed (exit status \(status >> 8 & 0xff))"
+                outcomes.append((i, .failure(UsageError(how))))
+                continue
+            }
+            do throws(UsageError) { outcomes.append((i, .success(try readText(path)))) } catch { outcomes.append((i, .failure(error))) }
+        }
+        return outcomes
+    }
+
+    /// Starts this executable with `arguments`; its pid.
+    static func spawnSelf(_ arguments: [String]) -> pid_t? {
+        let argv = ([CommandLine.arguments.first ?? "mmlab"] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        return posix_spawn(&pid, "/proc/self/exe", nil, nil, argv, environ) == 0 ? pid : nil
+    }
+
+    /// The `*.json` files in each folder (by chunk number), or the files named.
+    static func files(_ paths: [String]) -> [String] {
+        var files: [String] = []
+        for path in paths {
+            if isDirectory(path) {
+                files += listFiles(path).filter { $0.hasSuffix(".json") }.sorted { number($0) < number($1) }
+            } else {
+                files.append(path)
+            }
+        }
+        return files
+    }
+
+    /// The number in `chunk-12.json`, for ordering.
+    private static func number(_ path: String) -> Int {
+        Int(path.split(separator: "/").last?.filter(\.isNumber) ?? "") ?? 0
     }
 }

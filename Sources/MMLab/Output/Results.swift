@@ -106,18 +106,21 @@ final class Results {
     }
 
     /// Writes every row to `file`: a CSV header and lines, or a JSON array of objects.
-    func write(_ format: Format, to file: OutputFile) {
+    func write(_ format: Format, to file: OutputFile) { write(format, file.write) }
+
+    /// The same, text by text to `emit`.
+    func write(_ format: Format, _ emit: (String) -> Void) {
         switch format {
         case .csv:
-            file.write(columns.map { ResultValue.string($0).csv }.joined(separator: ",") + "\n")
-            for row in rows { file.write(columns.map { row[$0]?.csv ?? "" }.joined(separator: ",") + "\n") }
+            emit(columns.map { ResultValue.string($0).csv }.joined(separator: ",") + "\n")
+            for row in rows { emit(columns.map { row[$0]?.csv ?? "" }.joined(separator: ",") + "\n") }
         case .json:
-            file.write("[")
+            emit("[")
             for (i, row) in rows.enumerated() {
                 let fields = columns.compactMap { c in row[c].map { jsonString(c) + ": " + $0.json } }
-                file.write((i == 0 ? "\n  {" : ",\n  {") + fields.joined(separator: ", ") + "}")
+                emit((i == 0 ? "\n  {" : ",\n  {") + fields.joined(separator: ", ") + "}")
             }
-            file.write("\n]\n")
+            emit("\n]\n")
         }
     }
 }

@@ -206,7 +206,7 @@ struct ExploreCommandTests {
         #expect(lines.contains("    replay:   mmlab --schedule \(shrunkPath) \(script)"))
         let shrunk = try ScheduleFile.parse(try String(contentsOfFile: shrunkPath, encoding: .utf8), name: shrunkPath)
         #expect(shrunk.preemptions == 1)
-        #expect(shrunk.decisions.map(\.description) == ["preempt driver at teardown_mmget.lua:35 (step 2 of driver) -> process"])
+        #expect(shrunk.decisions.map(\.description) == ["preempt driver at teardown_mmget.lua:36 (step 3 of driver) -> process"])
         #expect(FileManager.default.fileExists(atPath: dir + "/bug-teardown_mmget.lua-42.sched"))
 
         let trace1 = dir + "/t1.json", trace2 = dir + "/t2.json"
@@ -218,7 +218,7 @@ struct ExploreCommandTests {
         #expect(second.stderr.hasPrefix("mmlab: task 'driver': \(script):42: BUG: use of MmWithUser"))
         let t1 = try String(contentsOfFile: trace1, encoding: .utf8)
         #expect(t1 == (try String(contentsOfFile: trace2, encoding: .utf8)), "the same trace twice")
-        #expect(t1.contains("\"name\": \"schedule: preempt driver at teardown_mmget.lua:35 (step 2 of driver) -> process\""))
+        #expect(t1.contains("\"name\": \"schedule: preempt driver at teardown_mmget.lua:36 (step 3 of driver) -> process\""))
         // The fixed variant with the same schedule: the decision still applies, and nothing fails.
         let fixed = try mmlab(["--schedule", shrunkPath, script, "fixed"])
         #expect(fixed.status == 0)

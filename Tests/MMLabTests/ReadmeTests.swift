@@ -68,4 +68,47 @@ struct ReadmeTests {
         #expect(sh.hasPrefix("scripts/mmlab examples binder"))
         #expect(sh.contains("scripts/test"))
     }
+
+    @Test("the walk from a failing explore to its shrunk schedule, replay, trace and fix runs as the README shows it")
+    func explore() throws {
+        let text = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+        let section = try #require(text.components(separatedBy: "## Finding the interleaving\n").dropFirst().first?
+            .components(separatedBy: "\n## ").first)
+        var blocks: [(String, String)] = []
+        var current: (String, [String])?
+        for line in section.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("```") {
+                if let open = current { blocks.append((open.0, open.1.joined(separator: "\n") + "\n")); current = nil }
+                else { current = (String(line.dropFirst(3)), []) }
+            } else {
+                current?.1.append(String(line))
+            }
+        }
+        try? FileManager.default.removeItem(atPath: "/tmp/races")
+        var outputs: [RunResult] = []
+        var ran = 0
+        for (language, code) in blocks where language == "sh" {
+            for line in code.split(separator: "\n") {
+                let words = line.split(separator: " ").map(String.init)
+                #expect(words.first == "mmlab")
+                outputs.append(try mmlab(Array(words.dropFirst())))
+                ran += 1
+            }
+        }
+        #expect(ran == 5)
+        let texts = blocks.filter { $0.0 == "text" }.map(\.1)
+        #expect(texts.count == 3)
+        #expect(outputs[0].status == 1)
+        #expect(outputs[0].stdout == texts[0], "explore prints what the README shows")
+        let shrunk = try String(contentsOfFile: "/tmp/races/bug-vma_after_guard.lua-37.shrunk.sched", encoding: .utf8)
+        #expect(shrunk.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { $0 + "\n" }.joined() == texts[1])
+        #expect(outputs[1].status == 1, "the replay fails as the run did")
+        #expect(try String(contentsOfFile: "/tmp/races/trace.json", encoding: .utf8).contains("schedule: preempt worker at vma_after_guard.lua:35"))
+        #expect(outputs[2].status == 0)
+        #expect(outputs[2].stderr == "mmlab: warning: schedule /tmp/races/bug-vma_after_guard.lua-37.shrunk.sched:10: preempt worker at vma_after_guard.lua:35 (step 2 of worker) -> fault: nothing else could run at step 2 of worker in this run\n")
+        #expect(outputs[3].stdout == texts[2], "dfs confirms the fix as the README shows")
+        #expect(outputs[4].status == 0, "the sweep: \(outputs[4].stderr)")
+        #expect(try String(contentsOfFile: "/tmp/counters.csv", encoding: .utf8).hasPrefix("tasks,events,seed,"))
+    }
 }
+

@@ -77,4 +77,10 @@ public struct Decision: Equatable, Hashable, Sendable, CustomStringConvertible {
 public protocol ScheduleController: AnyObject {
     /// The index in `point.candidates` of the task that runs next.
     func choose(_ point: SchedulePoint) -> Int
+    /// A scheduling point where nothing else could run: step `step` of `task`.
+    func uncontested(_ task: Task, step: Int)
+}
+
+extension ScheduleController {
+    public func uncontested(_ task: Task, step: Int) {}
 }

@@ -325,10 +325,11 @@ public final class Scheduler {
         points += 1
         let spinning = task.spinning
         task.spinning = false
-        guard runnable > 1 else { return false }
-        let preemptible = task.preemptCount == 0
-        let others = candidates(after: task, sameCpu: preemptible)
-        guard !others.isEmpty else { return false }
+        let others = runnable > 1 ? candidates(after: task, sameCpu: task.preemptCount == 0) : []
+        guard !others.isEmpty else {
+            controller?.uncontested(task, step: task.steps)
+            return false
+        }
         let site = whereNow?() ?? "?"
         let point = spinning
             ? SchedulePoint(kind: .yield, task: task, step: task.steps, globalStep: points, site: site, candidates: others)
@@ -356,11 +357,12 @@ public final class Scheduler {
         } else {
             let all = candidates(after: from, sameCpu: true) + (ready(task: from) ? [from] : [])
             guard !all.isEmpty else { return nil }
+            from.steps += 1
+            points += 1
             if all.count == 1 {
                 next = all[0]
+                controller?.uncontested(from, step: from.steps)
             } else {
-                from.steps += 1
-                points += 1
                 let kind: SchedulePoint.Kind = from.isFinished ? .exit : from.state == .blocked ? .block : .yield
                 let site = from.isFinished ? "(end)" : from.pointSite
                 next = decide(SchedulePoint(kind: kind, task: from, step: from.steps, globalStep: points, site: site, candidates: all))

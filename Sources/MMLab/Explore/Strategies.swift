@@ -137,6 +137,14 @@ final class ReplayStrategy: ScheduleController {
         return point.defaultChoice
     }
 
+    func uncontested(_ task: Task, step: Int) {
+        guard next < schedule.entries.count else { return }
+        let entry = schedule.entries[next]
+        guard entry.decision.task == task.name, entry.decision.step == step else { return }
+        next += 1
+        report(entry, "nothing else could run at step \(step) of \(task.name) in this run")
+    }
+
     /// Decisions the run never reached, reported once it ended.
     func finish() {
         while next < schedule.entries.count {

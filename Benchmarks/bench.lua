@@ -201,6 +201,50 @@ do
   kernel.drop(alloc)
 end
 
+-- Exploration (mmlab explore): for each bug of examples/races, the runs to
+-- the first failure under random and pct (median of 20 exploration seeds)
+-- and dfs (one search), the ratio random/pct, and the shrunk schedule's
+-- preemptions; then schedules per second against a shell loop of plain runs.
+do
+  local mmlab = assert(os.getenv("MMLAB"), "set MMLAB to the mmlab binary")
+  local tmp = os.tmpname()
+  os.remove(tmp)
+  local function explore(args)
+    local out = assert(io.popen(("%q explore --stop-at-first --runs 5000 --jobs 1 --json --out %q %s"):format(mmlab, tmp, args))):read("a")
+    return tonumber(out:match('"first_run": (%d+)')), tonumber(out:match('"preemptions": (%d+)'))
+  end
+  local function median(t)
+    table.sort(t)
+    return (t[(#t + 1) // 2] + t[#t // 2 + 1]) / 2
+  end
+  for _, bug in ipairs{"abba", "percpu_rmw", "shrinker_lock", "teardown_mmget", "vma_after_guard"} do
+    local script = "examples/races/" .. bug .. ".lua"
+    local firsts = {random = {}, pct = {}}
+    for seed = 0, 19 do
+      for strategy, t in pairs(firsts) do
+        t[#t + 1] = assert(explore(("--strategy %s --seed %d %s"):format(strategy, seed, script)), bug .. " not found")
+      end
+    end
+    local dfs, preemptions = explore("--strategy dfs " .. script)
+    local random, pct = median(firsts.random), median(firsts.pct)
+    row{name = ("races/%s: runs to 1st failure, pct vs random"):format(bug), ours = pct, base = random, unit = "",
+        ratio = random / pct, target = "report", ok = true,
+        note = ("dfs %d schedules, shrunk to %d preemption%s"):format(dfs, preemptions, preemptions == 1 and "" or "s")}
+  end
+  local mmbench = assert(os.getenv("MMBENCH"), "set MMBENCH to the mmbench binary")
+  local script = "examples/races/abba.lua"
+  local count = assert(io.popen(("%q explore --strategy dfs --jobs 1 --json --out %q %s fixed"):format(mmlab, tmp, script))):read("a")
+  local schedules = assert(tonumber(count:match('"runs": (%d+)')))
+  local loop = ("for i in $(seq %d); do %q %s fixed >/dev/null || exit 1; done"):format(schedules, mmlab, script)
+  local out = assert(io.popen(("%q startup 3 %q explore --strategy dfs --jobs 1 --out %q %s fixed -- sh -c %q")
+    :format(mmbench, mmlab, tmp, script, loop))):read("a")
+  local ours, base = out:match("^startup (%d+) (%d+)")
+  ours, base = schedules / (assert(tonumber(ours), out) / 1e9), schedules / (tonumber(base) / 1e9)
+  row{name = "explore schedules/s (dfs, abba) vs plain runs", ours = ours, base = base, unit = "/s",
+      ratio = ours / base, target = "report", ok = true}
+  os.execute(("rm -rf %q"):format(tmp))
+end
+
 if json then
   local items = {}
   for _, r in ipairs(rows) do

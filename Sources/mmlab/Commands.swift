@@ -20,6 +20,8 @@ struct MMLab: ParsableCommand {
 
             What a run leaves behind: --results FILE writes what kernel.results.record kept (.csv or .json); --out DIR is where kernel.plot draws SVG pictures (the current folder for scripts; examples and tests draw only when given); --trace FILE writes a Chrome trace of CPUs, tasks, locks and the page allocator, which Perfetto opens. Output is written whole or not at all.
 
+            Finding the interleaving that breaks a script: `mmlab explore SCRIPT` runs it under many schedules (pct, random, or every schedule within a preemption bound with dfs) and writes each failure's schedule, shrunk; --schedule FILE replays one exactly, and --quantum N sets the VM instructions between preemption points (200). `mmlab sweep SCRIPT --param NAME=V1,V2 --seeds A..B` runs an experiment for every combination into one table.
+
             The `kernel` table: kernel.page (Page, into_phys, borrow_phys), kernel.mem (the page allocator), kernel.mm (mm_alloc, Mm/MmWithUser handles, mmap locks, VMAs), kernel.uaccess (UserSlice), kernel.sched (tasks, CPUs), kernel.sync (SpinLock, Mutex), kernel.percpu, kernel.drm_mm, kernel.binder, kernel.results, kernel.plot, kernel.debug (live handles, leaks). Try `mmlab examples` for scenarios to read and run, and `mmlab repl` (:help inside) to explore.
 
             Examples:
@@ -30,6 +32,7 @@ struct MMLab: ParsableCommand {
               mmlab examples binder
               mmlab examples binder --out pictures --results binder.csv
               mmlab --trace trace.json examples/percpu_counter.lua
+              mmlab explore examples/races/vma_after_guard.lua
               mmlab fuzz --calls 1000000
 
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.

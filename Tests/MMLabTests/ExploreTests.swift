@@ -331,5 +331,33 @@ struct ExploreCommandTests {
         let seeds = try mmlab(["sweep", script, "--seeds", "9..3"])
         #expect(seeds.stderr.hasPrefix("Error: --seeds takes A..B with A ≤ B, such as 1..10, got '9..3'\n"))
     }
+
+    @Test("a regression file explores too, and mmlab test --schedule replays its failing case")
+    func testSchedule() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = try temporaryFile("""
+            test("the lost update", function()
+              local v = kernel.percpu.alloc("u64", 0)
+              local function worker()
+                local x = v:per_cpu(0)
+                v:set_per_cpu(0, x + 1)
+              end
+              kernel.sched.spawn(worker, {name = "a", cpu = 0})
+              kernel.sched.spawn(worker, {name = "b", cpu = 0})
+              kernel.sched.run()
+              assert(v:per_cpu(0) == 2, "lost update")
+            end)
+            """)
+        let name = URL(fileURLWithPath: file).lastPathComponent
+        let e = try mmlab(["explore", "--strategy", "dfs", "--jobs", "1", "--out", dir, file])
+        #expect(e.status == 1)
+        #expect(e.stdout.contains("\n  error at \(name):10: \(name):10: lost update\n"))
+        let plain = try mmlab(["test", file])
+        #expect(plain.status == 0, "the default schedule passes")
+        let replay = try mmlab(["test", "--schedule", dir + "/error-\(name)-10.shrunk.sched", file])
+        #expect(replay.status == 1)
+        #expect(replay.stdout == "FAIL \(file): the lost update\n     \(file):10: lost update\n0 passed, 1 failed\n")
+    }
 }
 

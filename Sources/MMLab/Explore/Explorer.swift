@@ -62,6 +62,8 @@ public struct Explorer {
         engine.setArgTable([options.script] + options.arguments, scriptIndex: 0)
         var failure: Failure?
         do {
+            // A regression file explores too: its cases run in order, and a failing one fails the run.
+            try engine.run(string: TestRunner.helpers + "\nfunction test(name, fn) fn() end", name: "=[explore]")
             try engine.run(file: options.script, arguments: options.arguments)
             if let broken = engine.brokenInvariant() {
                 failure = Failure(kind: "check", message: Failure.normalize(broken), site: "")

@@ -61,7 +61,7 @@ public struct Standalone {
 
     public static let usage = """
         usage: mmlab [options] [script [args]]
-               mmlab run|repl|test|examples|fuzz ...   (mmlab --help explains them)
+               mmlab run|repl|test|examples|explore|sweep|fuzz ...   (mmlab --help explains them)
         Options, run in the order given (as the standalone lua's):
           -e stat        run the Lua statement stat
           -i             after the script, read-eval-print (lua's REPL)
@@ -82,6 +82,8 @@ public struct Standalone {
           --max-memory SIZE       cap the Lua heap (not enough memory past it)
           --max-instructions N    stop the script after N VM instructions
           --timeout SECONDS       stop the script after this much wall-clock time
+          --schedule FILE         replay a schedule mmlab explore wrote
+          --quantum N             VM instructions between preemption points (200)
         """
 
     /// Parses a lua.c command line (`arguments` without the program name,

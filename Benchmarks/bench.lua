@@ -211,7 +211,9 @@ do
   os.remove(tmp)
   local function explore(args)
     local out = assert(io.popen(("%q explore --stop-at-first --runs 5000 --jobs 1 --json --out %q %s"):format(mmlab, tmp, args))):read("a")
-    return tonumber(out:match('"first_run": (%d+)')), tonumber(out:match('"preemptions": (%d+)'))
+    local first = tonumber(out:match('"first_run": (%d+)'))
+    -- Run 0 is the default schedule, which every strategy runs first.
+    return first and math.max(first, 1), tonumber(out:match('"preemptions": (%d+)'))
   end
   local function median(t)
     table.sort(t)

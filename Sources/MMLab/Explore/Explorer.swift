@@ -95,13 +95,17 @@ public struct Explorer {
         func outOfTime() -> Bool { options.timeLimit.map { clock.seconds >= $0 } ?? false }
         switch options.strategy {
         case .random, .pct:
-            var k = 0
-            if options.strategy == .pct {
-                // PCT's change points are drawn among k steps: a run on the default schedule measures k.
-                let calibration = execute(DfsStrategy(prefix: []))
-                k = max(1, calibration.points)
-                report.tasks = calibration.tasks
-                report.steps = k
+            // The default schedule first: PCT draws its change points among its k steps,
+            // and a script that fails there needs no interleaving to fail (it is said at once).
+            let calibration = execute(DfsStrategy(prefix: []))
+            let k = max(1, calibration.points)
+            report.tasks = calibration.tasks
+            report.steps = k
+            if calibration.failure != nil {
+                report.add(calibration, number: 0)
+                report.runs = 0
+                report.stoppedEarly = "the default schedule failing"
+                return report
             }
             for i in range {
                 if outOfTime() { report.stoppedEarly = "the --time-limit"; break }

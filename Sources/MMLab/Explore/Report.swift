@@ -59,6 +59,7 @@ public struct Report {
         missing += other.missing
         for group in other.groups {
             if let i = groups.firstIndex(where: { $0.failure.signature == group.failure.signature }) {
+                guard group.firstRun != 0 || groups[i].firstRun != 0 else { continue }  // every chunk runs the default schedule
                 groups[i].count += group.count
                 if group.firstRun < groups[i].firstRun {
                     groups[i].firstRun = group.firstRun
@@ -95,7 +96,11 @@ public struct Report {
         case .random:
             break
         }
-        if let stoppedEarly, strategy != .dfs { lines.append("stopped by \(stoppedEarly) after \(runs) runs") }
+        if stoppedEarly == "the default schedule failing" {
+            lines.append("the default schedule fails already: no interleaving is needed (fix this first)")
+        } else if let stoppedEarly, strategy != .dfs {
+            lines.append("stopped by \(stoppedEarly) after \(runs) runs")
+        }
         for chunk in missing { lines.append("missing: \(chunk)") }
         if groups.isEmpty {
             lines.append("no failure found")
@@ -104,7 +109,8 @@ public struct Report {
         lines.append("\(groups.count) failure\(groups.count == 1 ? "" : "s"):")
         for group in groups {
             lines.append("  \(group.failure.signature)")
-            lines.append("    hit by \(group.count) of \(runs) runs, first by run \(group.firstRun)")
+            lines.append(group.firstRun == 0 ? "    on the default schedule"
+                         : "    hit by \(group.count) of \(runs) runs, first by run \(group.firstRun)")
             if let path = group.path {
                 lines.append("    schedule: \(path) (\(Report.describe(group.schedule)))")
             }

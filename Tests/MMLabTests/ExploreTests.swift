@@ -162,12 +162,51 @@ struct ExploreTests {
         #expect(Explorer.chunk(1, of: 4, runs: 3) == 0..<0, "more chunks than runs leaves some empty")
     }
 
+    @Test("a task spinning on try_lock yields at its next point: dfs ends, exhaustive, with no run hitting a limit")
+    func spinWait() throws {
+        let path = try temporaryFile("""
+            local lock = kernel.sync.Mutex("m")
+            local holder = kernel.sched.spawn(function()
+              local g <close> = lock:lock()
+              for _ = 1, 3 do kernel.sched.cond_resched() end
+            end, {name = "holder"})
+            local spinner = kernel.sched.spawn(function()
+              local tries = 0
+              while true do
+                local g <close> = lock:try_lock()
+                if g then return tries end
+                tries = tries + 1
+              end
+            end, {name = "spinner"})
+            kernel.sched.run()
+            """)
+        var e = explorer(path, .dfs, runs: 5000, preemptions: 2)
+        e.options.configuration.limits.maxInstructions = 1_000_000
+        let report = e.explore()
+        #expect(report.exhaustive, "a spin-wait does not make dfs diverge")
+        #expect(report.groups.isEmpty, "no run spins into the limit: \(report.groups.map(\.failure.signature))")
+    }
+
+    @Test("--quantum sets how many VM instructions make a scheduling point")
+    func quantum() throws {
+        let path = try temporaryFile("""
+            local t = kernel.sched.spawn(function() local x = 0 for i = 1, 20000 do x = x + i end end)
+            local u = kernel.sched.spawn(function() local x = 0 for i = 1, 20000 do x = x + i end end)
+            kernel.sched.run()
+            """)
+        var fine = explorer(path, .pct, runs: 1), coarse = explorer(path, .pct, runs: 1)
+        fine.options.configuration.quantum = 100
+        coarse.options.configuration.quantum = 10_000
+        let (f, c) = (fine.explore().steps, coarse.explore().steps)
+        #expect(f > 20 * c, "\(f) points at 100 instructions, \(c) at 10000")
+    }
+
     @Test("every zoo bug is found by pct within its documented budget and by dfs within two preemptions; the fixed variants run clean")
     func zooBugs() throws {
         for name in zoo {
             let path = repositoryRoot + "/examples/races/\(name).lua"
             let source = try String(contentsOfFile: path, encoding: .utf8)
-            let budget = try #require(source.firstMatch(of: #/Budget: pct finds it within (\d+) runs?; dfs with at most (\d+) preemptions?\./#),
+            let budget = try #require(source.firstMatch(of: #/Budget: pct finds it within (\d+) runs?[^;]*;\s*(?:--\s*)?dfs with at most (\d+) preemptions?\./#),
                                       "\(name) documents its budget")
             let runs = try #require(Int(budget.1)), bound = try #require(Int(budget.2))
             var pct = explorer(path, .pct, runs: runs)
@@ -198,27 +237,27 @@ struct ExploreCommandTests {
         let script = repositoryRoot + "/examples/races/teardown_mmget.lua"
         let r = try mmlab(["explore", "--strategy", "dfs", "--jobs", "1", "--out", dir, script])
         #expect(r.status == 1)
-        let signature = "bug at teardown_mmget.lua:42: task 'driver': teardown_mmget.lua:42: BUG: use of MmWithUser{id=1, users=0, count=0} after mm_users reached zero: the address space is gone"
-        let shrunkPath = dir + "/bug-teardown_mmget.lua-42.shrunk.sched"
+        let signature = "bug at teardown_mmget.lua:43: task 'driver': teardown_mmget.lua:43: BUG: use of MmWithUser{id=1, users=0, count=0} after mm_users reached zero: the address space is gone"
+        let shrunkPath = dir + "/bug-teardown_mmget.lua-43.shrunk.sched"
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first == "mmlab explore \(script): dfs, \(lines.count > 1 ? String(lines[1].split(separator: " ")[2]) : "?") runs, seed 0")
         #expect(lines.contains("  " + signature))
         #expect(lines.contains("    replay:   mmlab --schedule \(shrunkPath) \(script)"))
         let shrunk = try ScheduleFile.parse(try String(contentsOfFile: shrunkPath, encoding: .utf8), name: shrunkPath)
         #expect(shrunk.preemptions == 1)
-        #expect(shrunk.decisions.map(\.description) == ["preempt driver at teardown_mmget.lua:36 (step 3 of driver) -> process"])
-        #expect(FileManager.default.fileExists(atPath: dir + "/bug-teardown_mmget.lua-42.sched"))
+        #expect(shrunk.decisions.map(\.description) == ["preempt driver at teardown_mmget.lua:37 (step 3 of driver) -> process"])
+        #expect(FileManager.default.fileExists(atPath: dir + "/bug-teardown_mmget.lua-43.sched"))
 
         let trace1 = dir + "/t1.json", trace2 = dir + "/t2.json"
         let first = try mmlab(["--schedule", shrunkPath, "--trace", trace1, script])
         let second = try mmlab(["run", "--schedule", shrunkPath, "--trace", trace2, script])
         #expect(first.status == 1)
-        #expect(first.stderr.hasPrefix("\(mmlabPath): task 'driver': \(script):42: BUG: use of MmWithUser{id=1, users=0, count=0} after mm_users reached zero: the address space is gone\n"))
+        #expect(first.stderr.hasPrefix("\(mmlabPath): task 'driver': \(script):43: BUG: use of MmWithUser{id=1, users=0, count=0} after mm_users reached zero: the address space is gone\n"))
         #expect(first.stdout == second.stdout)
-        #expect(second.stderr.hasPrefix("mmlab: task 'driver': \(script):42: BUG: use of MmWithUser"))
+        #expect(second.stderr.hasPrefix("mmlab: task 'driver': \(script):43: BUG: use of MmWithUser"))
         let t1 = try String(contentsOfFile: trace1, encoding: .utf8)
         #expect(t1 == (try String(contentsOfFile: trace2, encoding: .utf8)), "the same trace twice")
-        #expect(t1.contains("\"name\": \"schedule: preempt driver at teardown_mmget.lua:36 (step 3 of driver) -> process\""))
+        #expect(t1.contains("\"name\": \"schedule: preempt driver at teardown_mmget.lua:37 (step 3 of driver) -> process\""))
         // The fixed variant with the same schedule: the decision still applies, and nothing fails.
         let fixed = try mmlab(["--schedule", shrunkPath, script, "fixed"])
         #expect(fixed.status == 0)
@@ -368,6 +407,24 @@ struct ExploreCommandTests {
         let replay = try mmlab(["test", "--schedule", dir + "/error-\(name)-10.shrunk.sched", file])
         #expect(replay.status == 1)
         #expect(replay.stdout == "FAIL \(file): the lost update\n     \(file):10: lost update\n0 passed, 1 failed\n")
+    }
+
+    @Test("explore --shrink shrinks a given failing schedule; a schedule that does not fail has nothing to shrink")
+    func shrinkGiven() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = "examples/races/vma_after_guard.lua"
+        _ = try mmlab(["explore", "--strategy", "random", "--jobs", "1", "--out", dir, script])
+        let first = dir + "/bug-vma_after_guard.lua-38.sched"
+        let original = try ScheduleFile.parse(try String(contentsOfFile: first, encoding: .utf8), name: first)
+        #expect(original.preemptions > 1)
+        let out = dir + "/again"
+        let r = try mmlab(["explore", "--shrink", first, "--out", out, script])
+        #expect(r.status == 1)
+        #expect(r.stdout == "bug at vma_after_guard.lua:38: task 'worker': vma_after_guard.lua:38: BUG: use of VmaRef{0x…-0x…} after its MmapReadGuard{mm=1} was released: the VMA is no longer protected\n  \(first) (\(original.decisions.count) decisions, \(original.preemptions) preemptions)\n  shrunk: \(out)/bug-vma_after_guard.lua-38.shrunk.sched (1 decision, 1 preemption)\n")
+        let clean = try mmlab(["explore", "--shrink", first, "--out", out, script, "fixed"])
+        #expect(clean.status == 0)
+        #expect(clean.stdout == "\(first): the schedule does not fail: nothing to shrink\n")
     }
 }
 

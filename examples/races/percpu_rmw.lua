@@ -9,10 +9,11 @@
 -- Bug depth 2: one preemption of a task between its read and its write,
 -- and the other task running its whole increment meanwhile.
 -- Found by (medians over 20 exploration seeds, which scripts/bench
--- measures again): random 4 runs, pct 15.5, dfs 4 schedules with 1
+-- measures again): random 4 runs, pct 15, dfs 4 schedules with 1
 -- preemption. A window of one scheduling point among 49 is where random's
 -- many preemptions beat PCT's few.
--- Budget: pct finds it within 100 runs; dfs with at most 1 preemption.
+-- Budget: pct finds it within 50 runs (the worst of those 20 seeds: 39);
+-- dfs with at most 1 preemption.
 -- What to look at: `mmlab explore examples/races/percpu_rmw.lua` and the
 -- shrunk schedule, one line: the preemption between the read and the write.
 -- Writes: nothing. `... fixed` runs the fixed variant, clean on every schedule.

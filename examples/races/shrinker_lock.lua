@@ -8,12 +8,14 @@
 -- the shrinker to give pages back. With a blocking mmap_read_lock the
 -- shrinker waits for the mapper and the mapper for the shrinker. Lockdep
 -- does not see it (a completion is not a lock): only the interleaving does.
--- Bug depth 2: the shrinker must be preempted before it takes the lock and
--- the mapper run up to its wait meanwhile.
+-- Bug depth 1 or 2: the mapper must take the lock before the shrinker asks
+-- for it; no preemption is needed when the mapper starts first, one when
+-- the shrinker does.
 -- Found by (medians over 20 exploration seeds, which scripts/bench
--- measures again): random 96.5 runs, pct 7, dfs 2 schedules with 1
--- preemption.
--- Budget: pct finds it within 20 runs; dfs with at most 1 preemption.
+-- measures again): random 96.5 runs, pct 7.5, dfs 2 schedules (the mapper
+-- starting first: no preemption).
+-- Budget: pct finds it within 40 runs (the worst of those 20 seeds: 35);
+-- dfs with at most 1 preemption.
 -- What to look at: the EDEADLK report names who holds and who waits.
 -- Writes: nothing. `... fixed` runs the fixed variant, clean on every schedule.
 local fixed = ... == "fixed"

@@ -11,9 +11,10 @@
 -- Bug depth 2: the driver must be preempted between its set-up and its
 -- work, and the process exit meanwhile.
 -- Found by (medians over 20 exploration seeds, which scripts/bench
--- measures again): random 348 runs, pct 7, dfs 6 schedules with 1
+-- measures again): random 348 runs, pct 5, dfs 6 schedules with 1
 -- preemption.
--- Budget: pct finds it within 30 runs; dfs with at most 1 preemption.
+-- Budget: pct finds it within 20 runs (the worst of those 20 seeds: 16);
+-- dfs with at most 1 preemption.
 -- What to look at: the bug error: mm_users reached zero.
 -- Writes: nothing. `... fixed` runs the fixed variant, clean on every schedule.
 local fixed = ... == "fixed"

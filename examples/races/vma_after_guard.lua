@@ -10,9 +10,10 @@
 -- Bug depth 2: the worker must be preempted before it reads and the
 -- handler run to its unlock meanwhile.
 -- Found by (medians over 20 exploration seeds, which scripts/bench
--- measures again): random 91.5 runs, pct 2.5, dfs 4 schedules with 1
+-- measures again): random 91.5 runs, pct 5, dfs 4 schedules with 1
 -- preemption.
--- Budget: pct finds it within 20 runs; dfs with at most 1 preemption.
+-- Budget: pct finds it within 20 runs (the worst of those 20 seeds: 15);
+-- dfs with at most 1 preemption.
 -- What to look at: the bug error names the VmaRef and its released guard.
 -- Writes: nothing. `... fixed` runs the fixed variant, clean on every schedule.
 local fixed = ... == "fixed"

@@ -231,6 +231,12 @@ public final class Engine {
     /// Checks the output paths before a run, so that a long run does not
     /// end in a file that cannot be written.
     public func checkOutputs() throws(EngineError) {
+        // The default folder is checked when a picture is written: a script
+        // that draws nothing runs in a folder it cannot write.
+        if let dir = configuration.outputDirectory, dir != "." {
+            do { try makeDirectory(dir) } catch { throw EngineError(message: error.message) }  // --out makes its folder
+            try OutputFile.check(folder: dir, what: "pictures")
+        }
         if let path = configuration.resultsPath {
             guard Results.Format(path: path) != nil else {
                 throw EngineError(message: "--results \(path): the name must end in .csv or .json")
@@ -238,11 +244,6 @@ public final class Engine {
             try OutputFile.check(path, what: "results")
         }
         if let path = configuration.tracePath { try OutputFile.check(path, what: "trace") }
-        // The default folder is checked when a picture is written: a script
-        // that draws nothing runs in a folder it cannot write.
-        if let dir = configuration.outputDirectory, dir != "." {
-            try OutputFile.check(folder: dir, what: "pictures")
-        }
     }
 
     /// Ends the Lua state: every remaining handle is dropped by the collector.

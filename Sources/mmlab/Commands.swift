@@ -33,7 +33,7 @@ struct MMLab: ParsableCommand {
               mmlab examples binder --out pictures --results binder.csv
               mmlab --trace trace.json examples/percpu_counter.lua
               mmlab explore examples/races/vma_after_guard.lua
-              mmlab fuzz --calls 1000000
+              mmlab fuzz --calls 100000
 
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,
@@ -194,12 +194,14 @@ struct TestCommand: ParsableCommand {
 struct ExamplesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "examples",
-        abstract: "List the shipped scenarios, or run one: mmlab examples NAME [args].",
+        abstract: "List the shipped scenarios, or run one: mmlab examples NAME [options] [args].",
         discussion: "Scenarios write their pictures only with --out DIR, and their figures with --results FILE.")
     @OptionGroup var machine: MachineOptions
     @OptionGroup var output: OutputOptions
     @Argument(help: "The scenario to run; none lists them.") var name: String?
-    @Argument(parsing: .captureForPassthrough, help: "Arguments for the scenario.")
+    // mmlab's own options are recognised after the name too; what is not
+    // one is the scenario's (after -- when it starts with a dash).
+    @Argument(help: "Arguments for the scenario.")
     var arguments: [String] = []
 
     func run() throws {

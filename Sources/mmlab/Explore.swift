@@ -22,10 +22,9 @@ struct ExploreCommand: ParsableCommand {
             Runs are independent: --jobs J spreads them over J processes of this machine, and --plan CHUNKS prints one command per chunk for GNU parallel (`parallel < plan.txt`) or, with --plan-format slurm, an `sbatch --array` script; `mmlab explore --merge DIR...` then prints the report one process would have printed.
 
             Examples:
-              mmlab explore examples/races/abba.lua
-              mmlab explore --strategy dfs --preemptions 2 examples/races/percpu_rmw.lua
-              mmlab --schedule mmlab-explore/lockdep-abba.lua-16.shrunk.sched examples/races/abba.lua
-              mmlab explore --plan 4 --out chunks examples/races/abba.lua > plan.txt
+              mmlab explore examples/races/vma_after_guard.lua
+              mmlab explore --strategy dfs examples/races/percpu_rmw.lua
+              mmlab explore --plan 4 --out chunks examples/races/abba.lua
 
             Exit status: 0 no failure found, 1 failures found, 2 a usage error.
             """)
@@ -131,9 +130,8 @@ struct SweepCommand: ParsableCommand {
             Each run boots a fresh machine with its seed; the script reads its parameters as kernel.params.NAME (numbers when they read as numbers). Every row the runs record with kernel.results.record goes into one table, the parameters and the seed as its first columns, in run order: CSV on standard output, or --results FILE (.csv or .json). A run that fails is reported on stderr (exit status 1); its rows so far are kept.
 
             Examples:
-              mmlab sweep examples/percpu_counter.lua --param tasks=2,4 --seeds 1..3 --results counters.csv
-              mmlab sweep --plan 4 --out chunks examples/percpu_counter.lua --param tasks=2,4 --seeds 1..8 > plan.txt
-              mmlab sweep --merge chunks --results counters.csv
+              mmlab sweep examples/percpu_counter.lua --param tasks=2,4 --seeds 1..3
+              mmlab sweep examples/percpu_counter.lua --param events=50 --jobs 2
             """)
 
     @OptionGroup var machine: MachineOptions

@@ -68,10 +68,14 @@ struct OutputTests {
         let missing = try mmlab(["run", "--results", "/nonexistent/dir/r.csv", script])
         #expect(missing.status == 1 && missing.stdout.isEmpty)
         #expect(missing.stderr == "mmlab: cannot write the results to /nonexistent/dir/r.csv: no folder /nonexistent/dir\n")
-        let pictures = try mmlab(["--out", "/nonexistent/dir", script])
+        let pictures = try mmlab(["--out", "/etc/passwd/pictures", script])
         #expect(pictures.status == 1 && pictures.stdout.isEmpty)
-        #expect(pictures.stderr == "\(mmlabPath): cannot write the pictures under /nonexistent/dir: no folder /nonexistent/dir\n",
+        #expect(pictures.stderr == "\(mmlabPath): cannot create the folder /etc/passwd/pictures: Not a directory\n",
                 "one program name, and the folder as given")
+        let made = try folder()
+        let created = try mmlab(["--out", made + "/a/b", script])
+        #expect(created.status == 0 && created.stdout == "ran\n")
+        #expect(FileManager.default.fileExists(atPath: made + "/a/b"), "--out makes its folder, and its parents")
         let extensionless = try mmlab(["run", "--results", "/tmp/r.txt", script])
         #expect(extensionless.status == 2 && extensionless.stderr.hasPrefix("Error: --results takes a file ending in .csv or .json, got '/tmp/r.txt'\n"),
                 "\(extensionless.stderr)")

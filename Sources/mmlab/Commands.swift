@@ -61,6 +61,16 @@ struct MachineOptions: ParsableArguments {
     @Option(help: ArgumentHelp("VM instructions between preemption points (and ticks of the trace clock); default 200.", valueName: "n"))
     var quantum: String?
 
+    /// The options as a command line gives them, for worker processes.
+    var arguments: [String] {
+        var a: [String] = []
+        for (name, value) in [("--seed", seed), ("--cpus", cpus), ("--memory", memory), ("--max-memory", maxMemory),
+                              ("--max-instructions", maxInstructions), ("--timeout", timeout), ("--quantum", quantum)] {
+            if let value { a += [name, value] }
+        }
+        return a + (strict ? ["--strict"] : [])
+    }
+
     func standalone() throws -> Standalone {
         var s = Standalone()
         do {
@@ -160,16 +170,21 @@ struct ReplCommand: ParsableCommand {
 struct TestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "test",
-        abstract: "Run regression files, each in a fresh engine.",
+        abstract: "Run regression files, each case on a machine of its own.",
         discussion: """
-            Inside a file, test(name, fn) declares a case; a file without cases is one case. Prints a line per case and last `N passed, N failed`; exits 1 if any failed.
+            Inside a file, test(name, fn) declares a case; a file without cases is one case. Each case runs in a fresh engine, as KUnit runs each case between its own init and exit: the file's top level runs again for every case (so a file-level kernel.boot{...} configures them all), and only that case's fn runs. skip(reason) inside a case skips it. A case that leaves native objects alive is named on stderr, and fails under --strict. Prints a line per case and last `N passed, N failed`; --tap prints TAP (the plan last, the counts in a # comment), --ktap KTAP version 1 as KUnit prints it (a suite per file), which the kernel's tools/testing/kunit/kunit.py parse reads. Exits 1 if any failed.
             """)
-    @Flag(help: "Print TAP.") var tap = false
+    @Flag(help: "Print TAP version 13.") var tap = false
+    @Flag(help: "Print KTAP version 1, as KUnit does.") var ktap = false
+    @Option(help: ArgumentHelp("Run the files in this many processes (they print in order).", valueName: "j")) var jobs: Int = 1
+    @Option(help: .hidden) var workerOut: String?
     @OptionGroup var machine: MachineOptions
     @OptionGroup var schedule: ScheduleOption
     @Argument(help: "Files or directories (default: Tests/lua).") var paths: [String] = []
 
     func run() throws {
+        guard !(tap && ktap) else { throw ValidationError("--tap and --ktap are two formats: give one") }
+        guard jobs >= 1 else { throw ValidationError("--jobs takes a positive number, got \(jobs)") }
         var s = try machine.standalone()
         try schedule.apply(to: &s)
         let replay: ScheduleFile?
@@ -179,8 +194,14 @@ struct TestCommand: ParsableCommand {
         let paths = self.paths.isEmpty ? [defaultTestPath()] : self.paths
         let files: [String]
         do { files = try TestRunner.files(paths) } catch { throw ValidationError(error.message) }
-        var runner = TestRunner(configuration: configuration, tap: tap)
+        var runner = TestRunner(configuration: configuration, format: ktap ? .ktap : tap ? .tap : .plain)
         runner.schedule = replay
+        runner.jobs = jobs
+        runner.workerOptions = machine.arguments + (schedule.schedule.map { ["--schedule", $0] } ?? [])
+        if let workerOut {
+            do { try runner.runWorker(files: files, to: workerOut) } catch { throw ValidationError(error.message) }
+            return
+        }
         let result = runner.run(files: files)
         if result.failed > 0 { throw ExitCode(1) }
     }

@@ -54,12 +54,14 @@ test("boot configures the machine", function()
 end)
 
 test("a machine in use cannot boot again", function()
+  kernel.boot{memory = "64M", cpus = 2, seed = 42}
   local err = expect_error("EBUSY", kernel.boot, {memory = "1G"})
   expect_eq(err.code, 16)
   expect_eq(kernel.machine().memory, 64 << 20)
 end)
 
 test("a small machine runs out of memory with ENOMEM", function()
+  kernel.boot{memory = "64M"}
   -- 64M is 16384 pages; keep them all, then one more fails.
   local pages = {}
   for i = 1, 16384 do pages[i] = kernel.page.Page.alloc_page() end

@@ -113,6 +113,7 @@ extension Runtime {
         while !done() {
             guard let scheduler = booted?.scheduler else {
                 resume(id: 1)
+                booted?.scheduler.runWork()  // main booted the machine and yielded: the workqueue runs, as between tasks
                 continue
             }
             guard let task = scheduler.pickNext() else {

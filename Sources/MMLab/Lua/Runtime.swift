@@ -61,7 +61,7 @@ final class Runtime {
     /// The thread that last entered the machine: the collector runs on it.
     @exclusivity(unchecked) var activeL: OpaquePointer
     /// Where `test(name, fn)` reports, under `mmlab test`.
-    var testReport: TestRunner.Report?
+    var testCase: TestRunner.CaseRun?
 
     // The driver's state (Driver.swift).
     /// The Lua thread of each task with a body to run, by task id.

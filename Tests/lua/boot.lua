@@ -69,3 +69,33 @@ test("a small machine runs out of memory with ENOMEM", function()
   for i = 1, #pages do kernel.drop(pages[i]) end
   kernel.drop(kernel.page.Page.alloc_page())
 end)
+
+test("kernel.reboot: a fresh machine once nothing of the old one is alive", function()
+  kernel.boot{cpus = 2}
+  local p, site = kernel.page.Page.alloc_page(), here()
+  local err = expect_error("EBUSY", kernel.reboot, {cpus = 3})
+  expect_eq(err.message, "kernel.reboot with 1 native object of the old machine alive: Page{pfn=0x100, order=0} created at " .. site)
+  expect_eq(kernel.sched.nr_cpu_ids(), 2, "a refused reboot changes nothing")
+  kernel.drop(p)
+  kernel.reboot{cpus = 3}
+  expect_eq(kernel.sched.nr_cpu_ids(), 3)
+  local q = kernel.page.Page.alloc_page()
+  q = nil  -- unreferenced: the collector drops it before the reboot looks
+  kernel.reboot{memory = "64M"}
+  expect_eq(kernel.machine().memory, 64 << 20)
+  expect_eq(kernel.mem.stats().free_pages, 16384, "every page of the new machine is free")
+end)
+
+test("kernel.reboot is refused while other tasks run, and inside a task", function()
+  local inner
+  local t = kernel.sched.spawn(function()
+    local ok, e = pcall(kernel.reboot)
+    inner = e
+  end, {name = "worker"})
+  local err = expect_error("EBUSY", kernel.reboot)
+  expect_eq(err.message, "kernel.reboot with tasks still running: 'worker' (runnable)")
+  kernel.sched.run()
+  expect_eq(inner.message, "kernel.reboot in task 'worker': only the main chunk reboots the machine")
+  t = nil
+  kernel.reboot{}
+end)

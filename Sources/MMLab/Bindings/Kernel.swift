@@ -21,6 +21,7 @@ extension Runtime {
         lua.setField(-2, "Error")
         lua.setFunctions([
             ("boot", KernelBindings.boot),
+            ("reboot", KernelBindings.reboot),
             ("machine", KernelBindings.machine),
             ("drop", KernelBindings.drop),
             ("state", KernelBindings.state),
@@ -140,6 +141,22 @@ enum KernelBindings {
     /// max_map_count=}`.
     static let boot: Binding = { L in
         bind(L) { lua in
+            try lua.runtime.boot(try machineConfig(lua))
+            return 0
+        }
+    }
+
+    /// `kernel.reboot{...}`: a fresh machine (as `boot` takes it) once
+    /// nothing of the old one is alive; EBUSY naming what is.
+    static let reboot: Binding = { L in
+        bind(L) { lua in
+            try lua.runtime.reboot(try machineConfig(lua))
+            return 0
+        }
+    }
+
+    /// The machine argument 1 describes, over the configured defaults.
+    private static func machineConfig(_ lua: Lua) throws -> MachineConfig {
             var config = lua.runtime.configuration.machine
             if !lua.isNoneOrNil(1) {
                 try lua.checkTable(1)
@@ -169,9 +186,7 @@ enum KernelBindings {
                 config.maxMapCount = try lua.integerField(1, "max_map_count", arg: 1, default: config.maxMapCount)
                     ?? config.maxMapCount
             }
-            try lua.runtime.boot(config)
-            return 0
-        }
+            return config
     }
 
     /// `kernel.machine()` → the configuration as a table.

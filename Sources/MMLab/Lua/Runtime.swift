@@ -184,6 +184,38 @@ final class Runtime {
         return try boot(configuration.machine)
     }
 
+    /// `kernel.reboot`: the old machine goes, once nothing of it is alive
+    /// (the collector runs first), and a new one boots. Only the main chunk
+    /// reboots, with every other task finished.
+    func reboot(_ config: MachineConfig) throws(KernelError) {
+        guard let old = booted else {
+            try boot(config)
+            return
+        }
+        let scheduler = old.scheduler
+        guard scheduler.current === scheduler.main else {
+            throw KernelError(.EBUSY, "kernel.reboot in task '\(scheduler.current.name)': only the main chunk reboots the machine")
+        }
+        let running = scheduler.unfinished.filter { $0 !== scheduler.main }
+        guard running.isEmpty else {
+            throw KernelError(.EBUSY, "kernel.reboot with tasks still running: " + running.map { "'\($0.name)' (\($0.state.rawValue))" }.joined(separator: ", "))
+        }
+        _ = mmlab_gc(activeL, LUA_GCCOLLECT, 0)
+        scheduler.runWork()  // what the collected handles deferred
+        let alive = old.accounting.leaks()
+        guard alive.isEmpty else {
+            let shown = alive.prefix(5).map { "\($0) created at \(sites.name($0.site))" }.joined(separator: ", ")
+            throw KernelError(.EBUSY, "kernel.reboot with \(alive.count) native object\(alive.count == 1 ? "" : "s") of the old machine alive: \(shown)\(alive.count > 5 ? ", ..." : "")")
+        }
+        for ref in taskResults.values { luaL_unref(L, mmlab_registryindex(), ref) }
+        for failure in taskFailures.values { luaL_unref(L, mmlab_registryindex(), failure.error) }
+        taskResults = [:]
+        taskFailures = [:]
+        detached = []
+        booted = nil
+        try boot(config)
+    }
+
     /// `kernel.boot`: EBUSY once a machine is in use.
     @discardableResult
     func boot(_ config: MachineConfig) throws(KernelError) -> Machine {

@@ -473,6 +473,35 @@ struct SubcommandTests {
         #expect(ktap.stdout == (try mmlab(["test", "--ktap", "Tests/lua"])).stdout)
     }
 
+    @Test("Debian's busted runs specs under mmlab: Tests/busted passes, with TAP and JUnit output, and a failing spec fails")
+    func busted() throws {
+        let tap = try mmlab(["/usr/bin/busted", "-o", "TAP", "Tests/busted"])
+        #expect(tap.status == 0, "\(tap.stdout)\(tap.stderr)")
+        #expect(tap.stdout == """
+            ok 1 - a page reads back what was written
+            ok 2 - a page refuses a read past its end with EINVAL
+            ok 3 - a page is free again on a fresh machine
+            ok 4 - a mutex serializes the tasks that take it
+            1..4
+
+            """)
+        let junit = try mmlab(["/usr/bin/busted", "-o", "junit", "Tests/busted"])
+        #expect(junit.status == 0)
+        #expect(junit.stdout.contains("<testsuites errors='0' failures='0' skip='0' tests='4'"))
+        let spec = try temporaryFile("""
+            describe("pages", function()
+              before_each(function() kernel.reboot{} end)
+              it("leaks nothing", function() KEEP = kernel.page.Page.alloc_page() end)
+              it("reboots only when the last one is gone", function() assert.are.equal(0, 1) end)
+            end)
+            """, suffix: "_spec.lua")
+        let failing = try mmlab(["/usr/bin/busted", "-o", "TAP", spec])
+        #expect(failing.status == 1)
+        #expect(failing.stdout.hasPrefix("ok 1 - pages leaks nothing\nnot ok 2 - pages before_each\n"), "the next spec's before_each fails")
+        #expect(failing.stdout.contains("kernel.reboot with 1 native object of the old machine alive: Page{pfn=0x100, order=0} created at"),
+                "before_each's reboot names what the last spec kept")
+    }
+
     @Test("the shipped regressions pass")
     func regressions() throws {
         let r = try mmlab(["test", "Tests/lua"])

@@ -48,6 +48,8 @@ public final class Engine {
         public var resultsPath: String?
         /// Where `writeOutputs` writes a Chrome trace of the run (`--trace FILE`); nil traces nothing.
         public var tracePath: String?
+        /// Per-CPU variable and page accesses go on the trace too (`--trace-accesses`).
+        public var traceAccesses = false
         /// What stops a runaway script (`--max-memory`, `--max-instructions`, `--timeout`).
         public var limits = Limits()
         /// VM instructions between the engine's count hooks, its clock

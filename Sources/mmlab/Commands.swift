@@ -97,6 +97,8 @@ struct OutputOptions: ParsableArguments {
     var trace: String?
     @Option(help: ArgumentHelp("Where kernel.plot writes its SVG pictures.", valueName: "dir"))
     var out: String?
+    @Flag(help: "Put per-CPU variable and page accesses on the trace too.")
+    var traceAccesses = false
 
     /// Applies them; `pictures` is the folder pictures go to without `--out`.
     func apply(to s: inout Standalone, pictures: String?) throws {
@@ -107,6 +109,8 @@ struct OutputOptions: ParsableArguments {
             throw ValidationError(error.message)
         }
         s.configuration.outputDirectory = out ?? pictures
+        s.configuration.traceAccesses = traceAccesses
+        do { try s.checkTraceAccesses() } catch { throw ValidationError(error.message) }
     }
 }
 

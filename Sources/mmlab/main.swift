@@ -16,7 +16,7 @@ func subcommandIndex(_ arguments: [String]) -> Int? {
     while i < arguments.count {
         let a = arguments[i]
         if commandWords.contains(a) { return i }
-        if a == "--strict" || Standalone.valueOptions.contains(where: { a.hasPrefix($0 + "=") }) {
+        if a == "--strict" || a == "--trace-accesses" || Standalone.valueOptions.contains(where: { a.hasPrefix($0 + "=") }) {
             i += 1
         } else if Standalone.valueOptions.contains(a) {
             i += 2

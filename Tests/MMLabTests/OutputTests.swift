@@ -227,4 +227,52 @@ struct OutputTests {
         #expect(again.status == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/u.json")) == data, "the same seed, the same trace")
     }
+
+    @Test("kernel.trace.printk, begin and finish mark the running task's track; --trace-accesses adds per-CPU and page accesses")
+    func annotations() throws {
+        let dir = try folder()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = try temporaryFile("""
+            local v = kernel.percpu.alloc("u64", 0)
+            local t = kernel.sched.spawn(function()
+              kernel.trace.begin("count")
+              kernel.trace.printk("starting at %d", v:this_cpu_read())
+              v:this_cpu_inc()
+              kernel.trace.finish()
+            end, {name = "worker", cpu = 1})
+            kernel.sched.run()
+            local p <close> = kernel.page.Page.alloc_page()
+            p:write_u8(3, 9)
+            print(pcall(kernel.trace.finish))
+            """)
+        let name = URL(fileURLWithPath: script).lastPathComponent
+        let r = try mmlab(["--trace", dir + "/t.json", "--trace-accesses", script])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tEINVAL: kernel.trace.finish() in task 'main' without a kernel.trace.begin\n")
+        let data = try #require(FileManager.default.contents(atPath: dir + "/t.json"))
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let events = try #require(json["traceEvents"] as? [[String: Any]])
+        let marks = events.filter { ["span", "printk", "access"].contains($0["cat"] as? String ?? "") }
+        let summary = marks.map { e -> String in
+            let args = (e["args"] as? [String: Any]) ?? [:]
+            return "\(e["ph"] ?? "") \(e["name"] ?? "") " + args.keys.sorted().map { "\($0)=\(args[$0] ?? "")" }.joined(separator: " ")
+        }
+        #expect(summary == [
+            "B count ",
+            "i percpu read DynamicPerCpu{u64} at=\(script):4 cpu=1 of_cpu=1 value=0",
+            "i starting at 0 at=\(script):4",
+            "i percpu add DynamicPerCpu{u64} at=\(script):5 cpu=1 delta=1 of_cpu=1 value=1",
+            "E count ",
+            "i page write at=\(script):10 bytes=1 cpu=0 offset=3 pfn=256",
+        ], "\(name)")
+        let worker = marks.compactMap { $0["tid"] as? Int }
+        #expect(Set(worker.prefix(5)).count == 1, "the worker's marks are on its track")
+        let plain = try mmlab(["--trace", dir + "/u.json", script])
+        let quiet = try String(contentsOfFile: dir + "/u.json", encoding: .utf8)
+        #expect(plain.status == 0 && !quiet.contains("\"access\"") && quiet.contains("\"printk\""), "accesses only when asked")
+        let alone = try mmlab(["--trace-accesses", script])
+        #expect(alone.status == 2)
+        #expect(alone.stderr.hasPrefix("\(mmlabPath): --trace-accesses adds events to a trace: give --trace FILE too\n"))
+    }
 }
+

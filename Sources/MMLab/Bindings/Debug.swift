@@ -14,6 +14,74 @@ extension Runtime {
             ("check", DebugBindings.check),
         ])
         lua.setField(-2, "debug")
+        lua.newTable()
+        lua.setFunctions([
+            ("begin", TraceBindings.begin),
+            ("finish", TraceBindings.finish),
+        ])
+        lua.setFunctions([("printk", TraceBindings.printk)])
+        lua.setField(-2, "trace")
+    }
+
+    /// `--trace-accesses`: a per-CPU variable's or a page's access, as an
+    /// instant event on the running task's track.
+    func traceAccess(_ lua: Lua, _ what: String, _ args: [TraceLog.Argument]) {
+        guard let machine = booted, let trace = machine.trace else { return }
+        let task = machine.scheduler.current
+        trace.emit(.instant, what, category: "access", track: .task(task.id),
+                   args: args + [.init("cpu", task.cpu), .init("at", sites.name(lua.site()))])
+    }
+}
+
+/// `kernel.trace`: marks a script puts on the trace (`--trace FILE`); with
+/// no trace they cost a check and do nothing.
+enum TraceBindings {
+    /// `kernel.trace.printk(fmt, ...)` (trace_printk): a marker on the
+    /// running task's track, its text `string.format(fmt, ...)`.
+    static let printk: Binding = { L in
+        bind(L) { lua in
+            let site = lua.site()
+            let n = lua.top
+            lua_getglobal(L, "string")
+            lua.getField(-1, "format")
+            lua_rotate(L, -2, 1)
+            lua.pop()  // the string table
+            lua_rotate(L, 1, 1)  // string.format below the arguments
+            return lua.pcall(arguments: n) { lua, status, first in
+                guard status == LUA_OK else { return MMLAB_RAISE }
+                if let machine = lua.runtime.booted, let trace = machine.trace {
+                    let task = machine.scheduler.current
+                    trace.emit(.instant, lua.string(at: first) ?? "", category: "printk", track: .task(task.id),
+                               args: [.init("at", lua.runtime.sites.name(site))])
+                }
+                return 0
+            }
+        }
+    }
+
+    /// `kernel.trace.begin(name)`: a span on the running task's track, until `finish()`.
+    static let begin: Binding = { L in
+        bind(L) { lua in
+            let name = try lua.string(1)
+            let machine = try lua.machine()
+            let task = machine.scheduler.current
+            lua.runtime.spans[task.id, default: []].append(name)
+            machine.trace?.emit(.begin, name, category: "span", track: .task(task.id))
+            return 0
+        }
+    }
+
+    /// `kernel.trace.finish()`: ends the running task's latest span.
+    static let finish: Binding = { L in
+        bind(L) { lua in
+            let machine = try lua.machine()
+            let task = machine.scheduler.current
+            guard let name = lua.runtime.spans[task.id]?.popLast() else {
+                throw KernelError(.EINVAL, "kernel.trace.finish() in task '\(task.name)' without a kernel.trace.begin")
+            }
+            machine.trace?.emit(.end, name, category: "span", track: .task(task.id))
+            return 0
+        }
     }
 }
 

@@ -407,9 +407,13 @@ extension HandleClass {
     @inline(__always)
     private static func readInteger<T: FixedWidthInteger & UnsignedInteger>(_ L: OpaquePointer?, _: T.Type) -> Int32 {
         bind(L) { lua in
-            let p = try lua.page(1).pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
+            let page = try lua.page(1)
+            let off = try lua.integer(2)
+            let p = try page.pointerIntoPage(off, MemoryLayout<T>.size)
             // SAFETY: `pointerIntoPage` checked that `p` is valid for `MemoryLayout<T>.size` bytes.
-            lua.push(Int64(truncatingIfNeeded: T(littleEndian: p.loadUnaligned(as: T.self))))
+            let v = Int64(truncatingIfNeeded: T(littleEndian: p.loadUnaligned(as: T.self)))
+            lua.accessed("page read", [.init("pfn", Int(page.pfn.rawValue)), .init("offset", off), .init("bytes", MemoryLayout<T>.size)])
+            lua.push(v)
             return 1
         }
     }
@@ -421,9 +425,11 @@ extension HandleClass {
             let value = T(truncatingIfNeeded: try lua.integer(3))
             let page = try lua.page(1)
             try page.checkWritable()
-            let p = try page.pointerIntoPage(lua.integer(2), MemoryLayout<T>.size)
+            let off = try lua.integer(2)
+            let p = try page.pointerIntoPage(off, MemoryLayout<T>.size)
             // SAFETY: `pointerIntoPage` checked that `p` is valid for `MemoryLayout<T>.size` bytes.
             p.storeBytes(of: value.littleEndian, toByteOffset: 0, as: T.self)
+            lua.accessed("page write", [.init("pfn", Int(page.pfn.rawValue)), .init("offset", off), .init("bytes", MemoryLayout<T>.size)])
             return 0
         }
     }

@@ -53,7 +53,9 @@ extension Lua {
     /// Pushes `cpu`'s slot.
     func pushSlot(_ area: PerCpuArea, _ cpu: Int) throws {
         if area.type.isNumeric {
-            push(try area.read(cpu))
+            let v = try area.read(cpu)
+            accessed("percpu read \(area.name ?? "\(area)")", [.init("of_cpu", cpu), .init("value", Int(truncatingIfNeeded: v))])
+            push(v)
         } else {
             _ = try area.read(cpu)  // the CPU check
             runtime.pushValues(self, area)
@@ -80,6 +82,7 @@ extension Lua {
                 throw LuaFailure.argument(arg ?? idx, "\(v) is out of range for \(area.type.rawValue) (\(area.type.valueRange))")
             }
             try area.write(cpu, v)
+            accessed("percpu write \(area.name ?? "\(area)")", [.init("of_cpu", cpu), .init("value", Int(truncatingIfNeeded: v))])
         } else {
             _ = try area.read(cpu)
             let idx = absIndex(idx)
@@ -92,6 +95,12 @@ extension Lua {
 
     /// The running task's CPU: what `this_cpu_*` operate on.
     func thisCpu() throws -> Int { try scheduler().current.cpu }
+
+    /// `--trace-accesses`: an access on the trace.
+    @inline(__always)
+    func accessed(_ what: @autoclosure () -> String, _ args: @autoclosure () -> [TraceLog.Argument]) {
+        if runtime.traceAccesses { runtime.traceAccess(self, what(), args()) }
+    }
 }
 
 enum PerCpuBindings {
@@ -183,8 +192,8 @@ extension HandleClass {
         ("this_cpu_sub", { L in add(L, sign: -1, returning: false) }),
         ("this_cpu_add_return", { L in add(L, sign: 1, returning: true) }),
         ("this_cpu_sub_return", { L in add(L, sign: -1, returning: true) }),
-        ("this_cpu_inc", { L in bind(L) { lua in _ = try lua.perCpu(1).add(lua.thisCpu(), 1); return 0 } }),
-        ("this_cpu_dec", { L in bind(L) { lua in _ = try lua.perCpu(1).add(lua.thisCpu(), -1); return 0 } }),
+        ("this_cpu_inc", { L in bind(L) { lua in try added(lua, lua.perCpu(1), 1); return 0 } }),
+        ("this_cpu_dec", { L in bind(L) { lua in try added(lua, lua.perCpu(1), -1); return 0 } }),
         ("this_cpu_xchg", { L in
             bind(L) { lua in
                 let area = try lua.perCpu(1)
@@ -245,11 +254,20 @@ extension HandleClass {
             let area = try lua.perCpu(1)
             try area.checkNumeric(sign < 0 ? "this_cpu_sub" : "this_cpu_add")
             let delta = try lua.perCpuNumber(2, area.type)
-            let value = try area.add(lua.thisCpu(), sign < 0 ? 0 &- delta : delta)
+            let value = try added(lua, area, sign < 0 ? 0 &- delta : delta)
             guard returning else { return 0 }
             lua.push(value)
             return 1
         }
+    }
+
+    /// `this_cpu_add` on the running CPU, on the trace with `--trace-accesses`.
+    @discardableResult
+    private static func added(_ lua: Lua, _ area: PerCpuArea, _ delta: Int64) throws -> Int64 {
+        let cpu = try lua.thisCpu()
+        let value = try area.add(cpu, delta)
+        lua.accessed("percpu add \(area.name ?? "\(area)")", [.init("of_cpu", cpu), .init("delta", Int(truncatingIfNeeded: delta)), .init("value", Int(truncatingIfNeeded: value))])
+        return value
     }
 
     static let dynamicPerCpu = HandleClass(.dynamicPerCpu, methods: perCpuMethods, drop: { lua, object, _ in

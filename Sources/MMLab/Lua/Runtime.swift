@@ -97,6 +97,10 @@ final class Runtime {
     var strictViolations = 0
     /// Warnings are counted but not printed (the fuzzer's engines).
     var quiet = false
+    /// The spans `kernel.trace.begin` opened, by task id, innermost last.
+    var spans: [Int: [String]] = [:]
+    /// `--trace-accesses`: per-CPU variable and page accesses go on the trace.
+    @exclusivity(unchecked) var traceAccesses = false
     /// Who makes the scheduler's choices (a controlled run), set before the machine boots.
     var controller: ScheduleController?
 
@@ -121,6 +125,7 @@ final class Runtime {
         mmlab_useallocator(L, state)
         let limits = configuration.limits
         state.pointee.max_heap = limits.maxMemory ?? 0
+        traceAccesses = configuration.traceAccesses && configuration.tracePath != nil
         let interval = configuration.quantum ?? Int(MMLAB_HOOK_INTERVAL)
         state.pointee.hook_interval = Int32(clamping: interval)
         state.pointee.max_hook_ticks = limits.maxInstructions.map { max(1, ($0 + UInt64(interval) - 1) / UInt64(interval)) } ?? 0

@@ -78,6 +78,7 @@ public struct Standalone {
           --strict       leaks and guards dropped by the collector fail the run
           --results FILE write what kernel.results.record kept, as .csv or .json
           --trace FILE   write a Chrome trace of the run (Perfetto opens it)
+          --trace-accesses  put per-CPU variable and page accesses on the trace
           --out DIR      where kernel.plot writes its pictures (default .)
           --max-memory SIZE       cap the Lua heap (not enough memory past it)
           --max-instructions N    stop the script after N VM instructions
@@ -115,6 +116,7 @@ public struct Standalone {
             case "-i": s.interactive = true; s.version = true
             case "-v": s.version = true
             case "--strict": s.configuration.strict = true
+            case "--trace-accesses": s.configuration.traceAccesses = true
             default:
                 if let (name, v) = longOption(a) {
                     try s.set(name, v != nil ? v ?? "" : value(name))
@@ -135,7 +137,15 @@ public struct Standalone {
             s.scriptIndex = i + 1
             s.scriptArguments = Array(arguments[(i + 1)...])
         }
+        try s.checkTraceAccesses()
         return s
+    }
+
+    /// `--trace-accesses` adds to a trace: without `--trace` there is none.
+    public func checkTraceAccesses() throws(UsageError) {
+        if configuration.traceAccesses && configuration.tracePath == nil {
+            throw UsageError("--trace-accesses adds events to a trace: give --trace FILE too")
+        }
     }
 
     private static func longOption(_ a: String) -> (String, String?)? {

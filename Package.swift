@@ -20,7 +20,7 @@ let package = Package(
         .target(name: "LuaShim", dependencies: ["CLua"]),
         .target(name: "MMCore"),
         .target(name: "MMLab", dependencies: ["CLua", "LuaShim", "MMCore"],
-                resources: [.embedInCode("Runner/fuzz.lua")]),
+                resources: [.embedInCode("Runner/fuzz.lua"), .embedInCode("Bindings/api.txt")]),
         .executableTarget(
             name: "mmlab",
             dependencies: ["MMLab", .product(name: "ArgumentParser", package: "swift-argument-parser")]

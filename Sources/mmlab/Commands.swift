@@ -38,7 +38,7 @@ struct MMLab: ParsableCommand {
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,
         version: versionLine,
-        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self, ExploreCommand.self, SweepCommand.self, FuzzCommand.self]
+        subcommands: [Run.self, ReplCommand.self, TestCommand.self, ExamplesCommand.self, ExploreCommand.self, SweepCommand.self, DocCommand.self, FuzzCommand.self]
     )
 }
 

@@ -187,3 +187,39 @@ struct SweepCommand: ParsableCommand {
         }
     }
 }
+
+struct DocCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doc",
+        abstract: "The API reference: a function, method, type or module; or all of it for editors and the web.",
+        discussion: """
+            Every function and method the kernel table binds has its arguments, what it does, its errors and the kernel or Rust function it models. `mmlab doc kernel.mm` lists a module, `mmlab doc Page` a type's methods, `mmlab doc Page:read_u8` one method. `mmlab doc --lua-ls > kernel.lua` writes lua-language-server annotations (put the file in the workspace, or in its workspace.library) so an editor completes and checks experiment scripts; `mmlab doc --markdown` writes the reference as docs/api.md has it.
+
+            Examples:
+              mmlab doc kernel.page
+              mmlab doc Page:read_u8
+              mmlab doc --lua-ls
+            """)
+    @Flag(help: "Print lua-language-server ---@meta annotations.") var luaLs = false
+    @Flag(help: "Print the reference as Markdown (docs/api.md).") var markdown = false
+    @Argument(help: "A function (kernel.mm.mm_alloc), method (Page:read_u8), type (Page) or module (kernel.mm).") var name: String?
+
+    func run() throws {
+        let docs = ApiDocs.shipped
+        guard !(luaLs && markdown), !((luaLs || markdown) && name != nil) else {
+            throw ValidationError("give one of NAME, --lua-ls and --markdown")
+        }
+        if luaLs { print(docs.luaLS, terminator: ""); return }
+        if markdown { print(docs.markdown, terminator: ""); return }
+        guard let name else {
+            print("Modules (mmlab doc NAME):")
+            for s in docs.sections { print("  " + s.name.padding(16) + s.summary) }
+            return
+        }
+        guard let text = docs.help(name) else {
+            let near = docs.suggestions(name)
+            throw ValidationError("no function, method, type or module named '\(name)'" + (near.isEmpty ? "" : " (did you mean \(near.joined(separator: ", "))?)"))
+        }
+        print(text)
+    }
+}

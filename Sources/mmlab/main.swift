@@ -8,7 +8,7 @@ import MMLab
 // also after machine and output options (`mmlab --seed 3 examples binder`); anything
 // else is the lua-compatible command line.
 let arguments = Array(CommandLine.arguments.dropFirst())
-let commandWords: Set = ["run", "repl", "test", "examples", "explore", "sweep", "fuzz", "help", "--help", "--version"]
+let commandWords: Set = ["run", "repl", "test", "examples", "explore", "sweep", "doc", "fuzz", "help", "--help", "--version"]
 
 /// The index of a subcommand word after leading machine options, if any.
 func subcommandIndex(_ arguments: [String]) -> Int? {

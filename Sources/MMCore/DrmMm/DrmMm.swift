@@ -679,6 +679,12 @@ public final class DrmMm: NativeObject {
         return object(entries[Int(node.id)].next)
     }
 
+    /// The allocated node before `node` in address order (`list_prev_entry`).
+    public func prevNode(_ node: DrmMmNode) -> DrmMmNode? {
+        guard node.isAllocated else { return nil }
+        return object(entries[Int(node.id)].prev)
+    }
+
     /// `__drm_mm_interval_first`: the lowest node overlapping `[start, last]`.
     public func intervalFirst(_ start: UInt64, _ last: UInt64) -> DrmMmNode? {
         let t = intervalTree.links

@@ -70,6 +70,9 @@ public class UserSliceCursor: CustomStringConvertible {
 public final class UserSliceReader: UserSliceCursor {
     override public var typeName: String { "UserSliceReader" }
 
+    /// `clone_reader`: another reader of what is left, from here.
+    public func cloneReader() -> UserSliceReader { UserSliceReader(mm: mm, address: address, length: length) }
+
     /// `skip`: EFAULT past the end.
     public func skip(_ count: Int) throws(KernelError) {
         try checkRemaining(count)

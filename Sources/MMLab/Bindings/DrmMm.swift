@@ -108,6 +108,7 @@ enum DrmMmBindings {
 extension HandleClass {
     static let drmMmAllocator = HandleClass(.drmMmAllocator, methods: [
         ("insert_node", DrmMmMethods.insertNode),
+        ("insert_node_in_range", DrmMmMethods.insertNodeInRange),
         ("reserve_node", DrmMmMethods.reserveNode),
         ("replace_node", DrmMmMethods.replaceNode),
         ("set_color_adjust", DrmMmMethods.setColorAdjust),
@@ -141,6 +142,12 @@ extension HandleClass {
             bind(L) { lua in
                 let node = try lua.drmMmNode(1)
                 return lua.pushNode(node.mm.nextNode(node))
+            }
+        }),
+        ("prev_node", { L in
+            bind(L) { lua in
+                let node = try lua.drmMmNode(1)
+                return lua.pushNode(node.mm.prevNode(node))
             }
         }),
         ("data", { L in
@@ -210,6 +217,27 @@ enum DrmMmMethods {
             let node = try mm.insert(size: size, alignment: alignment, color: color, rangeStart: rangeStart,
                                      rangeEnd: rangeEnd, mode: mode, site: lua.site())
             if let data { lua.setNodeData(node, from: data) }
+            return lua.pushNode(node, owned: true)
+        }
+    }
+
+    /// `a:insert_node_in_range(size, alignment, color, range_start,
+    /// range_end, mode)` → Node: `drm_mm_insert_node_in_range`'s arguments in its order.
+    static let insertNodeInRange: Binding = { L in
+        bind(L) { lua in
+            let mm = try lua.drmMm()
+            let size = try lua.unsigned(2), alignment = try lua.unsigned(3, default: 0), color = try lua.unsigned(4, default: 0)
+            let rangeStart = try lua.unsigned(5, default: 0), rangeEnd = try lua.unsigned(6, default: .max)
+            var mode = DrmMm.Mode.best
+            if !lua.isNoneOrNil(7) {
+                let name = try lua.string(7)
+                guard let i = DrmMm.Mode.names.firstIndex(where: { "\($0)" == name }) else {
+                    throw LuaFailure.argument(7, "invalid mode '\(name)' (best, low, high, evict, lowest or highest)")
+                }
+                mode = DrmMm.Mode.allCases[i]
+            }
+            let node = try mm.insert(size: size, alignment: alignment, color: color, rangeStart: rangeStart,
+                                     rangeEnd: rangeEnd, mode: mode, site: lua.site())
             return lua.pushNode(node, owned: true)
         }
     }

@@ -31,7 +31,9 @@ extension Runtime {
 
         lua.newTable()
         lua.newTable()
-        lua.setFunctions([("alloc_page", MemoryBindings.allocPage), ("alloc_pages", MemoryBindings.allocPages)])
+        // Rust's associated functions: Page::alloc_page, Page::from_phys, Page::borrow_phys.
+        lua.setFunctions([("alloc_page", MemoryBindings.allocPage), ("alloc_pages", MemoryBindings.allocPages),
+                          ("from_phys", MemoryBindings.fromPhys), ("borrow_phys", MemoryBindings.borrowPhys)])
         lua.setField(-2, "Page")
         lua.setFunctions([
             ("into_phys", MemoryBindings.intoPhys),

@@ -164,6 +164,7 @@ extension HandleClass {
             return 1 } }),
         ("mm", VmaMethods.mm),
         ("zap_vma_range", VmaMethods.zapVmaRange),
+        ("zap_page_range_single", VmaMethods.zapVmaRange),  // the C name (Rust's VmaRef::zap_page_range_single)
         ("as_mixedmap_vma", VmaMethods.asMixedmapVma),
     ]
 

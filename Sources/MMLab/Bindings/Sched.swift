@@ -253,6 +253,7 @@ extension HandleClass {
         ("cpu", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).cpu); return 1 } }),
         ("state", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).state.rawValue); return 1 } }),
         ("id", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).id); return 1 } }),
+        ("pid", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).id); return 1 } }),  // Rust's Task::pid
         ("mm", TaskMethods.mm),
     ], drop: { lua, object, _ in
         // A spawned task goes on without its handle; what it leaves is

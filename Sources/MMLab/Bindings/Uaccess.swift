@@ -47,6 +47,17 @@ extension HandleClass {
 
     static let userSliceReader = HandleClass(.userSliceReader, methods: cursorMethods + [
         ("read_raw", UaccessMethods.readRaw),
+        ("read_slice", UaccessMethods.readRaw),  // Rust's name: exactly n bytes, as read_raw
+        ("read_all", UaccessMethods.readAll),
+        ("clone_reader", { L in
+            bind(L) { lua in
+                let reader = try lua.object(1, .userSliceReader, as: UserSliceReader.self)
+                lua_settop(L, 1)
+                lua_getiuservalue(L, 1, 1)  // the mm handle it keeps, kept by the clone too
+                lua.pushHandle(reader.cloneReader(), .userSliceReader, keepAlive: 2)
+                return 1
+            }
+        }),
         ("skip", { L in
             bind(L) { lua in
                 try lua.object(1, .userSliceReader, as: UserSliceReader.self).skip(try lua.integer(2))
@@ -57,6 +68,7 @@ extension HandleClass {
 
     static let userSliceWriter = HandleClass(.userSliceWriter, methods: cursorMethods + [
         ("write_raw", UaccessMethods.writeRaw),
+        ("write_slice", UaccessMethods.writeRaw),  // Rust's name for the same copy
     ])
 }
 
@@ -80,30 +92,45 @@ enum UaccessMethods {
         }
     }
 
-    /// `r:read_raw(n)` → `n` bytes; EFAULT (the reader does not move) when
-    /// fewer are left or one is not readable.
+    /// `r:read_all()` → every byte left; the reader is moved (Rust's
+    /// `read_all(self, ...)` consumes it).
+    static let readAll: Binding = { L in
+        bind(L) { lua in
+            let h = try lua.handle(1, .userSliceReader)
+            let reader = lua.object(h, as: UserSliceReader.self)
+            return try read(lua, reader, reader.length, "read_all") { lua.end(1, h, as: .moved) }
+        }
+    }
+
+    /// `r:read_raw(n)` (and Rust's `read_slice`) → `n` bytes; EFAULT (the
+    /// reader does not move) when fewer are left or one is not readable.
     static let readRaw: Binding = { L in
         bind(L) { lua in
-            let reader = try lua.object(1, .userSliceReader, as: UserSliceReader.self)
-            let n = try lua.integer(2)
-            guard n >= 0, n <= reader.length else {
-                throw KernelError(.EFAULT, "read_raw of \(n) bytes, \(reader.length) left in the user slice")
+            try read(lua, try lua.object(1, .userSliceReader, as: UserSliceReader.self), try lua.integer(2), "read_raw")
+        }
+    }
+
+    /// Reads `n` bytes as a string, waiting for a fault if it must; `done` runs once they are read.
+    private static func read(_ lua: Lua, _ reader: UserSliceReader, _ n: Int, _ what: String,
+                             done: (() -> Void)? = nil) throws -> Int32 {
+        guard n >= 0, n <= reader.length else {
+            throw KernelError(.EFAULT, "\(what) of \(n) bytes, \(reader.length) left in the user slice")
+        }
+        guard n <= UaccessBindings.maxCopy else {
+            throw KernelError(.ENOMEM, "\(what) of \(n) bytes: one call copies at most \(UaccessBindings.maxCopy)")
+        }
+        let site = lua.site(), canBlock = lua.runtime.canBlock(lua)
+        return try lua.blocking { lua in
+            // Each run of the step has its own buffer: none outlives it.
+            guard let buffer = malloc(max(n, 1)) else { throw KernelError(.ENOMEM, "\(what) of \(n) bytes") }
+            defer { free(buffer) }
+            guard try reader.read(into: buffer, n, site: site, mayWait: canBlock) else {
+                try lua.checkCanWait(true, what)
+                return nil
             }
-            guard n <= UaccessBindings.maxCopy else {
-                throw KernelError(.ENOMEM, "read_raw of \(n) bytes: one call copies at most \(UaccessBindings.maxCopy)")
-            }
-            let site = lua.site(), canBlock = lua.runtime.canBlock(lua)
-            return try lua.blocking { lua in
-                // Each run of the step has its own buffer: none outlives it.
-                guard let buffer = malloc(max(n, 1)) else { throw KernelError(.ENOMEM, "read_raw of \(n) bytes") }
-                defer { free(buffer) }
-                guard try reader.read(into: buffer, n, site: site, mayWait: canBlock) else {
-                    try lua.checkCanWait(true, "read_raw")
-                    return nil
-                }
-                lua.push(bytes: buffer, count: n)
-                return 1
-            }
+            lua.push(bytes: buffer, count: n)
+            done?()
+            return 1
         }
     }
 

@@ -155,13 +155,32 @@ public final class Repl {
         REPL: Tab completes, Up/Down recall history, :quit (or Ctrl-D) ends.
         """
 
-    /// Lists the names a table (reached from the globals) holds.
+    /// `:help NAME`: a function, method, type or module of the reference
+    /// (Bindings/api.txt); for a handle value, its type's methods; else the
+    /// names a table reached from the globals holds.
     private func help(_ path: String) {
+        let docs = ApiDocs.shipped
+        if let text = docs.help(path) {
+            print(text)
+            return
+        }
         let L = engine.runtime.L
         let top = lua_gettop(L)
         defer { lua_settop(L, top) }
+        // A value: a handle's type documents it (`:help p`).
+        var loaded = true
+        do { try engine.load("return " + path, name: "=help") } catch { loaded = false }  // not an expression: a table path
+        if loaded, lua_pcallk(L, 0, 1, 0, 0, nil) == LUA_OK, lua_getmetatable(L, -1) != 0 {
+            lua_getfield(L, -1, "__name")
+            if let name = lua_tolstring(L, -1, nil).map({ String(cString: $0) }), let text = docs.help(name) {
+                print(text)
+                return
+            }
+        }
+        lua_settop(L, top)
         guard push(path: path.split(separator: ".").map(String.init)), lua_type(L, -1) == LUA_TTABLE else {
-            print("\(path) is not a table")
+            let near = docs.suggestions(path)
+            print("\(path) is not documented" + (near.isEmpty ? "" : " (did you mean \(near.joined(separator: ", "))?)"))
             return
         }
         var functions: [String] = [], values: [String] = []

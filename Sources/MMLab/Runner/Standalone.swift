@@ -61,7 +61,7 @@ public struct Standalone {
 
     public static let usage = """
         usage: mmlab [options] [script [args]]
-               mmlab run|repl|test|examples|explore|sweep|fuzz ...   (mmlab --help explains them)
+               mmlab run|repl|test|examples|explore|sweep|doc|fuzz ...   (mmlab --help explains them)
         Options, run in the order given (as the standalone lua's):
           -e stat        run the Lua statement stat
           -i             after the script, read-eval-print (lua's REPL)

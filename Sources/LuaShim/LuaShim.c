@@ -145,8 +145,10 @@ static int handle_gc(lua_State *L) {
     if (h->state >= 2) {  // dropped or moved (HandleState): only the object's retain is left
         void *object = h->object;
         h->object = NULL;
-        if (object != NULL)
+        if (object != NULL) {
+            mmlab_state(L)->live_handles--;
             mmlab_state(L)->release(object);
+        }
         return 0;
     }
     return mmlab_trampoline(L);  // the same upvalues as the binding's own closure

@@ -119,6 +119,7 @@ typedef struct mmlab_State {
     int exiting;                // os.exit(code, true) asked the driver to close the state
     int exit_status;
     int contained;              // os.exit raises instead (a run of mmlab explore)
+    int64_t live_handles;       // handles still holding their object (kernel.reboot waits for none)
     volatile int interrupted;   // SIGINT arrived: raise "interrupted!" at the next hook
     uint64_t site_epoch;        // collections seen (sites.c)
     int hook_interval;          // VM instructions between the engine's count hooks

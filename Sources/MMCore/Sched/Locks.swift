@@ -191,7 +191,14 @@ extension Scheduler {
         }
         guard_.markReleased()
         accounting.untrack(guard_)
-        try preemptEnable(guard_.task)
+        // The script's own preempt_enable may have taken the guard's share
+        // already: what is left belongs to the spinlocks the task holds.
+        let task = guard_.task
+        let spins = task.held.filter { $0.lock is SpinLock }
+        if let last = spins.last, task.preemptCount <= spins.count {
+            throw .bug("put_cpu of \(guard_) in task '\(task.name)': its preempt_count \(task.preemptCount) is what \(last.lock) (locked at \(sites.name(last.site))) took; an unmatched preempt_enable took the guard's share")
+        }
+        try preemptEnable(task)
     }
 
     /// Whether taking `lock` now would have to wait.

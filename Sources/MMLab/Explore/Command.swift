@@ -280,6 +280,10 @@ func makeDirectory(_ path: String) throws(UsageError) {
     var prefix = path.hasPrefix("/") ? "/" : ""
     for part in path.split(separator: "/") {
         prefix += part
+        var st = stat()
+        if stat(prefix, &st) == 0, st.st_mode & S_IFMT != S_IFDIR {
+            throw UsageError("cannot create the folder \(path): \(String(cString: strerror(ENOTDIR)))")
+        }
         if !isDirectory(prefix), mkdir(prefix, 0o755) != 0 {
             throw UsageError("cannot create the folder \(path): \(String(cString: strerror(errno)))")
         }

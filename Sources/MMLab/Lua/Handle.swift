@@ -239,7 +239,10 @@ extension Lua {
         h.initialize(to: mmlab_Handle(
             magic: MMLAB_HANDLE_MAGIC, object: Unmanaged.passRetained(object).toOpaque(),
             borrows: 0, site: 0, type: type.rawValue, state: state.rawValue, flags: 0, views: 0, tombstone: 0))
-        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(withRuntime { $0.metatables[Int(type.rawValue)] }))
+        lua_rawgeti(L, mmlab_registryindex(), lua_Integer(withRuntime {
+            $0.state.pointee.live_handles += 1
+            return $0.metatables[Int(type.rawValue)]
+        }))
         lua_setmetatable(L, -2)
         if let lender, let lent = mmlab_tohandle(L, lender) {
             lua_pushvalue(L, lender)
@@ -361,6 +364,7 @@ extension Lua {
         h.pointee.tombstone = object._withUnsafeGuaranteedRef { tombstone.make($0) }
         h.pointee.flags |= HandleFlag.tombstone
         h.pointee.object = nil
+        withRuntime { $0.state.pointee.live_handles -= 1 }
         // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
         object.release()
     }
@@ -414,6 +418,7 @@ enum HandleMetamethods {
                 let state = Handles.state(h)
                 if state != .owned && state != .borrowed, let p = h.pointee.object {
                     h.pointee.object = nil
+                    lua.runtime.state.pointee.live_handles -= 1
                     // SAFETY: releases the retain `pushHandle` took; `object` is cleared first.
                     Unmanaged<AnyObject>.fromOpaque(p).release()
                 }

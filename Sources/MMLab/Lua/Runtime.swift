@@ -206,8 +206,16 @@ final class Runtime {
             throw KernelError(.EBUSY, "kernel.reboot with tasks still running: " + running.map { "'\($0.name)' (\($0.state.rawValue))" }.joined(separator: ", "))
         }
         _ = mmlab_gc(activeL, LUA_GCCOLLECT, 0)
-        scheduler.runWork()  // what the collected handles deferred
+        // Deferred work runs between tasks, never inside one (it may take locks main holds).
+        guard scheduler.pendingWork.isEmpty else {
+            throw KernelError(.EBUSY, "kernel.reboot with deferred work pending (\(scheduler.pendingWork.joined(separator: ", "))): let it run first (kernel.sched.yield())")
+        }
         let alive = old.accounting.leaks()
+        let handles = state.pointee.live_handles
+        if alive.isEmpty, handles > 0 {
+            // Locks, tasks, per-CPU variables: handles the accounting does not list, bound to the old scheduler.
+            throw KernelError(.EBUSY, "kernel.reboot with \(handles) handle\(handles == 1 ? "" : "s") of the old machine still reachable (locks, tasks, kernel.current() and the like): drop them or let them go out of scope")
+        }
         guard alive.isEmpty else {
             let shown = alive.prefix(5).map { "\($0) created at \(sites.name($0.site))" }.joined(separator: ", ")
             throw KernelError(.EBUSY, "kernel.reboot with \(alive.count) native object\(alive.count == 1 ? "" : "s") of the old machine alive: \(shown)\(alive.count > 5 ? ", ..." : "")")

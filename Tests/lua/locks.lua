@@ -217,15 +217,18 @@ test("locks check their arguments", function()
   expect_error("bad argument #1 to 'lock' (SpinLock expected, got number)", m.lock, 1)
 end)
 
-test("a preempt_enable that takes a spinlock's count is a preempt count underflow when the lock is released", function()
+test("a CpuGuard whose share a preempt_enable took cannot take a held spinlock's count", function()
   local g = kernel.percpu.CpuGuard()
   local s = sync.SpinLock("s")
-  local l = s:lock()
+  local l, site = s:lock(), here()
   kernel.sched.preempt_enable()  -- allowed: the CpuGuard's count is above the lock's
-  kernel.drop(g)                 -- takes the lock's count
-  expect_eq(expect_error("BUG", kernel.drop, l).message,
-    "preempt count underflow: SpinLock{s} released in task 'main' with preempt_count 0 (an unmatched preempt_enable took the count the lock took)")
-  expect_eq(s:stats().owner, nil, "the lock is released all the same")
+  -- Dropping the guard would take the lock's count: preemptible inside a
+  -- spinlock, where a task spinning for it on this CPU would never let go.
+  expect_eq(expect_error("BUG", kernel.drop, g).message,
+    "put_cpu of CpuGuard{cpu=0, task=main} in task 'main': its preempt_count 1 is what SpinLock{s} (locked at " .. site .. ") took; an unmatched preempt_enable took the guard's share")
+  expect_eq(kernel.sched.preempt_count(), 1, "the lock keeps preemption off")
+  kernel.drop(l)
+  expect_eq(s:stats().owner, nil)
   expect_eq(kernel.sched.preempt_count(), 0)
   kernel.debug.check()  -- the script's bug, not the model's
 end)

@@ -251,16 +251,3 @@ test("nothing else runs on a CPU inside a CpuGuard or a spinlock", function()
     holder[e.cpu] = e.inside and e.task or nil
   end
 end)
-
-test("a CpuGuard whose share an unmatched preempt_enable took cannot drop the count a held spinlock took", function()
-  local s = kernel.sync.SpinLock("s")
-  local cg = kernel.percpu.CpuGuard()
-  local g, site = s:lock(), here()
-  kernel.sched.preempt_enable()  -- takes the guard's share
-  expect_eq(kernel.sched.preempt_count(), 1)
-  local err = expect_error("BUG", kernel.drop, cg)
-  expect_eq(err.message, "put_cpu of CpuGuard{cpu=0, task=main} in task 'main': its preempt_count 1 is what SpinLock{s} (locked at " .. site .. ") took; an unmatched preempt_enable took the guard's share")
-  expect_eq(kernel.sched.preempt_count(), 1, "the spinlock keeps preemption off")
-  kernel.drop(g)
-  expect_eq(kernel.sched.preempt_count(), 0)
-end)

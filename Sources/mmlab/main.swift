@@ -27,8 +27,34 @@ func subcommandIndex(_ arguments: [String]) -> Int? {
     return nil
 }
 
+/// An option of mmlab's given twice on a subcommand's line (the words
+/// after `run SCRIPT` or `explore SCRIPT` are the script's; `--param` repeats).
+func duplicateOption(_ words: [String]) -> String? {
+    let flags: Set = ["--strict", "--json", "--stop-at-first", "--trace-accesses", "--tap", "--ktap", "--lua-ls", "--markdown", "--help"]
+    let scriptFirst = ["run", "explore"].contains(words.first ?? "")
+    var seen: Set<String> = []
+    var i = 1
+    while i < words.count {
+        let w = words[i]
+        if w == "--" { break }
+        if w.hasPrefix("--") {
+            let name = String(w.split(separator: "=", maxSplits: 1)[0])
+            if name != "--param" && name != "--merge", !seen.insert(name).inserted { return name }
+            if !flags.contains(name) && !w.contains("=") { i += 1 }  // its value
+        } else if scriptFirst {
+            break  // the script: what follows is its own
+        }
+        i += 1
+    }
+    return nil
+}
+
 if let i = subcommandIndex(arguments) {
     let reordered = [arguments[i]] + arguments[..<i] + arguments[(i + 1)...]
+    if let twice = duplicateOption(reordered) {
+        fputs("Error: \(twice) is given twice\n", stderr)
+        exit(2)
+    }
     do {
         var command = try MMLab.parseAsRoot(reordered)
         try command.run()

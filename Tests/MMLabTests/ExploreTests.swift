@@ -426,5 +426,24 @@ struct ExploreCommandTests {
         #expect(clean.status == 0)
         #expect(clean.stdout == "\(first): the schedule does not fail: nothing to shrink\n")
     }
+
+    @Test("an option of mmlab's given twice is a usage error in every form; after the script, words are the script's")
+    func twice() throws {
+        let script = try temporaryFile("print(...)")
+        let lua = try mmlab(["--seed", "1", "--seed", "2", script])
+        #expect(lua.status == 2)
+        #expect(lua.stderr.hasPrefix("\(mmlabPath): --seed is given twice\n"))
+        let strict = try mmlab(["--strict", "--strict", script])
+        #expect(strict.stderr.hasPrefix("\(mmlabPath): --strict is given twice\n"))
+        for args in [["run", "--cpus", "2", "--cpus=3", script], ["examples", "pages", "--out", "/tmp/a", "--out", "/tmp/b"],
+                     ["test", "--tap", script, "--tap"]] {
+            let r = try mmlab(args)
+            #expect(r.status == 2, "\(args)")
+            #expect(r.stderr.hasSuffix(" is given twice\n"), "\(args): \(r.stderr)")
+        }
+        let passed = try mmlab(["run", "--seed", "1", script, "--seed", "2", "--seed"])
+        #expect(passed.status == 0)
+        #expect(passed.stdout == "--seed\t2\t--seed\n", "the script's own words")
+    }
 }
 

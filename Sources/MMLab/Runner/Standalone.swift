@@ -115,10 +115,12 @@ public struct Standalone {
             case "-W": s.actions.append(.warnings)
             case "-i": s.interactive = true; s.version = true
             case "-v": s.version = true
-            case "--strict": s.configuration.strict = true
-            case "--trace-accesses": s.configuration.traceAccesses = true
+            case "--strict", "--trace-accesses":
+                guard s.explicit.insert(a).inserted else { throw UsageError("\(a) is given twice") }
+                if a == "--strict" { s.configuration.strict = true } else { s.configuration.traceAccesses = true }
             default:
                 if let (name, v) = longOption(a) {
+                    guard !s.explicit.contains(name) else { throw UsageError("\(name) is given twice") }
                     try s.set(name, v != nil ? v ?? "" : value(name))
                 } else if a.hasPrefix("-e") || a.hasPrefix("-l") {
                     var text = String(a.dropFirst(2))

@@ -113,6 +113,10 @@ public struct MachineConfig: Equatable, Sendable {
     public var pagePoison: Bool
     /// `vm.max_map_count`: the most VMAs an mm may have.
     public var maxMapCount: Int
+    /// `vm.min_free_kbytes`; nil: as `calculate_min_free_kbytes` computes it.
+    public var minFreeKbytes: UInt64?
+    /// `vm.watermark_scale_factor`, in ten-thousandths of a zone (1 ... 3000).
+    public var watermarkScaleFactor: UInt64 = 10
 
     /// Where the default RAM region starts, as on a PC above the BIOS area.
     public static let ramStart = PhysAddr(0x100000)
@@ -172,6 +176,9 @@ public struct MachineConfig: Equatable, Sendable {
         }
         guard memory == ram else {
             throw KernelError(.EINVAL, "memory (\(memory) bytes) does not match the RAM in memmap (\(ram) bytes)")
+        }
+        guard (1...3000).contains(watermarkScaleFactor) else {
+            throw KernelError(.EINVAL, "watermark_scale_factor must be between 1 and 3000, got \(watermarkScaleFactor)")
         }
         guard maxMapCount >= 1 else {
             throw KernelError(.EINVAL, "max_map_count must be at least 1, got \(maxMapCount)")

@@ -356,3 +356,62 @@ struct PhysicalMemoryTests {
         #expect(try page.read(UInt8.self, at: 0) == page.read(UInt8.self, at: 0))
     }
 }
+
+/// Watermarks as mm/page_alloc.c (6.12) sets them at boot: calculate_min_free_kbytes,
+/// then __setup_per_zone_wmarks. Each expected value is worked from those functions by hand.
+@Suite("Zone watermarks")
+struct WatermarkTests {
+    @Test("min_free_kbytes is sqrt(lowmem_kbytes * 16), clamped to 128 ... 262144")
+    func minFreeKbytes() {
+        #expect(Watermark.minFreeKbytes(lowmemPages: 65536) == 2048)        // 256M: sqrt(262144 * 16)
+        #expect(Watermark.minFreeKbytes(lowmemPages: 1_048_576) == 8192)    // 4G: sqrt(4194304 * 16)
+        #expect(Watermark.minFreeKbytes(lowmemPages: 786_432) == 7094)      // 3G: sqrt(50331648) = 7094.6
+        #expect(Watermark.minFreeKbytes(lowmemPages: 256) == 128, "1M: sqrt(16384) = 128, the floor")
+        #expect(Watermark.minFreeKbytes(lowmemPages: 64) == 128, "below the floor")
+        #expect(Watermark.minFreeKbytes(lowmemPages: 1 << 30) == 262_144, "4T: the ceiling")
+    }
+
+    @Test("a lowmem zone's min is its share; low and high step by max(share / 4, managed * scale / 10000)")
+    func lowmem() throws {
+        for (memory, managed, min, low, high): (UInt64, UInt64, UInt64, UInt64, UInt64) in [
+            (256 << 20, 65536, 512, 640, 768),         // step max(128, 65)
+            (4 << 30, 1_048_576, 2048, 3096, 4144),    // step max(512, 1048)
+            (64 << 20, 16384, 256, 320, 384),          // step max(64, 16)
+            (16 << 20, 4096, 128, 160, 192),           // step max(32, 4)
+        ] {
+            let machine = try Machine(MachineConfig(memory: memory))
+            let zone = machine.pageAllocator.zones[0]
+            #expect(zone.managedPages == managed)
+            #expect(zone.watermark == Watermark(min: min, low: low, high: high, promo: high + (high - low)), "\(memory >> 20)M")
+        }
+    }
+
+    @Test("a highmem zone's min is managed / 1024 clamped to 32 ... 128; its steps still follow the share")
+    func highmem() throws {
+        var config = MachineConfig(memory: 4 << 30)
+        config.highmem = 1 << 30
+        let zones = try Machine(config).pageAllocator.zones
+        // lowmem 786432 pages: min_free_kbytes 7094, pages_min 1773; HighMem's share 1773 * 262144 / 786432 = 591.
+        #expect(zones[0].watermark == Watermark(min: 1773, low: 2559, high: 3345, promo: 4131))
+        #expect(zones[1].watermark == Watermark(min: 128, low: 390, high: 652, promo: 914))
+        let small = Watermark.setup([(40_000, false), (8_000, true)], minFreeKbytes: 1024, scaleFactor: 10)
+        #expect(small[1].min == 32, "8000 / 1024 = 7, raised to SWAP_CLUSTER_MAX")
+    }
+
+    @Test("min_free_kbytes and watermark_scale_factor as given; nonsense is EINVAL")
+    func tunables() throws {
+        var config = MachineConfig(memory: 256 << 20)
+        config.minFreeKbytes = 65536
+        config.watermarkScaleFactor = 100
+        let zone = try Machine(config).pageAllocator.zones[0]
+        // pages_min 16384; step max(4096, 65536 * 100 / 10000 = 655)
+        #expect(zone.watermark == Watermark(min: 16384, low: 20480, high: 24576, promo: 28672))
+        config.minFreeKbytes = 1 << 30
+        #expect(throws: KernelError(.EINVAL, "min_free_kbytes 1073741824 puts the Normal zone's min watermark (268435456 pages) above its 65536 managed pages")) {
+            try Machine(config)
+        }
+        config.minFreeKbytes = nil
+        config.watermarkScaleFactor = 0
+        #expect(throws: KernelError(.EINVAL, "watermark_scale_factor must be between 1 and 3000, got 0")) { try Machine(config) }
+    }
+}

@@ -54,12 +54,14 @@ public struct Gfp: OptionSet, Hashable, Sendable {
     public static let user: Gfp = [.reclaim, .io, .fs, Gfp(rawValue: 0x100000)]
     /// `GFP_HIGHUSER`
     public static let highuser: Gfp = [.user, .highmem]
+    /// `GFP_HIGHUSER_MOVABLE` (without `__GFP_SKIP_KASAN`, which mmlab's KASAN-less pages need not)
+    public static let highuserMovable: Gfp = [.highuser, .movable]
 
     /// Every flag and combination under its kernel name.
     public static let named: [(String, Gfp)] = [
         ("GFP_KERNEL", .kernel), ("GFP_ATOMIC", .atomic), ("GFP_NOWAIT", .nowait),
         ("GFP_NOIO", .noio), ("GFP_NOFS", .nofs), ("GFP_USER", .user),
-        ("GFP_HIGHUSER", .highuser), ("GFP_DMA", .dma), ("GFP_DMA32", .dma32),
+        ("GFP_HIGHUSER", .highuser), ("GFP_HIGHUSER_MOVABLE", .highuserMovable), ("GFP_DMA", .dma), ("GFP_DMA32", .dma32),
         ("__GFP_DMA", .dma), ("__GFP_HIGHMEM", .highmem), ("__GFP_DMA32", .dma32),
         ("__GFP_MOVABLE", .movable), ("__GFP_RECLAIMABLE", .reclaimable),
         ("__GFP_HIGH", .high), ("__GFP_IO", .io), ("__GFP_FS", .fs), ("__GFP_ZERO", .zero),

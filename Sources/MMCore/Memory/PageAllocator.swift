@@ -59,6 +59,9 @@ public final class Zone {
     }
 
     public var pcpPages: Int { pcp.total }
+
+    /// Its watermarks, set at boot (Watermark.swift).
+    public internal(set) var watermark = Watermark()
 }
 
 /// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`).
@@ -195,6 +198,8 @@ public final class PageAllocator {
     public let initOnAlloc: Bool
     public let initOnFree: Bool
     public let pagePoison: Bool
+    /// `vm.min_free_kbytes`, as given or as `calculate_min_free_kbytes` computed it.
+    public let minFreeKbytes: UInt64
     /// `fail_page_alloc`, when on.
     @exclusivity(unchecked) public var faultInjection: FaultAttr?
     /// The CPU allocations run on, for the per-CPU lists.
@@ -246,6 +251,17 @@ public final class PageAllocator {
         normalZone = zones[0]
         highmemZone = zones.count > 1 ? zones[1] : nil
         highmemStart = high.isEmpty ? .max : boundary
+        let lowmem = zones[0].managedPages  // Normal; HighMem is never lowmem
+        let minFree = config.minFreeKbytes ?? Watermark.minFreeKbytes(lowmemPages: lowmem)
+        minFreeKbytes = minFree
+        let marks = Watermark.setup(zones.enumerated().map { ($1.managedPages, $0 > 0) }, minFreeKbytes: minFree,
+                                    scaleFactor: config.watermarkScaleFactor)
+        for (zone, mark) in zip(zones, marks) {
+            guard mark.min <= zone.managedPages else {
+                throw KernelError(.EINVAL, "min_free_kbytes \(minFreeKbytes) puts the \(zone.name) zone's min watermark (\(mark.min) pages) above its \(zone.managedPages) managed pages")
+            }
+            zone.watermark = mark
+        }
         for zone in zones {
             for span in zone.spans { try addFreeRange(span, to: zone) }
         }

@@ -162,7 +162,7 @@ enum KernelBindings {
                 try lua.checkTable(1)
                 try lua.checkFields(1, arg: 1, known: [
                     "memory", "cpus", "seed", "memmap", "highmem", "init_on_alloc", "init_on_free", "page_poison",
-                    "max_map_count",
+                    "max_map_count", "min_free_kbytes", "watermark_scale_factor",
                 ])
                 var memory: UInt64?
                 if lua.getField(1, "memory") > LUA_TNIL { memory = try lua.size(-1, arg: 1, field: "memory") }
@@ -185,6 +185,14 @@ enum KernelBindings {
                 config.pagePoison = try lua.booleanField(1, "page_poison", arg: 1, default: true)
                 config.maxMapCount = try lua.integerField(1, "max_map_count", arg: 1, default: config.maxMapCount)
                     ?? config.maxMapCount
+                if let kb = try lua.integerField(1, "min_free_kbytes", arg: 1, default: nil) {
+                    guard kb >= 0 else { throw KernelError(.EINVAL, "min_free_kbytes must not be negative, got \(kb)") }
+                    config.minFreeKbytes = UInt64(kb)
+                }
+                if let f = try lua.integerField(1, "watermark_scale_factor", arg: 1, default: nil) {
+                    guard (1...3000).contains(f) else { throw KernelError(.EINVAL, "watermark_scale_factor must be between 1 and 3000, got \(f)") }
+                    config.watermarkScaleFactor = UInt64(f)
+                }
             }
             return config
     }
@@ -203,6 +211,8 @@ enum KernelBindings {
             lua.set("init_on_free", config.initOnFree)
             lua.set("page_poison", config.pagePoison)
             lua.set("max_map_count", config.maxMapCount)
+            lua.set("min_free_kbytes", machine.pageAllocator.minFreeKbytes)
+            lua.set("watermark_scale_factor", config.watermarkScaleFactor)
             lua.newTable(array: Int32(machine.memory.regions.count))
             for (i, region) in machine.memory.regions.enumerated() {
                 lua.newTable(hash: 3)

@@ -18,6 +18,7 @@ extension Runtime {
                           ("POISON", Int(PageAllocator.poison))])
         lua.setFunctions([
             ("stats", MemoryBindings.stats),
+            ("zones", MemoryBindings.zones),
             ("buddyinfo", MemoryBindings.buddyinfo),
             ("drain_pages", MemoryBindings.drainPages),
             ("pfn_valid", MemoryBindings.pfnValid),
@@ -212,6 +213,28 @@ enum MemoryBindings {
     }
 
     /// `kernel.mem.stats()` → `{total_pages=, free_pages=, pcp_pages=, nr_free={[0]=...}}`.
+    /// `zones()` → per zone: name, managed, free, pcp, min, low, high, promo.
+    static let zones: Binding = { L in
+        bind(L) { lua in
+            let zones = try lua.machine().pageAllocator.zones
+            lua.newTable(array: Int32(zones.count))
+            for (i, zone) in zones.enumerated() {
+                lua.newTable(hash: 8)
+                lua.push(zone.name)
+                lua.setField(-2, "name")
+                lua.set("managed", zone.managedPages)
+                lua.set("free", zone.freePages)
+                lua.set("pcp", zone.pcpPages)
+                lua.set("min", zone.watermark.min)
+                lua.set("low", zone.watermark.low)
+                lua.set("high", zone.watermark.high)
+                lua.set("promo", zone.watermark.promo)
+                lua_rawseti(L, -2, lua_Integer(i + 1))
+            }
+            return 1
+        }
+    }
+
     static let stats: Binding = { L in
         bind(L) { lua in
             let allocator = try lua.machine().pageAllocator

@@ -1,0 +1,40 @@
+-- Zone watermarks as __setup_per_zone_wmarks sets them (Watermark.swift has the arithmetic).
+
+test("kernel.mem.zones reports each zone's pages and watermarks", function()
+  kernel.boot{memory = "256M"}
+  local zones = kernel.mem.zones()
+  expect_eq(#zones, 1)
+  local z = zones[1]
+  expect_eq(z.name, "Normal")
+  expect_eq(z.managed, 65536)
+  expect_eq(z.min, 512)
+  expect_eq(z.low, 640)
+  expect_eq(z.high, 768)
+  expect_eq(z.promo, 896)
+  expect_eq(z.free + z.pcp, kernel.mem.stats().free_pages + kernel.mem.stats().pcp_pages)
+  expect_eq(kernel.machine().min_free_kbytes, 2048)
+  expect_eq(kernel.machine().watermark_scale_factor, 10)
+end)
+
+test("kernel.boot takes min_free_kbytes and watermark_scale_factor; nonsense is EINVAL", function()
+  kernel.boot{memory = "256M", min_free_kbytes = 65536, watermark_scale_factor = 100}
+  local z = kernel.mem.zones()[1]
+  expect_eq(z.min, 16384)
+  expect_eq(z.low, 20480)
+  expect_eq(z.high, 24576)
+end)
+
+test("a min watermark above the zone, a negative min_free_kbytes and a scale factor out of range are refused", function()
+  expect_eq(expect_error("EINVAL", kernel.boot, {memory = "16M", min_free_kbytes = 1 << 20}).message,
+    "min_free_kbytes 1048576 puts the Normal zone's min watermark (262144 pages) above its 4096 managed pages")
+  expect_eq(expect_error("EINVAL", kernel.boot, {min_free_kbytes = -1}).message, "min_free_kbytes must not be negative, got -1")
+  expect_eq(expect_error("EINVAL", kernel.boot, {watermark_scale_factor = 3001}).message,
+    "watermark_scale_factor must be between 1 and 3000, got 3001")
+end)
+
+test("GFP_HIGHUSER_MOVABLE is GFP_HIGHUSER with __GFP_MOVABLE", function()
+  local gfp = kernel.gfp
+  expect_eq(gfp.GFP_HIGHUSER_MOVABLE, gfp.GFP_HIGHUSER | gfp.__GFP_MOVABLE)
+  local p <close> = kernel.page.Page.alloc_page(gfp.GFP_HIGHUSER_MOVABLE)
+  expect_eq(p:order(), 0)
+end)

@@ -33,7 +33,7 @@ struct MMLab: ParsableCommand {
               mmlab examples binder --out pictures --results binder.csv
               mmlab --trace trace.json examples/percpu_counter.lua
               mmlab explore examples/races/vma_after_guard.lua
-              mmlab fuzz --calls 100000
+              mmlab fuzz --calls 20000
 
             Exit status: 0 on success, 1 when a script fails or a test fails, 2 for a usage error.
             """,

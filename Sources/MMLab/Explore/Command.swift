@@ -269,7 +269,7 @@ func listFiles(_ directory: String) -> [String] {
             // SAFETY: d_name is a NUL-terminated array of 256 bytes.
             $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
         }
-        if !name.hasPrefix(".") { found.append(directory + "/" + name) }
+        if !name.hasPrefix(".") { found.append(directory.hasSuffix("/") ? directory + name : directory + "/" + name) }
     }
     return found
 }

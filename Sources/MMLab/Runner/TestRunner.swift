@@ -43,22 +43,9 @@ public struct TestRunner {
     }
 
     private static func luaFiles(under directory: String) -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var found: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            guard !name.hasPrefix(".") else { continue }
-            let path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
-            if entry.pointee.d_type == UInt8(DT_DIR) {
-                found += luaFiles(under: path)
-            } else if name.hasSuffix(".lua") {
-                found.append(path)
-            }
+        listFiles(directory).flatMap { path in
+            isDirectory(path) ? luaFiles(under: path) : path.hasSuffix(".lua") ? [path] : []
         }
-        return found
     }
 
     /// What became of one case.

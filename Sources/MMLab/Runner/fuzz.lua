@@ -170,7 +170,8 @@ local function classify(name, e)
   elseif getmetatable(e) == Error then
     local ok, message, bug, errno = pcall(function() return e.message, e.bug, e.errno end)
     if not ok or type(message) ~= "string" or message == "" or type(bug) ~= "boolean" then
-      fail(name .. ": a kernel.Error without a message or bug field")
+      fail(name .. ": a kernel.Error without a message or bug field (message " .. tostring(message) .. ", bug "
+        .. tostring(bug) .. ", errno " .. tostring(errno) .. ")")
     elseif bug then
       result.bugs = result.bugs + 1
     elseif type(errno) ~= "string" or kernel.errno[errno] == nil then

@@ -163,7 +163,16 @@ end
 
 -- Checks what a failed call raised: a string, a kernel.Error with its
 -- fields, or what a callback threw.
+local classifying = false  -- the fuzz's own hook stays out of its checks
+local check_raised
 local function classify(name, e)
+  classifying = true
+  local ok, err = pcall(function() return check_raised(name, e) end)
+  classifying = false
+  if not ok then error(err, 0) end
+end
+
+function check_raised(name, e)
   if type(e) == "string" then
     result.lua_errors = result.lua_errors + 1
     if e == "" then fail(name .. ": an empty error message") end
@@ -292,7 +301,7 @@ local pool = {}
 local masks = {"", "c", "r", "l", "cr", "crl"}
 local sethook_around  -- forward: the wrapper that sets and clears a hook
 local function fuzz_hook()
-  if stopping then return end
+  if stopping or classifying then return end
   -- Not in the wrapper itself (its own calls of debug.sethook and pcall
   -- are events too): a raise there would escape the call it protects.
   for level = 2, 3 do

@@ -415,3 +415,36 @@ struct WatermarkTests {
         #expect(throws: KernelError(.EINVAL, "watermark_scale_factor must be between 1 and 3000, got 0")) { try Machine(config) }
     }
 }
+
+/// mm/vmstat.c's fragmentation indexes, worked by hand from fill_contig_page_info,
+/// __fragmentation_index and unusable_free_index.
+@Suite("Fragmentation indexes")
+struct ContigPageInfoTests {
+    @Test("counts free pages, blocks and the blocks an order could be served from")
+    func counts() {
+        let info = ContigPageInfo(nrFree: [3, 2, 0, 1], suitableOrder: 1)
+        #expect(info == ContigPageInfo(nrFree: [3, 2, 0, 1], suitableOrder: 1))
+        #expect(info.freePages == 3 + 4 + 8)
+        #expect(info.freeBlocksTotal == 6)
+        #expect(info.freeBlocksSuitable == 2 + 4, "two order-1 blocks, and the order-3 block split in four")
+    }
+
+    @Test("extfrag_index: -1000 when a block is free; else 1000 - (1000 + free * 1000 / requested) / blocks")
+    func fragmentation() {
+        #expect(ContigPageInfo(nrFree: [3, 2, 0, 1], suitableOrder: 1).fragmentationIndex(1) == -1000)
+        // 2048 free single pages, order 1: 1000 - (1000 + 2048000 / 2) / 2048 = 1000 - 500
+        #expect(ContigPageInfo(nrFree: [2048], suitableOrder: 1).fragmentationIndex(1) == 500)
+        // 10 single pages, order 4: 1000 - (1000 + 10000 / 16) / 10 = 1000 - 162
+        #expect(ContigPageInfo(nrFree: [10], suitableOrder: 4).fragmentationIndex(4) == 838)
+        #expect(ContigPageInfo(nrFree: [], suitableOrder: 0).fragmentationIndex(0) == 0, "nothing free: 0")
+        #expect(ContigPageInfo(nrFree: [1], suitableOrder: 11).fragmentationIndex(11) == 0, "past MAX_ORDER: 0")
+    }
+
+    @Test("unusable_index: (free - suitable << order) * 1000 / free; 1000 with nothing free")
+    func unusable() {
+        #expect(ContigPageInfo(nrFree: [3, 2, 0, 1], suitableOrder: 1).unusableFreeIndex(1) == (15 - 12) * 1000 / 15)
+        #expect(ContigPageInfo(nrFree: [2048], suitableOrder: 1).unusableFreeIndex(1) == 1000)
+        #expect(ContigPageInfo(nrFree: [2048], suitableOrder: 0).unusableFreeIndex(0) == 0)
+        #expect(ContigPageInfo(nrFree: [], suitableOrder: 3).unusableFreeIndex(3) == 1000)
+    }
+}

@@ -38,3 +38,19 @@ test("GFP_HIGHUSER_MOVABLE is GFP_HIGHUSER with __GFP_MOVABLE", function()
   local p <close> = kernel.page.Page.alloc_page(gfp.GFP_HIGHUSER_MOVABLE)
   expect_eq(p:order(), 0)
 end)
+
+test("extfrag_index and unusable_index follow the free areas (the per-CPU lists drained)", function()
+  kernel.boot{memory = "16M"}
+  expect_eq(kernel.mem.extfrag_index(0), -1.0, "a free block: the index means nothing")
+  expect_eq(kernel.mem.unusable_index(0), 0.0)
+  local pages = {}
+  for i = 1, 4096 do pages[i] = kernel.page.Page.alloc_page() end
+  for i = 1, 4096, 2 do kernel.drop(pages[i]) end  -- every other page: nothing merges
+  kernel.mem.drain_pages()
+  expect_eq(kernel.mem.stats().free_pages, 2048)
+  expect_eq(kernel.mem.extfrag_index(1), 0.5, "1000 - (1000 + 2048 * 1000 / 2) / 2048")
+  expect_eq(kernel.mem.unusable_index(1), 1.0, "no free page can serve order 1")
+  expect_eq(kernel.mem.unusable_index(0), 0.0)
+  for i = 2, 4096, 2 do kernel.drop(pages[i]) end
+  expect_error("EINVAL", kernel.mem.extfrag_index, 11)
+end)

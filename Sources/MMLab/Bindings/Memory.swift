@@ -19,6 +19,8 @@ extension Runtime {
         lua.setFunctions([
             ("stats", MemoryBindings.stats),
             ("zones", MemoryBindings.zones),
+            ("extfrag_index", { L in MemoryBindings.index(L, unusable: false) }),
+            ("unusable_index", { L in MemoryBindings.index(L, unusable: true) }),
             ("buddyinfo", MemoryBindings.buddyinfo),
             ("drain_pages", MemoryBindings.drainPages),
             ("pfn_valid", MemoryBindings.pfnValid),
@@ -232,6 +234,24 @@ enum MemoryBindings {
                 lua_rawseti(L, -2, lua_Integer(i + 1))
             }
             return 1
+        }
+    }
+
+    /// `extfrag_index(order)`, `unusable_index(order)` → each zone's index
+    /// (Normal first) as debugfs prints it: thousandths, as a number.
+    static func index(_ L: OpaquePointer?, unusable: Bool) -> Int32 {
+        bind(L) { lua in
+            let order = try lua.integer(1)
+            guard (0...MAX_ORDER).contains(order) else {
+                throw KernelError(.EINVAL, "order \(order) is out of range (0 to \(MAX_ORDER))")
+            }
+            let zones = try lua.machine().pageAllocator.zones
+            for zone in zones {
+                let info = ContigPageInfo(zone, suitableOrder: order)
+                let index = unusable ? info.unusableFreeIndex(order) : info.fragmentationIndex(order)
+                lua_pushnumber(L, Double(index) / 1000)
+            }
+            return Int32(zones.count)
         }
     }
 

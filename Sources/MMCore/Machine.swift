@@ -117,6 +117,8 @@ public struct MachineConfig: Equatable, Sendable {
     public var minFreeKbytes: UInt64?
     /// `vm.watermark_scale_factor`, in ten-thousandths of a zone (1 ... 3000).
     public var watermarkScaleFactor: UInt64 = 10
+    /// `vm.lowmem_reserve_ratio` for Normal and HighMem (the kernel's 32 and 0).
+    public var lowmemReserveRatio: [UInt64] = [32, 0]
 
     /// Where the default RAM region starts, as on a PC above the BIOS area.
     public static let ramStart = PhysAddr(0x100000)

@@ -398,6 +398,18 @@ struct WatermarkTests {
         #expect(small[1].min == 32, "8000 / 1024 = 7, raised to SWAP_CLUSTER_MAX")
     }
 
+    @Test("lowmem_reserve: the managed pages above a zone over its ratio (setup_per_zone_lowmem_reserve)")
+    func lowmemReserve() throws {
+        #expect(Watermark.lowmemReserve(managed: [786_432, 262_144], ratios: [32, 0]) == [[0, 8192], [0, 0]])
+        #expect(Watermark.lowmemReserve(managed: [100, 50, 30], ratios: [10, 5, 0]) == [[0, 5, 8], [0, 0, 6], [0, 0, 0]],
+                "the sum of every zone above, up to each one")
+        #expect(Watermark.lowmemReserve(managed: [0, 50], ratios: [32, 0]) == [[0, 0], [0, 0]], "an empty zone keeps nothing")
+        var config = MachineConfig(memory: 4 << 30)
+        config.highmem = 1 << 30
+        #expect(try Machine(config).pageAllocator.zones.map(\.lowmemReserve) == [[0, 8192], [0, 0]])
+        #expect(try Machine(MachineConfig(memory: 256 << 20)).pageAllocator.zones.map(\.lowmemReserve) == [[0]])
+    }
+
     @Test("min_free_kbytes and watermark_scale_factor as given; nonsense is EINVAL")
     func tunables() throws {
         var config = MachineConfig(memory: 256 << 20)

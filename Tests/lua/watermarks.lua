@@ -54,3 +54,22 @@ test("extfrag_index and unusable_index follow the free areas (the per-CPU lists 
   for i = 2, 4096, 2 do kernel.drop(pages[i]) end
   expect_error("EINVAL", kernel.mem.extfrag_index, 11)
 end)
+
+test("lowmem_reserve: Normal keeps back managed(HighMem) / lowmem_reserve_ratio", function()
+  kernel.boot{memory = "4G", highmem = "1G"}
+  local zones = kernel.mem.zones()
+  expect_eq(table.concat(zones[1].lowmem_reserve, " "), "0 8192", "262144 / 32")
+  expect_eq(table.concat(zones[2].lowmem_reserve, " "), "0 0")
+end)
+
+test("lowmem_reserve_ratio as the sysctl takes it", function()
+  kernel.boot{memory = "4G", highmem = "1G", lowmem_reserve_ratio = {256}}
+  expect_eq(kernel.mem.zones()[1].lowmem_reserve[2], 1024)
+  expect_eq(expect_error("bad argument #1", kernel.boot, {lowmem_reserve_ratio = {1, 2, 3}}),
+    "bad argument #1 to 'boot' (field 'lowmem_reserve_ratio': a list of 1 or 2 integers (Normal, HighMem))")
+end)
+
+test("a lowmem_reserve_ratio below 1 keeps nothing back", function()
+  kernel.boot{memory = "4G", highmem = "1G", lowmem_reserve_ratio = {0}}
+  expect_eq(kernel.mem.zones()[1].lowmem_reserve[2], 0)
+end)

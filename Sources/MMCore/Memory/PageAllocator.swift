@@ -62,6 +62,9 @@ public final class Zone {
 
     /// Its watermarks, set at boot (Watermark.swift).
     public internal(set) var watermark = Watermark()
+    /// `lowmem_reserve[]`: pages kept back from allocations that could use
+    /// each zone (by index) above this one.
+    public internal(set) var lowmemReserve: [UInt64] = []
 }
 
 /// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`).
@@ -262,6 +265,8 @@ public final class PageAllocator {
             }
             zone.watermark = mark
         }
+        let reserves = Watermark.lowmemReserve(managed: zones.map(\.managedPages), ratios: config.lowmemReserveRatio)
+        for (zone, reserve) in zip(zones, reserves) { zone.lowmemReserve = reserve }
         for zone in zones {
             for span in zone.spans { try addFreeRange(span, to: zone) }
         }

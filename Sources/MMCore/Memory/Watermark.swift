@@ -41,6 +41,22 @@ public struct Watermark: Equatable, Sendable {
         }
     }
 
+    /// `setup_per_zone_lowmem_reserve`: what each zone keeps back from
+    /// allocations that could have used a higher zone, per higher zone:
+    /// the managed pages of the zones above it, up to that one, over the
+    /// zone's `lowmem_reserve_ratio` (0 keeps nothing back).
+    public static func lowmemReserve(managed: [UInt64], ratios: [UInt64]) -> [[UInt64]] {
+        managed.indices.map { i in
+            let ratio = i < ratios.count ? ratios[i] : 0
+            var above: UInt64 = 0
+            return managed.indices.map { j in
+                guard j > i else { return 0 }
+                above += managed[j]
+                return ratio == 0 || managed[i] == 0 ? 0 : above / ratio
+            }
+        }
+    }
+
     /// `int_sqrt`: the integer square root, rounded down.
     static func intSqrt(_ x: UInt64) -> UInt64 {
         guard x > 1 else { return x }

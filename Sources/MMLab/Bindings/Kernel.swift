@@ -162,7 +162,7 @@ enum KernelBindings {
                 try lua.checkTable(1)
                 try lua.checkFields(1, arg: 1, known: [
                     "memory", "cpus", "seed", "memmap", "highmem", "init_on_alloc", "init_on_free", "page_poison",
-                    "max_map_count", "min_free_kbytes", "watermark_scale_factor",
+                    "max_map_count", "min_free_kbytes", "watermark_scale_factor", "lowmem_reserve_ratio",
                 ])
                 var memory: UInt64?
                 if lua.getField(1, "memory") > LUA_TNIL { memory = try lua.size(-1, arg: 1, field: "memory") }
@@ -189,6 +189,15 @@ enum KernelBindings {
                     guard kb >= 0 else { throw KernelError(.EINVAL, "min_free_kbytes must not be negative, got \(kb)") }
                     config.minFreeKbytes = UInt64(kb)
                 }
+                if lua.getField(1, "lowmem_reserve_ratio") > LUA_TNIL {
+                    // As the sysctl takes them: one per zone (Normal, HighMem); below 1 keeps nothing back.
+                    let ratios = try lua.numbers(-1, arg: 1, what: "lowmem_reserve_ratio")
+                    guard (1...2).contains(ratios.count), ratios.allSatisfy({ $0 == $0.rounded() && abs($0) < 1e15 }) else {
+                        throw LuaFailure.argument(1, "field 'lowmem_reserve_ratio': a list of 1 or 2 integers (Normal, HighMem)")
+                    }
+                    for (i, r) in ratios.enumerated() { config.lowmemReserveRatio[i] = r < 1 ? 0 : UInt64(r) }
+                }
+                lua.pop()
                 if let f = try lua.integerField(1, "watermark_scale_factor", arg: 1, default: nil) {
                     guard (1...3000).contains(f) else { throw KernelError(.EINVAL, "watermark_scale_factor must be between 1 and 3000, got \(f)") }
                     config.watermarkScaleFactor = UInt64(f)

@@ -231,6 +231,12 @@ enum MemoryBindings {
                 lua.set("low", zone.watermark.low)
                 lua.set("high", zone.watermark.high)
                 lua.set("promo", zone.watermark.promo)
+                lua.newTable(array: Int32(zone.lowmemReserve.count))
+                for (j, pages) in zone.lowmemReserve.enumerated() {
+                    lua.push(pages)
+                    lua_rawseti(L, -2, lua_Integer(j + 1))
+                }
+                lua.setField(-2, "lowmem_reserve")
                 lua_rawseti(L, -2, lua_Integer(i + 1))
             }
             return 1

@@ -266,7 +266,7 @@ struct ExamplesCommand: ParsableCommand {
         defer { fclose(f) }
         var buffer = [CChar](repeating: 0, count: 512)
         while fgets(&buffer, 512, f) != nil {
-            let line = String(cString: buffer).trimmingWhitespace()
+            let line = String(cString: buffer).trimmingSpaces
             if line.hasPrefix("--") {
                 let text = line.drop { $0 == "-" || $0 == " " }
                 let colon = text.firstIndex(of: ":").map { text.index(after: $0) }
@@ -335,7 +335,4 @@ extension String {
         count >= width ? self + " " : self + String(repeating: " ", count: width - count)
     }
 
-    func trimmingWhitespace() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\n" || $0 == "\t" }.reversed())
-    }
 }

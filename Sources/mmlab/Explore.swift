@@ -4,6 +4,36 @@ import Glibc
 import ArgumentParser
 import MMLab
 
+/// The options that split runs into chunks (`explore`, `sweep`): a plan for
+/// GNU parallel or Slurm, a worker's chunk, and the merge of chunks.
+struct ChunkOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Print one command per chunk of runs instead of running them.", valueName: "chunks")) var plan: Int?
+    @Option(help: ArgumentHelp("parallel (GNU parallel, one command per line) or slurm (an sbatch --array script).", valueName: "format")) var planFormat: String = "parallel"
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("Merge the chunks' reports in these folders or files.", valueName: "dir")) var merge: [String] = []
+    @Option(help: .hidden) var chunk: String?
+    @Option(help: .hidden) var chunkOut: String?
+
+    /// `--plan`'s chunk count and whether Slurm's format is asked, once checked.
+    func checkedPlan() throws -> (chunks: Int, slurm: Bool)? {
+        guard let plan else { return nil }
+        guard plan >= 1 else { throw ValidationError("--plan takes a positive number of chunks, got \(plan)") }
+        guard ["parallel", "slurm"].contains(planFormat) else {
+            throw ValidationError("--plan-format takes parallel or slurm, got '\(planFormat)'")
+        }
+        return (plan, planFormat == "slurm")
+    }
+
+    /// The runs `--chunk I/N` names, of `runs`.
+    func range(of runs: Int) throws -> Range<Int>? {
+        guard let chunk else { return nil }
+        let parts = chunk.split(separator: "/").compactMap { Int($0) }
+        guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
+            throw ValidationError("--chunk takes I/N with 1 ≤ I ≤ N, got '\(chunk)'")
+        }
+        return Explorer.chunk(parts[0], of: parts[1], runs: runs)
+    }
+}
+
 struct ExploreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "explore",
@@ -40,11 +70,7 @@ struct ExploreCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where the schedules go.", valueName: "dir")) var out: String = "mmlab-explore"
     @Flag(help: "Print the report as JSON.") var json = false
     @Option(help: ArgumentHelp("Shrink this failing schedule instead of exploring.", valueName: "file")) var shrink: String?
-    @Option(help: ArgumentHelp("Print one command per chunk of runs instead of running them.", valueName: "chunks")) var plan: Int?
-    @Option(help: ArgumentHelp("parallel (GNU parallel, one command per line) or slurm (an sbatch --array script).", valueName: "format")) var planFormat: String = "parallel"
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("Merge the chunks' reports in these folders or files.", valueName: "dir")) var merge: [String] = []
-    @Option(help: .hidden) var chunk: String?
-    @Option(help: .hidden) var chunkOut: String?
+    @OptionGroup var chunks: ChunkOptions
     @Argument(help: "The script.") var script: String?
     @Argument(parsing: .captureForPassthrough, help: "Arguments for the script.") var arguments: [String] = []
 
@@ -59,25 +85,21 @@ struct ExploreCommand: ParsableCommand {
             output.jobs = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         }
         do {
-            if !merge.isEmpty {
+            if !chunks.merge.isEmpty {
                 guard script == nil else { throw ValidationError("--merge takes only the chunks' folders, not a script") }
-                throw ExitCode(try Explorer.merge(merge, output))
+                throw ExitCode(try Explorer.merge(chunks.merge, output))
             }
             guard let script else { throw ValidationError("explore needs a script (mmlab explore SCRIPT [args])") }
             let explorer = Explorer(options: try options(script))
             if let shrink { throw ExitCode(try explorer.shrinkFile(shrink, output)) }
-            if let plan {
-                guard plan >= 1 else { throw ValidationError("--plan takes a positive number of chunks, got \(plan)") }
+            if let plan = try chunks.checkedPlan() {
                 guard explorer.options.strategy != .dfs else {
                     throw ValidationError("--plan splits random and pct runs; dfs is one search, run it in one process")
                 }
-                guard ["parallel", "slurm"].contains(planFormat) else {
-                    throw ValidationError("--plan-format takes parallel or slurm, got '\(planFormat)'")
-                }
-                print(explorer.plan(chunks: plan, slurm: planFormat == "slurm", directory: out), terminator: "")
+                print(explorer.plan(chunks: plan.chunks, slurm: plan.slurm, directory: out), terminator: "")
                 return
             }
-            if let chunkOut { throw ExitCode(try explorer.runChunk(to: chunkOut)) }
+            if let chunkOut = chunks.chunkOut { throw ExitCode(try explorer.runChunk(to: chunkOut)) }
             throw ExitCode(try explorer.run(output))
         } catch let error as UsageError {
             throw ValidationError(error.message)
@@ -105,13 +127,7 @@ struct ExploreCommand: ParsableCommand {
         }
         o.script = script
         o.arguments = arguments
-        if let chunk {
-            let parts = chunk.split(separator: "/").compactMap { Int($0) }
-            guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
-                throw ValidationError("--chunk takes I/N with 1 ≤ I ≤ N, got '\(chunk)'")
-            }
-            o.range = Explorer.chunk(parts[0], of: parts[1], runs: o.runs)
-        }
+        o.range = try chunks.range(of: o.runs)
         guard access(script, R_OK) == 0 else { throw ValidationError("cannot read the script \(script)") }
         return o
     }
@@ -139,18 +155,14 @@ struct SweepCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The seeds, A..B (each combination runs once per seed).", valueName: "a..b")) var seeds: String = "0..0"
     @Option(help: ArgumentHelp("Worker processes (default: the machine's cores).", valueName: "j")) var jobs: Int?
     @Option(help: ArgumentHelp("Write the table here (.csv or .json) instead of CSV on standard output.", valueName: "file")) var results: String?
-    @Option(help: ArgumentHelp("Print one command per chunk of runs instead of running them.", valueName: "chunks")) var plan: Int?
-    @Option(help: ArgumentHelp("parallel or slurm.", valueName: "format")) var planFormat: String = "parallel"
     @Option(help: ArgumentHelp("Where --plan's chunks write.", valueName: "dir")) var out: String = "mmlab-sweep"
-    @Option(parsing: .upToNextOption, help: ArgumentHelp("Merge the chunks in these folders or files.", valueName: "dir")) var merge: [String] = []
-    @Option(help: .hidden) var chunk: String?
-    @Option(help: .hidden) var chunkOut: String?
+    @OptionGroup var chunks: ChunkOptions
     @Argument(help: "The script.") var script: String?
     @Argument(parsing: .postTerminator, help: "Arguments for the script, after --.") var arguments: [String] = []
 
     func run() throws {
         do {
-            if !merge.isEmpty { throw ExitCode(try Sweep.merge(merge, results: results)) }
+            if !chunks.merge.isEmpty { throw ExitCode(try Sweep.merge(chunks.merge, results: results)) }
             guard let script else { throw ValidationError("sweep needs a script (mmlab sweep SCRIPT --param NAME=V1,V2 --seeds A..B)") }
             guard access(script, R_OK) == 0 else { throw ValidationError("cannot read the script \(script)") }
             var sweep = Sweep()
@@ -164,22 +176,12 @@ struct SweepCommand: ParsableCommand {
                 sweep.parameters.append((name, values))
             }
             sweep.seeds = try Sweep.seedRange(seeds)
-            if let plan {
-                guard plan >= 1 else { throw ValidationError("--plan takes a positive number of chunks, got \(plan)") }
-                guard ["parallel", "slurm"].contains(planFormat) else {
-                    throw ValidationError("--plan-format takes parallel or slurm, got '\(planFormat)'")
-                }
-                print(sweep.plan(chunks: plan, slurm: planFormat == "slurm", directory: out), terminator: "")
+            if let plan = try chunks.checkedPlan() {
+                print(sweep.plan(chunks: plan.chunks, slurm: plan.slurm, directory: out), terminator: "")
                 return
             }
-            if let chunk {
-                let parts = chunk.split(separator: "/").compactMap { Int($0) }
-                guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
-                    throw ValidationError("--chunk takes I/N with 1 ≤ I ≤ N, got '\(chunk)'")
-                }
-                sweep.range = Explorer.chunk(parts[0], of: parts[1], runs: sweep.runCount)
-            }
-            if let chunkOut { throw ExitCode(try sweep.runChunk(to: chunkOut)) }
+            sweep.range = try chunks.range(of: sweep.runCount)
+            if let chunkOut = chunks.chunkOut { throw ExitCode(try sweep.runChunk(to: chunkOut)) }
             if let jobs, jobs < 1 { throw ValidationError("--jobs takes a positive number, got \(jobs)") }
             throw ExitCode(try sweep.run(jobs: jobs ?? max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))), results: results))
         } catch let error as UsageError {

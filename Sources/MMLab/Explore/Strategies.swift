@@ -224,7 +224,9 @@ public struct ScheduleFile: Equatable {
 }
 
 extension StringProtocol {
-    var trimmingSpaces: String {
-        String(drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
+    /// Without leading and trailing spaces, tabs and line ends.
+    public var trimmingSpaces: String {
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        return String(drop(while: blank).reversed().drop(while: blank).reversed())
     }
 }

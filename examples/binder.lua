@@ -179,7 +179,9 @@ holder:join()
 -- A memory hog: allocation runs binder's shrinker before it fails.
 local hog = {}
 pcall(function()
-  while true do hog[#hog + 1] = kernel.page.Page.alloc_page() end
+  -- __GFP_RETRY_MAYFAIL: reclaim hard, but fail rather than call the OOM killer.
+  local gfp = kernel.gfp.GFP_KERNEL | kernel.gfp.__GFP_RETRY_MAYFAIL
+  while true do hog[#hog + 1] = kernel.page.Page.alloc_page(gfp) end
 end)
 kernel.plot.memory{file = "binder-memory.svg", title = "Physical memory while a hog holds it: binder's LRU pages were reclaimed"}
 line(("a hog took %d pages"):format(#hog))

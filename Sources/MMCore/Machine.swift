@@ -50,12 +50,21 @@ public final class Machine {
         }
         pageAllocator.onBrokenInvariant = { [unowned self] in self.reportBrokenInvariant($0) }
         scheduler.onBrokenInvariant = { [unowned self] in self.reportBrokenInvariant($0) }
+        pageAllocator.currentTask = { [unowned self] in self.scheduler.current.id }
+        pageAllocator.wakeUp = { [unowned self] in self.scheduler.wakeUp($0) }
+        pageAllocator.outOfMemory = { [unowned self] in self.outOfMemory($0, order: $1) }
+        pageAllocator.currentIsOomVictim = { [unowned self] in self.scheduler.current.oomKilled }
     }
 
     deinit {
         scheduler.onSwitch = nil
         pageAllocator.onBrokenInvariant = nil
         scheduler.onBrokenInvariant = nil
+        pageAllocator.currentTask = nil
+        pageAllocator.wakeUp = nil
+        pageAllocator.outOfMemory = nil
+        pageAllocator.currentIsOomVictim = nil
+        pageAllocator.kswapd.task = nil
     }
 }
 

@@ -62,10 +62,12 @@ end)
 
 test("a small machine runs out of memory with ENOMEM", function()
   kernel.boot{memory = "64M"}
-  -- 64M is 16384 pages; keep them all, then one more fails.
+  -- 64M is 16384 pages; GFP_KERNEL takes them down to the min watermark
+  -- (256 pages: sqrt(65536 kB * 16) = 1024 kB), then fails.
   local pages = {}
-  for i = 1, 16384 do pages[i] = kernel.page.Page.alloc_page() end
+  for i = 1, 16384 - 256 do pages[i] = kernel.page.Page.alloc_page() end
   expect_error("ENOMEM", kernel.page.Page.alloc_page)
+  expect_eq(kernel.mem.stats().free_pages, 256)
   for i = 1, #pages do kernel.drop(pages[i]) end
   kernel.drop(kernel.page.Page.alloc_page())
 end)

@@ -28,7 +28,10 @@ test("pages that are kept still run out, with ENOMEM", function()
   ok, err = pcall(function() while true do keep[#keep + 1] = Page.alloc_page() end end)
   expect_eq(ok, false)
   expect_eq(err.errno, "ENOMEM")
-  expect_eq(#keep, 2048)
+  -- GFP_KERNEL stops at the min watermark: 90 pages (128 pages is 8M,
+  -- min_free_kbytes = sqrt(8192 * 16) = 362 kB).
+  expect_eq(kernel.mem.zones()[1].min, 90)
+  expect_eq(#keep, 2048 - 90)
   keep = nil
   collectgarbage()
   kernel.drop(Page.alloc_page())
@@ -36,13 +39,23 @@ end)
 
 test("an atomic allocation does not reclaim", function()
   collectgarbage()
-  local keep = {}
-  for i = 1, 2048 do keep[i] = Page.alloc_page() end
+  local keep, gfp = {}, kernel.gfp
+  for i = 1, 2048 - 90 do keep[i] = Page.alloc_page(gfp.GFP_KERNEL & ~gfp.__GFP_KSWAPD_RECLAIM) end
+  -- GFP_ATOMIC digs below min (half of it, and a quarter of that: 90 -> 34);
+  -- GFP_NOWAIT has no reserves.
+  expect_error("ENOMEM", Page.alloc_page, gfp.GFP_NOWAIT)
+  local atomic = {}
+  while true do
+    local ok, p = pcall(Page.alloc_page, gfp.GFP_ATOMIC & ~gfp.__GFP_KSWAPD_RECLAIM)
+    if not ok then break end
+    atomic[#atomic + 1] = p
+  end
+  kernel.mem.drain_pages()
+  expect_eq(kernel.mem.stats().free_pages, 34)
   for i = 1, 100 do keep[i] = nil end  -- garbage, not yet collected
-  expect_error("ENOMEM", Page.alloc_page, kernel.gfp.GFP_ATOMIC)
-  expect_error("ENOMEM", Page.alloc_page, kernel.gfp.GFP_NOWAIT)
-  kernel.drop(Page.alloc_page(kernel.gfp.GFP_KERNEL))  -- may sleep: the collector frees some
-  keep = nil
+  expect_error("ENOMEM", Page.alloc_page, gfp.GFP_ATOMIC)
+  kernel.drop(Page.alloc_page(gfp.GFP_KERNEL))  -- may sleep: the collector frees some
+  keep, atomic = nil, nil
 end)
 
 test("a registered shrinker runs before the collector, and frees in batches", function()
@@ -57,16 +70,26 @@ test("a registered shrinker runs before the collector, and frees in batches", fu
       return freed
     end}
   assert(tostring(s):match("^Shrinker{cache}$"), tostring(s))
+  -- Fill memory down to min without waking kswapd (gfp 0: no reclaim at all).
   while true do
-    local ok, p = pcall(kernel.page.Page.alloc_page, kernel.gfp.GFP_NOWAIT)
+    local ok, p = pcall(kernel.page.Page.alloc_page, 0)
     if not ok then break end
     cache[#cache + 1] = p
   end
+  expect_eq(#cache, 2048 - 90)
   local before = kernel.debug.stats().dropped_by_gc
-  local p <close> = kernel.page.Page.alloc_page()  -- may reclaim: the shrinker gives back a batch
-  expect_eq(#calls, 1)
+  -- Direct reclaim: do_shrink_slab wants (1958 >> priority) * 4 / 2 plus
+  -- the deferred work >> priority, from priority 12 down. Below a batch
+  -- (128) nothing is scanned and the work is deferred: at priority 5,
+  -- 122 + (112 >> 5) = 125 is still short; at 4, 244 + (234 >> 4) = 258
+  -- makes two batches, and the 256 pages freed end the reclaim
+  -- (SWAP_CLUSTER_MAX is 32).
+  local p <close> = kernel.page.Page.alloc_page(kernel.gfp.GFP_KERNEL & ~kernel.gfp.__GFP_KSWAPD_RECLAIM)
+  expect_eq(#calls, 2)
   expect_eq(calls[1], 128)
-  expect_eq(#cache, 2048 - 128)
+  expect_eq(calls[2], 128)
+  expect_eq(#cache, 2048 - 90 - 256)
+  expect_eq(kernel.mem.vmstat().slabs_scanned, 256)
   expect_eq(kernel.debug.stats().dropped_by_gc, before, "the collector did not need to run")
   for _, q in ipairs(cache) do kernel.drop(q) end
   cache = {}
@@ -90,6 +113,7 @@ end)
 test("register_shrinker wants both functions", function()
   expect_error("field 'count': function expected, got nil", kernel.mem.register_shrinker, {scan = print})
   expect_error("field 'scan': function expected, got number", kernel.mem.register_shrinker, {count = print, scan = 1})
-  expect_error("unknown field 'seeks'", kernel.mem.register_shrinker, {count = print, scan = print, seeks = 2})
+  expect_error("unknown field 'batch'", kernel.mem.register_shrinker, {count = print, scan = print, batch = 2})
+  expect_error("EINVAL: register_shrinker: seeks -1 is negative", kernel.mem.register_shrinker, {count = print, scan = print, seeks = -1})
   expect_error("table expected", kernel.mem.register_shrinker)
 end)

@@ -138,10 +138,14 @@ public final class BinderLru: Shrinker, CustomStringConvertible {
 
     init(machine: Machine) {
         self.machine = machine
-        machine.pageAllocator.register(self)
+        do { try machine.pageAllocator.register(self) } catch {
+            machine.reportBrokenInvariant("binder's shrinker: \(error.message)")  // a new object cannot be registered yet
+        }
     }
 
     public var count: Int { list.count }
+    /// `DEFAULT_SEEKS`, as binder's `shrinker_alloc` leaves it.
+    public var seeks: Int { 2 }
     public var description: String { "binder" }
 
     func add(_ info: PageInfo) {

@@ -35,6 +35,8 @@ public struct Gfp: OptionSet, Hashable, Sendable {
     public static let noretry = Gfp(rawValue: 0x10000)
     /// `__GFP_COMP`: a compound page.
     public static let comp = Gfp(rawValue: 0x40000)
+    /// `__GFP_HARDWALL`: stay in the cpuset.
+    public static let hardwall = Gfp(rawValue: 0x100000)
     /// `__GFP_ACCOUNT`
     public static let account = Gfp(rawValue: 0x400000)
 
@@ -51,7 +53,7 @@ public struct Gfp: OptionSet, Hashable, Sendable {
     /// `GFP_NOFS`
     public static let nofs: Gfp = [.reclaim, .io]
     /// `GFP_USER`
-    public static let user: Gfp = [.reclaim, .io, .fs, Gfp(rawValue: 0x100000)]
+    public static let user: Gfp = [.reclaim, .io, .fs, .hardwall]
     /// `GFP_HIGHUSER`
     public static let highuser: Gfp = [.user, .highmem]
     /// `GFP_HIGHUSER_MOVABLE` (without `__GFP_SKIP_KASAN`, which mmlab's KASAN-less pages need not)
@@ -71,7 +73,37 @@ public struct Gfp: OptionSet, Hashable, Sendable {
         ("__GFP_NORETRY", .noretry), ("__GFP_COMP", .comp), ("__GFP_ACCOUNT", .account),
     ]
 
+    /// `%pGg`: the value and its names, combinations first, as
+    /// include/trace/events/mmflags.h lists them (`0xcc0(GFP_KERNEL)`).
+    public var kernelFormat: String {
+        let names: [(String, Gfp)] = [
+            ("GFP_HIGHUSER_MOVABLE", .highuserMovable), ("GFP_HIGHUSER", .highuser), ("GFP_USER", .user),
+            ("GFP_KERNEL_ACCOUNT", [.kernel, .account]), ("GFP_KERNEL", .kernel), ("GFP_NOFS", .nofs),
+            ("GFP_ATOMIC", .atomic), ("GFP_NOIO", .noio), ("GFP_NOWAIT", .nowait), ("GFP_DMA", .dma),
+            ("__GFP_HIGHMEM", .highmem), ("GFP_DMA32", .dma32), ("__GFP_HIGH", .high), ("__GFP_IO", .io),
+            ("__GFP_FS", .fs), ("__GFP_NOWARN", .nowarn), ("__GFP_RETRY_MAYFAIL", .retryMayfail),
+            ("__GFP_NOFAIL", .nofail), ("__GFP_NORETRY", .noretry), ("__GFP_COMP", .comp), ("__GFP_ZERO", .zero),
+            ("__GFP_HARDWALL", .hardwall), ("__GFP_RECLAIMABLE", .reclaimable), ("__GFP_MOVABLE", .movable),
+            ("__GFP_ACCOUNT", .account), ("__GFP_RECLAIM", .reclaim), ("__GFP_DIRECT_RECLAIM", .directReclaim),
+            ("__GFP_KSWAPD_RECLAIM", .kswapdReclaim),
+        ]
+        var left = self, parts: [String] = []
+        for (name, flags) in names where !flags.isEmpty && left.isSuperset(of: flags) {
+            parts.append(name)
+            left.subtract(flags)
+        }
+        if !left.isEmpty { parts.append("0x" + String(left.rawValue, radix: 16)) }
+        return "0x" + String(rawValue, radix: 16) + "(" + (parts.isEmpty ? "none" : parts.joined(separator: "|")) + ")"
+    }
+
     /// Whether the caller may sleep: direct reclaim, the GC and shrinkers
     /// may run (`gfpflags_allow_blocking`).
     public var allowsBlocking: Bool { contains(.directReclaim) }
 }
+
+/// `PAGE_ALLOC_COSTLY_ORDER`: larger allocations give up early rather
+/// than reclaim hard or kill.
+public let PAGE_ALLOC_COSTLY_ORDER = 3
+/// `MAX_RECLAIM_RETRIES`: reclaim passes without progress before the
+/// allocator stops retrying (and kswapd before it gives a node up).
+public let MAX_RECLAIM_RETRIES = 16

@@ -9,6 +9,8 @@ public let MAX_ORDER = 10
 /// RAM it manages. mmlab has Normal and, when booted with `highmem`, HighMem.
 public final class Zone {
     public let name: String
+    /// Its place in the zonelist: 0 Normal, 1 HighMem (`zone_idx`).
+    public let index: Int
     /// The zone's RAM, as half-open pfn ranges in address order.
     public let spans: [Range<UInt64>]
     /// RAM pages the zone manages.
@@ -34,8 +36,9 @@ public final class Zone {
     /// Per-CPU lists of free order-0 pages (`per_cpu_pages`).
     let pcp: PcpLists
 
-    init(name: String, spans: [Range<UInt64>], cpus: Int) {
+    init(name: String, index: Int, spans: [Range<UInt64>], cpus: Int) {
         self.name = name
+        self.index = index
         self.spans = spans
         managedPages = spans.reduce(0) { $0 + UInt64($1.count) }
         // zone_batchsize: ~0.1% of the zone or 1 MiB, clamped to 2^n - 1.
@@ -164,15 +167,6 @@ struct FreeList {
     var count = 0
 }
 
-/// Reclaims memory on request, as a shrinker does (`struct shrinker`):
-/// binder's LRU registers one.
-public protocol Shrinker: AnyObject {
-    /// Objects it could free now (`count_objects`).
-    func countObjects() -> Int
-    /// Frees up to `n` of them; returns how many (`scan_objects`).
-    func scanObjects(_ n: Int) -> Int
-}
-
 /// The buddy allocator, orders 0 ... MAX_ORDER, with per-CPU lists for
 /// order 0 in front (mm/page_alloc.c).
 ///
@@ -218,7 +212,31 @@ public final class PageAllocator {
     @exclusivity(unchecked) public var pressureBatch = 256
     /// The trace being recorded, if any.
     var trace: TraceLog?
-    public private(set) var shrinkers: [Shrinker] = []
+    /// Registered shrinkers, in registration order, with their deferred work.
+    var shrinkers: [RegisteredShrinker] = []
+    /// `/proc/vmstat`'s events.
+    @exclusivity(unchecked) public internal(set) var events = VmEvents()
+    /// Reclaim is running (`PF_MEMALLOC`): its own allocations ignore the
+    /// watermarks and never reclaim again.
+    public internal(set) var reclaiming = false
+    /// kswapd's state (Vmscan.swift), once an allocation woke it.
+    public let kswapd = Kswapd()
+    /// Called when kswapd must wake and has no task yet: the engine spawns `kswapd0`.
+    public var spawnKswapd: (() -> Void)?
+    /// Wakes kswapd's task from its wait queue (the machine's scheduler).
+    var wakeUp: ((WaitQueueHead) -> Void)?
+    /// `out_of_memory`: true when it freed memory (a kill) or the task
+    /// should retry. The machine's OOM killer (OomKill.swift).
+    var outOfMemory: ((Gfp, Int) -> Bool)?
+    /// The running task's id, for the trace.
+    var currentTask: (() -> Int)?
+    /// Whether the running task is an OOM victim (`tsk_is_oom_victim`).
+    var currentIsOomVictim: (() -> Bool)?
+    /// A kernel warning (`WARN`) for the engine to report.
+    public var onWarning: ((String) -> Void)?
+    /// A line of the kernel log (the OOM report) for the engine to print.
+    public var onLog: ((String) -> Void)?
+    private var warned: Set<String> = []
 
     // As Zone's: changed only here, never across a call out.
     @exclusivity(unchecked) var random: Random
@@ -248,8 +266,8 @@ public final class PageAllocator {
         let boundary = PageAllocator.highmemStart(ram, highmemPages: config.highmem >> UInt64(PAGE_SHIFT))
         let normal = ram.compactMap { $0.clamped(to: 0..<boundary).nonEmpty }
         let high = ram.compactMap { $0.clamped(to: boundary..<UInt64.max).nonEmpty }
-        var zones = [Zone(name: "Normal", spans: normal, cpus: config.cpus)]
-        if !high.isEmpty { zones.append(Zone(name: "HighMem", spans: high, cpus: config.cpus)) }
+        var zones = [Zone(name: "Normal", index: 0, spans: normal, cpus: config.cpus)]
+        if !high.isEmpty { zones.append(Zone(name: "HighMem", index: 1, spans: high, cpus: config.cpus)) }
         self.zones = zones
         normalZone = zones[0]
         highmemZone = zones.count > 1 ? zones[1] : nil
@@ -326,10 +344,12 @@ public final class PageAllocator {
 
     // MARK: Allocation
 
-    /// Allocates `1 << order` frames (`alloc_pages`). Order-0 pages come from
-    /// the per-CPU list. When nothing is free and `gfp` may sleep, the
-    /// per-CPU lists are drained and the shrinkers run, then the collector,
-    /// before ENOMEM. An injected failure is final.
+    /// Allocates `1 << order` frames (`__alloc_pages`). The fast path takes
+    /// a block from the first zone `gfp` may use that stays above its low
+    /// watermark; order-0 pages come from the per-CPU list. Otherwise the
+    /// slow path (`slowPath`) wakes kswapd, tries again at the min
+    /// watermark with the reserves `gfp` allows, reclaims, retries and, as
+    /// a last resort, calls the OOM killer. An injected failure is final.
     public func allocPages(_ gfp: Gfp, order: Int, site: Site = .unknown) throws(KernelError) -> Pfn {
         guard (0...MAX_ORDER).contains(order) else {
             throw KernelError(.EINVAL, "order \(order) is out of range (0 to \(MAX_ORDER))")
@@ -337,19 +357,11 @@ public final class PageAllocator {
         if faultInjection?.shouldFailAllocPage(gfp, order: order, random: &random) == true {
             throw KernelError(.ENOMEM, "fail_page_alloc: injected failure of an order-\(order) allocation")
         }
-        var pfn = try allocate(gfp, order: order)
-        if pfn == nil, gfp.allowsBlocking {
-            trace?.emit(.instant, "direct reclaim", category: "memory", track: .machine, args: [.init("order", order)])
-            pfn = try reclaim(gfp, order: order)
-            if pfn == nil, let collector {
-                collector()
-                drainPages()
-                pfn = try allocate(gfp, order: order)
-            }
-        }
+        var pfn = try allocate(gfp, order: order, flags: .wmarkLow)
+        if pfn == nil { pfn = try slowPath(gfp, order: order) }
         guard let pfn else {
             trace?.emit(.instant, "alloc failed", category: "memory", track: .machine, args: [.init("order", order)])
-            throw KernelError(.ENOMEM, "out of memory: no free block of order \(order) (\(freePages) pages free)")
+            throw KernelError(.ENOMEM, failureMessage(gfp, order: order))
         }
         if let corruption = prepare(pfn, order: order, gfp: gfp) {
             // Reported, and the block goes back poisoned again: the next
@@ -366,40 +378,115 @@ public final class PageAllocator {
         return pfn
     }
 
-    /// Direct reclaim: drains the per-CPU lists and runs the shrinkers as
-    /// `shrink_slab` does, scanning `freeable >> priority` objects (times 4,
-    /// over `DEFAULT_SEEKS`) in batches of `SHRINK_BATCH` while the
-    /// priority drops from `DEF_PRIORITY` to 0, retrying at each step.
-    private func reclaim(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
-        for priority in stride(from: 12, through: 0, by: -1) {
-            for shrinker in shrinkers {
-                let freeable = shrinker.countObjects()
-                guard freeable > 0 else { continue }
-                var total = (freeable >> priority) * 4 / 2
-                var freed = 0
-                while total >= 128 || total >= freeable {
-                    let n = min(128, total)
-                    let got = n > 0 ? shrinker.scanObjects(n) : 0
-                    freed += got
-                    guard got > 0 else { break }
-                    total -= n
-                }
-                trace?.emit(.instant, "shrink_slab", category: "memory", track: .machine,
-                            args: [.init("shrinker", "\(shrinker)"), .init("priority", priority), .init("freed", freed)])
+    /// `gfp_zone`: the highest zone an allocation may use, as a zonelist
+    /// index (`ac->highest_zoneidx`): HighMem with `__GFP_HIGHMEM` or
+    /// `__GFP_MOVABLE` on a machine that has it, else Normal.
+    @inline(__always) func highestZone(_ gfp: Gfp) -> Int {
+        highmemZone != nil && !gfp.isDisjoint(with: [.highmem, .movable]) ? 1 : 0
+    }
+
+    /// Tries the zones `gfp` may use, in zonelist order (HighMem first
+    /// when it may use it, then Normal), each only while it stays above
+    /// the watermark `flags` names (`get_page_from_freelist`).
+    @inline(__always) private func allocate(_ gfp: Gfp, order: Int, flags: AllocFlags) throws(KernelError) -> Pfn? {
+        let highest = highestZone(gfp)
+        if highest == 1, let highmemZone, let pfn = try allocate(from: highmemZone, order: order, flags: flags, highest: 1) {
+            events.pgallocHigh &+= UInt64(1) << UInt64(order)
+            return Pfn(pfn)
+        }
+        guard let pfn = try allocate(from: normalZone, order: order, flags: flags, highest: highest) else { return nil }
+        events.pgallocNormal &+= UInt64(1) << UInt64(order)
+        return Pfn(pfn)
+    }
+
+    @inline(__always) private func allocate(from zone: Zone, order: Int, flags: AllocFlags, highest: Int) throws(KernelError) -> UInt64? {
+        if !flags.contains(.noWatermarks) {
+            guard zone.watermarkFast(order: order, mark: zone.mark(flags), highestZone: highest, flags: flags) else { return nil }
+        }
+        return try allocate(from: zone, order: order)
+    }
+
+    /// `__alloc_pages_slowpath`, without compaction (mmlab has none):
+    /// wakes kswapd, tries again at the min watermark with the reserves
+    /// `gfp` allows (`gfp_to_alloc_flags`), then, if it may sleep, reclaims
+    /// directly and retries as `should_reclaim_retry` allows. Costly orders
+    /// (above `PAGE_ALLOC_COSTLY_ORDER`) give up after one reclaim unless
+    /// `__GFP_RETRY_MAYFAIL`; `__GFP_NORETRY` always does. Last comes the
+    /// OOM killer, for order ≤ 3 without `__GFP_RETRY_MAYFAIL`; each kill
+    /// frees the victim's memory and the allocation retries.
+    /// `__GFP_NOFAIL` takes from the reserves rather than fail.
+    private func slowPath(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
+        let canReclaim = gfp.allowsBlocking
+        let costly = order > PAGE_ALLOC_COSTLY_ORDER
+        let nofail = gfp.contains(.nofail)
+        if nofail {
+            if order > 1 { warnOnce("__GFP_NOFAIL allocation of order \(order): only orders 0 and 1 may not fail (WARN_ON_ONCE(order > 1))") }
+            if !canReclaim { warnOnce("__GFP_NOFAIL allocation that cannot reclaim (mode:\(gfp.kernelFormat)): it fails like any other") }
+        }
+        var flags = AllocFlags(gfp: gfp, order: order)
+        var noProgressLoops = 0
+        while true {
+            if flags.contains(.kswapd) { wakeKswapd(order: order, highestZone: highestZone(gfp), gfp: gfp) }
+            // __gfp_pfmemalloc_flags: reclaim itself (PF_MEMALLOC) ignores
+            // the watermarks; an OOM victim digs into the reserves.
+            if reclaiming {
+                flags = AllocFlags.noWatermarks.union(flags.intersection(.kswapd))
+            } else if currentIsOomVictim?() == true {
+                flags = AllocFlags.oom.union(flags.intersection(.kswapd))
             }
+            if let pfn = try allocate(gfp, order: order, flags: flags) { return pfn }
+            guard canReclaim, !reclaiming else { break }
+            let progress = directReclaim(gfp, order: order)
+            if progress > 0 {
+                if let pfn = try allocate(gfp, order: order, flags: flags) { return pfn }
+            }
+            // __alloc_pages_direct_reclaim: the per-CPU lists go back to the buddy allocator once.
             drainPages()
-            if let pfn = try allocate(gfp, order: order) { return pfn }
+            if let pfn = try allocate(gfp, order: order, flags: flags) { return pfn }
+            if gfp.contains(.noretry) { break }
+            if costly && !(gfp.contains(.io) && gfp.contains(.retryMayfail)) { break }
+            if shouldReclaimRetry(gfp, order: order, flags: flags, progress: progress > 0, loops: &noProgressLoops) { continue }
+            // __alloc_pages_may_oom: one more try at the high watermark first.
+            if let pfn = try allocate(gfp, order: order, flags: .wmarkHigh) { return pfn }
+            guard !costly, !gfp.contains(.retryMayfail) else { break }
+            if currentIsOomVictim?() == true, flags.contains(.oom) { break }
+            guard let outOfMemory, outOfMemory(gfp, order) else { break }
+            noProgressLoops = 0
+        }
+        if nofail && canReclaim {
+            // __alloc_pages_cpuset_fallback with ALLOC_MIN_RESERVE, then
+            // ALLOC_NO_WATERMARKS: the kernel would loop here until one works.
+            for fallback in [AllocFlags.minReserve, .noWatermarks] {
+                if let pfn = try allocate(gfp, order: order, flags: fallback) { return pfn }
+            }
+            throw KernelError.bug("a __GFP_NOFAIL allocation of order \(order) cannot be satisfied: nothing is left to reclaim or kill, and the kernel would retry it forever")
         }
         return nil
     }
 
-    /// Tries the zones `gfp` may use, in zonelist order: HighMem first when
-    /// `__GFP_HIGHMEM` allows it, then Normal.
-    @inline(__always) private func allocate(_ gfp: Gfp, order: Int) throws(KernelError) -> Pfn? {
-        if gfp.contains(.highmem), let highmemZone, let pfn = try allocate(from: highmemZone, order: order) {
-            return Pfn(pfn)
+    /// `should_reclaim_retry`: up to `MAX_RECLAIM_RETRIES` passes without
+    /// progress (progress at a costly order does not count), while some
+    /// zone could meet its min watermark with what is free (mmlab has no
+    /// LRU pages that reclaim could still free).
+    private func shouldReclaimRetry(_ gfp: Gfp, order: Int, flags: AllocFlags, progress: Bool, loops: inout Int) -> Bool {
+        if progress && order <= PAGE_ALLOC_COSTLY_ORDER { loops = 0 } else { loops += 1 }
+        guard loops <= MAX_RECLAIM_RETRIES else { return false }
+        let highest = highestZone(gfp)
+        return zones.prefix(highest + 1).reversed().contains { zone in
+            zone.watermarkOk(order: order, mark: zone.watermark.min, highestZone: highest, flags: flags, free: Int64(zone.freePages))
         }
-        return try allocate(from: normalZone, order: order).map { Pfn($0) }
+    }
+
+    /// `warn_alloc`'s line, with what the zones had.
+    private func failureMessage(_ gfp: Gfp, order: Int) -> String {
+        let zones = self.zones.prefix(highestZone(gfp) + 1).map { "\($0.name) free:\($0.freePages) min:\($0.watermark.min)" }
+        return "page allocation failure: order:\(order), mode:\(gfp.kernelFormat) (" + zones.joined(separator: ", ") + ")"
+    }
+
+    /// `WARN_ON_ONCE`: each message once per machine, counted as a warning.
+    private func warnOnce(_ message: String) {
+        guard warned.insert(message).inserted else { return }
+        onWarning?(message)
     }
 
     @inline(__always) private func allocate(from zone: Zone, order: Int) throws(KernelError) -> UInt64? {
@@ -592,6 +679,7 @@ public final class PageAllocator {
     private func freeBlock(_ pfn: Pfn, _ head: UnsafeMutablePointer<StructPage>, order: Int, site: Site) {
         let count = 1 << order
         pressurePages = max(0, pressurePages - count)
+        events.pgfree &+= UInt64(count)
         let poisons = pagePoison && !initOnFree
         for i in 0..<count {
             // SAFETY: a block lies in one section, whose `struct page`s are contiguous.
@@ -723,11 +811,26 @@ public final class PageAllocator {
 
     // MARK: Shrinkers and statistics
 
-    /// `register_shrinker`.
-    public func register(_ shrinker: Shrinker) { shrinkers.append(shrinker) }
+    /// `shrinker_register`: at the end of the list. Registering one twice
+    /// is a bug (list_add of an entry already on the list).
+    public func register(_ shrinker: Shrinker) throws(KernelError) {
+        guard !shrinkers.contains(where: { $0.shrinker === shrinker }) else {
+            throw .bug("shrinker_register of \(shrinker), which is registered already: list_add corruption")
+        }
+        shrinkers.append(RegisteredShrinker(shrinker))
+    }
 
-    /// `unregister_shrinker`.
-    public func unregister(_ shrinker: Shrinker) { shrinkers.removeAll { $0 === shrinker } }
+    /// `shrinker_free`: a bug from inside one of its own calls, which it
+    /// would wait for forever.
+    public func unregister(_ shrinker: Shrinker) throws(KernelError) {
+        if let entry = shrinkers.first(where: { $0.shrinker === shrinker }), entry.running > 0 {
+            throw .bug("shrinker_free of \(shrinker) from inside its own count or scan: it waits for that call to return, which never happens")
+        }
+        shrinkers.removeAll { $0.shrinker === shrinker }
+    }
+
+    /// The shrinkers registered, in order.
+    public var registeredShrinkers: [Shrinker] { shrinkers.map(\.shrinker) }
 
     /// Pages in the buddy free lists, per-CPU pages excluded.
     public var freePages: UInt64 { zones.reduce(0) { $0 + $1.freePages } }

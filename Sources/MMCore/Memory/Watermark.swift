@@ -1,7 +1,8 @@
 /// A zone's watermarks (`zone->_watermark[]`), as mm/page_alloc.c's
 /// `init_per_zone_wmark_min` sets them at boot: `calculate_min_free_kbytes`,
-/// then `__setup_per_zone_wmarks`. The allocator does not stop at them yet:
-/// they are what the machine reports (`kernel.mem.zones()`).
+/// then `__setup_per_zone_wmarks`;
+/// the page allocator checks them (`Zone.watermarkOk`) and kswapd
+/// reclaims up to them.
 public struct Watermark: Equatable, Sendable {
     public var min: UInt64 = 0
     public var low: UInt64 = 0
@@ -64,5 +65,91 @@ public struct Watermark: Equatable, Sendable {
         while r * r > x { r -= 1 }
         while (r + 1) * (r + 1) <= x { r += 1 }
         return r
+    }
+}
+
+/// What an allocation may use (`ALLOC_*` of mm/internal.h): the watermark
+/// it must stay above, in the low two bits, and the reserves below it.
+public struct AllocFlags: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let wmarkMin = AllocFlags([])
+    public static let wmarkLow = AllocFlags(rawValue: 0x01)
+    public static let wmarkHigh = AllocFlags(rawValue: 0x02)
+    public static let noWatermarks = AllocFlags(rawValue: 0x04)
+    /// `ALLOC_OOM`: an OOM victim digs deeper still.
+    public static let oom = AllocFlags(rawValue: 0x08)
+    /// `ALLOC_NON_BLOCK`: the caller cannot reclaim.
+    public static let nonBlock = AllocFlags(rawValue: 0x10)
+    /// `ALLOC_MIN_RESERVE`: `__GFP_HIGH`, half of the min reserve.
+    public static let minReserve = AllocFlags(rawValue: 0x20)
+    public static let cpuset = AllocFlags(rawValue: 0x40)
+    public static let highatomic = AllocFlags(rawValue: 0x200)
+    /// `ALLOC_KSWAPD`: the allocation wakes kswapd.
+    public static let kswapd = AllocFlags(rawValue: 0x800)
+    static let reserves: AllocFlags = [.nonBlock, .minReserve, .highatomic, .oom]
+
+    /// `ALLOC_WMARK_MASK`: 0 min, 1 low, 2 high.
+    public var watermark: Int { Int(rawValue & 3) }
+
+    /// `gfp_to_alloc_flags`: the slow path's flags. `__GFP_HIGH` is
+    /// `ALLOC_MIN_RESERVE` and `__GFP_KSWAPD_RECLAIM` `ALLOC_KSWAPD`; a
+    /// caller that cannot reclaim is `ALLOC_NON_BLOCK`, and with
+    /// `__GFP_HIGH` at order > 0 may use the high-atomic reserve.
+    public init(gfp: Gfp, order: Int) {
+        var flags: AllocFlags = [.wmarkMin, .cpuset]
+        if gfp.contains(.high) { flags.insert(.minReserve) }
+        if gfp.contains(.kswapdReclaim) { flags.insert(.kswapd) }
+        if !gfp.contains(.directReclaim) {
+            flags.insert(.nonBlock)
+            if order > 0 && flags.contains(.minReserve) { flags.insert(.highatomic) }
+            if flags.contains(.minReserve) { flags.remove(.cpuset) }
+        }
+        self = flags
+    }
+}
+
+extension Zone {
+    /// The mark `flags` names (`wmark_pages`).
+    func mark(_ flags: AllocFlags) -> UInt64 {
+        switch flags.watermark {
+        case 0: watermark.min
+        case 1: watermark.low
+        default: watermark.high
+        }
+    }
+
+    /// `__zone_watermark_ok`: whether `free` pages leave more than `mark`
+    /// (less what the reserves in `flags` allow) plus the lowmem reserve
+    /// kept from allocations that could use zone `highestZone`, after the
+    /// `(1 << order) - 1` pages the block itself needs; and, above order 0,
+    /// whether a free block of at least `order` exists.
+    public func watermarkOk(order: Int, mark: UInt64, highestZone: Int, flags: AllocFlags, free: Int64) -> Bool {
+        var min = Int64(mark)
+        let free = free - Int64((1 << order) - 1)
+        if !flags.isDisjoint(with: AllocFlags.reserves) {
+            if flags.contains(.minReserve) {
+                min -= min / 2
+                if flags.contains(.nonBlock) { min -= min / 4 }
+            }
+            if flags.contains(.oom) { min -= min / 2 }
+        }
+        let reserve = highestZone < lowmemReserve.count ? Int64(lowmemReserve[highestZone]) : 0
+        guard free > min + reserve else { return false }
+        guard order > 0 else { return true }
+        return (order...MAX_ORDER).contains { nrFree($0) > 0 }
+    }
+
+    /// `zone_watermark_fast`: the order-0 check first, which needs no
+    /// look at the free lists.
+    @inline(__always)
+    func watermarkFast(order: Int, mark: UInt64, highestZone: Int, flags: AllocFlags) -> Bool {
+        if order == 0 {
+            // A zone keeps nothing back from allocations that could use no higher zone.
+            let reserve = highestZone <= index || highestZone >= lowmemReserve.count ? 0 : lowmemReserve[highestZone]
+            if freePages > mark + reserve { return true }
+        }
+        return watermarkOk(order: order, mark: mark, highestZone: highestZone, flags: flags, free: Int64(freePages))
     }
 }

@@ -21,6 +21,8 @@ public final class MmStruct: CustomStringConvertible {
     let pageTable: PageTable
     public internal(set) var exited = false
     public internal(set) var freed = false
+    /// `MMF_OOM_SKIP`: the OOM killer reaped it; it is no candidate any more.
+    public internal(set) var oomSkip = false
     /// The last shmem object id handed out.
     var nextShmem = 0
     /// `mm_lock_seq`: the write-lock epoch. A VMA is write-locked while its

@@ -30,6 +30,9 @@ public final class Scheduler {
     /// Called with whether more than one task is runnable, when that
     /// changes: the engine skips switch points while nothing else could run.
     public var onContention: ((Bool) -> Void)?
+    /// Called when the OOM killer kills a task: the engine makes sure its
+    /// next scheduling point comes.
+    public var onKill: ((Task) -> Void)?
     /// Runnable tasks, on CPUs or queued.
     public private(set) var runnable = 0 {
         didSet { if (oldValue > 1) != (runnable > 1) { onContention?(runnable > 1) } }
@@ -106,9 +109,12 @@ public final class Scheduler {
     /// Spawns a runnable task, bound to `cpu` if given, else on the CPU with
     /// the fewest tasks. With `mm`, the task uses that address space and
     /// holds an `mm_users` reference to it until it exits.
-    public func spawn(name: String?, cpu: Int?, mm: MmStruct? = nil, site: Site) throws(KernelError) -> Task {
+    public func spawn(name: String?, cpu: Int?, mm: MmStruct? = nil, oomScoreAdj: Int = 0, site: Site) throws(KernelError) -> Task {
         if let cpu, !(0..<cpuCount).contains(cpu) {
             throw KernelError(.EINVAL, "cpu \(cpu) is not one of the machine's \(cpuCount) CPUs")
+        }
+        guard Machine.oomScoreAdjRange.contains(oomScoreAdj) else {
+            throw KernelError(.EINVAL, "oom_score_adj \(oomScoreAdj) is outside -1000 ... 1000")
         }
         if let mm {
             guard mm.users > 0 else { throw .bug("spawn with \(mm), whose mm_users is zero: the address space is gone") }
@@ -120,11 +126,30 @@ public final class Scheduler {
         let home = cpu ?? (0..<cpuCount).min { load($0) < load($1) } ?? 0
         let task = Task(id: id, name: name ?? "task\(id)", cpu: home, boundCpu: cpu, site: site)
         task.mm = mm
+        task.oomScoreAdj = oomScoreAdj
         tasks.append(task)
         trace?.name(task)
         runnable += 1
         enqueue(task)
         return task
+    }
+
+    /// Spawns a kernel thread of the machine (`kthread_run`): it runs
+    /// like any task, but never ends, and a sleeping one keeps nobody waiting.
+    public func spawnKernelThread(name: String, site: Site) throws(KernelError) -> Task {
+        let task = try spawn(name: name, cpu: nil, site: site)
+        task.isKernelThread = true
+        return task
+    }
+
+    /// The OOM killer's `SIGKILL`: the task ends at its next scheduling
+    /// point; a blocked one wakes for it.
+    public func kill(_ task: Task) {
+        guard !task.isFinished, !task.oomKilled else { return }
+        task.oomKilled = true
+        trace?.emit(.instant, "killed", category: "sched", track: .task(task.id))
+        if task.state == .blocked { wake(task, error: KernelError(.EINTR, "task '\(task.name)' was killed by the OOM killer")) }
+        onKill?(task)
     }
 
     /// Spawns a task bound to `cpu` that runs with preemption off, as an
@@ -188,8 +213,12 @@ public final class Scheduler {
     /// CPU; with preemption on, this one may also be preempted (and an
     /// unbound one migrated), which never happens while preemption is off.
     public func preemptionPoint(hook: Bool) -> Bool {
-        if controller != nil { return controlledPoint() }
         let task = current
+        if task.oomKilled, task.state == .runnable {
+            if controller == nil { keptCpu = nil }  // afterYield takes it off its CPU: the engine ends it when it runs
+            return true
+        }
+        if controller != nil { return controlledPoint() }
         guard task.state == .runnable, runnable > 1, !hook || random.below(2) == 0 else { return false }
         let cpu = task.cpu
         let otherCpus = (0..<cpuCount).contains { $0 != cpu && ready($0) }
@@ -261,6 +290,7 @@ public final class Scheduler {
             if lock is SpinLock { return }
         }
         if running[task.cpu] === task { setRunning(task.cpu, nil) }
+        if task.isKernelThread { wakeSettledWaiters() }
     }
 
     /// Makes a blocked task runnable: a spinner resumes on its CPU, a
@@ -291,9 +321,9 @@ public final class Scheduler {
 
     /// The running task finished; everything waiting for it wakes. Its
     /// address space loses the task's user (`exit_mm`).
-    public func finish(_ task: Task, failed: Bool) {
+    public func finish(_ task: Task, failed: Bool, killed: Bool = false) {
         if task.state == .runnable { runnable -= 1 }
-        task.state = failed ? .failed : .done
+        task.state = killed ? .killed : failed ? .failed : .done
         // A task can end while it waits (its thread failed or went): it
         // leaves the lock's queue, which would otherwise hand the lock to it.
         leaveQueue(task)
@@ -307,10 +337,18 @@ public final class Scheduler {
         for other in tasks where other.state == .blocked {
             switch other.waiting {
             case .task(let target) where target === task: wake(other)
-            case .all where tasks.allSatisfy({ $0 === other || $0.isFinished }): wake(other)
             case .tasks(let group) where group.allSatisfy(\.isFinished): wake(other)
             default: break
             }
+        }
+        wakeSettledWaiters()
+    }
+
+    /// Wakes a `.all` waiter once every other task is finished or a
+    /// sleeping kernel thread.
+    private func wakeSettledWaiters() {
+        for other in tasks where other.state == .blocked {
+            if case .all = other.waiting, tasks.allSatisfy({ $0 === other || $0.isSettled }) { wake(other) }
         }
     }
 
@@ -442,8 +480,8 @@ public final class Scheduler {
         trace?.cpu(cpu, runs: task)
     }
 
-    /// Tasks not finished.
-    public var unfinished: [Task] { tasks.filter { !$0.isFinished } }
+    /// Tasks not finished, kernel threads asleep left out.
+    public var unfinished: [Task] { tasks.filter { !$0.isSettled } }
 
     /// Forgets finished tasks nobody needs any more.
     public func reap(_ task: Task) {

@@ -38,6 +38,13 @@ public final class Task: CustomStringConvertible {
     public internal(set) var steps = 0
     /// A `try_lock` failed since its last scheduling point: it spins.
     var spinning = false
+    /// `oom_score_adj`: -1000 (never killed) ... 1000.
+    public internal(set) var oomScoreAdj = 0
+    /// The OOM killer killed it: its next scheduling point ends it.
+    public internal(set) var oomKilled = false
+    /// A thread of the machine itself (`kswapd0`): it never ends, and
+    /// nobody waits for it while it sleeps.
+    public internal(set) var isKernelThread = false
     /// Where it last blocked or yielded, in a controlled run.
     var pointSite = ""
 
@@ -50,7 +57,9 @@ public final class Task: CustomStringConvertible {
     }
 
     public var description: String { "Task{\(name), cpu=\(cpu), \(state.rawValue)}" }
-    public var isFinished: Bool { state == .done || state == .failed }
+    public var isFinished: Bool { state == .done || state == .failed || state == .killed }
+    /// Finished, or a kernel thread asleep: nothing to wait for.
+    public var isSettled: Bool { isFinished || (isKernelThread && state == .blocked) }
 
     /// Forgets its latest hold of `lock` (a reader may hold a semaphore twice).
     func release(_ lock: Lock) {
@@ -66,6 +75,8 @@ public final class Task: CustomStringConvertible {
 
 public enum TaskState: String, Sendable {
     case runnable, blocked, done, failed
+    /// The OOM killer ended it.
+    case killed
 }
 
 /// What a blocked task waits for.

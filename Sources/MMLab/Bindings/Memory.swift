@@ -15,7 +15,8 @@ extension Runtime {
 
         lua.newTable()
         lua.setConstants([("MAX_ORDER", MAX_ORDER), ("PAGE_POISON", Int(PageAllocator.poison)),
-                          ("POISON", Int(PageAllocator.poison))])
+                          ("POISON", Int(PageAllocator.poison)), ("SHRINK_STOP", SHRINK_STOP),
+                          ("SHRINK_EMPTY", SHRINK_EMPTY), ("DEFAULT_SEEKS", 2)])
         lua.setFunctions([
             ("stats", MemoryBindings.stats),
             ("zones", MemoryBindings.zones),
@@ -29,6 +30,8 @@ extension Runtime {
             ("pfn_to_phys", MemoryBindings.pfnToPhys),
             ("fail_page_alloc", MemoryBindings.failPageAlloc),
             ("register_shrinker", MemoryBindings.registerShrinker),
+            ("vmstat", MemoryBindings.vmstat),
+            ("zoneinfo", MemoryBindings.zoneinfo),
         ])
         lua.setField(-2, "mem")
 
@@ -190,13 +193,16 @@ enum MemoryBindings {
         }
     }
 
-    /// `kernel.mem.register_shrinker{count=fn, scan=fn, name=}` → Shrinker;
-    /// dropping it unregisters it. `count()` returns how many objects could
-    /// be freed, `scan(n)` frees up to `n` and returns how many it freed.
+    /// `kernel.mem.register_shrinker{count=fn, scan=fn, name=, seeks=2}` →
+    /// Shrinker; dropping it unregisters it. `count()` returns how many
+    /// objects could be freed, `scan(n)` frees up to `n` and returns how
+    /// many it freed, or `SHRINK_STOP`.
     static let registerShrinker: Binding = { L in
         bind(L) { lua in
             try lua.checkTable(1)
-            try lua.checkFields(1, arg: 1, known: ["count", "scan", "name"])
+            try lua.checkFields(1, arg: 1, known: ["count", "scan", "name", "seeks"])
+            let seeks = try lua.integerField(1, "seeks", arg: 1, default: 2) ?? 2
+            guard seeks >= 0 else { throw KernelError(.EINVAL, "register_shrinker: seeks \(seeks) is negative") }
             var refs: [Int32] = []
             for field in ["count", "scan"] {
                 guard lua.getField(1, field) == LUA_TFUNCTION else {
@@ -207,8 +213,8 @@ enum MemoryBindings {
             lua.getField(1, "name")
             let name = lua.string(at: -1) ?? "lua"
             let machine = try lua.machine()
-            let shrinker = LuaShrinker(runtime: lua.runtime, count: refs[0], scan: refs[1], name: name)
-            machine.pageAllocator.register(shrinker)
+            let shrinker = LuaShrinker(runtime: lua.runtime, count: refs[0], scan: refs[1], name: name, seeks: seeks)
+            try machine.pageAllocator.register(shrinker)
             lua.pushHandle(shrinker, .shrinker)
             return 1
         }
@@ -284,6 +290,39 @@ enum MemoryBindings {
     }
 
     /// `kernel.mem.buddyinfo()` → the lines of /proc/buddyinfo.
+    /// kswapd0's body (`kswapd()`): a turn of its loop each time it runs,
+    /// then a nap (its CPU given up) or sleep on its wait queue.
+    static let kswapd: Binding = { L in
+        bind(L) { lua in
+            let machine = try lua.machine()
+            return try lua.blocking { _ in
+                switch machine.pageAllocator.kswapdTurn() {
+                case .nap: machine.scheduler.yieldCurrent()
+                case .sleep: _ = machine.scheduler.sleep(on: machine.pageAllocator.kswapd.queue)
+                }
+                return nil
+            }
+        }
+    }
+
+    /// `vmstat()` → the `/proc/vmstat` counters mmlab keeps, by name.
+    static let vmstat: Binding = { L in
+        bind(L) { lua in
+            let counters = try lua.machine().pageAllocator.vmstat
+            lua.newTable(hash: Int32(counters.count))
+            for (name, value) in counters { lua.set(name, value) }
+            return 1
+        }
+    }
+
+    /// `zoneinfo()` → the `/proc/zoneinfo` text.
+    static let zoneinfo: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.machine().pageAllocator.zoneinfo)
+            return 1
+        }
+    }
+
     static let buddyinfo: Binding = { L in
         bind(L) { lua in
             lua.push(try lua.machine().pageAllocator.buddyinfo)
@@ -362,46 +401,60 @@ enum MemoryBindings {
 }
 
 /// A shrinker written in Lua: `count()` and `scan(n)` run under a
-/// protected call when an allocation needs memory; an error becomes a
-/// warning and frees nothing, as a shrinker cannot fail an allocation.
+/// protected call when reclaim runs. An error, or a result that is not a
+/// count (or `SHRINK_STOP` from `scan`), becomes a warning and frees
+/// nothing, as a shrinker cannot fail an allocation. They run inside
+/// reclaim: what they allocate ignores the watermarks and never
+/// reclaims, and they cannot wait (the allocation that called them cannot).
 final class LuaShrinker: Shrinker, CustomStringConvertible {
     let link: RuntimeLink
     var runtime: Runtime? { link.runtime }
     let count: Int32, scan: Int32
     let name: String
+    let seeks: Int
     var isRegistered = true
 
-    init(runtime: Runtime, count: Int32, scan: Int32, name: String) {
+    init(runtime: Runtime, count: Int32, scan: Int32, name: String, seeks: Int) {
         link = runtime.link
         self.count = count
         self.scan = scan
         self.name = name
+        self.seeks = seeks
     }
 
     var description: String { "Shrinker{\(name)}" }
 
-    func countObjects() -> Int { call(count, nil) }
-    func scanObjects(_ n: Int) -> Int { call(scan, n) }
+    func countObjects() -> Int { call(count, nil) ?? 0 }
+    func scanObjects(_ n: Int) -> Int { call(scan, n) ?? SHRINK_STOP }
 
-    private func call(_ ref: Int32, _ argument: Int?) -> Int {
-        guard let runtime else { return 0 }
+    /// What the function returned, or nil (after a warning) when it raised
+    /// or returned something else than a count.
+    private func call(_ ref: Int32, _ argument: Int?) -> Int? {
+        guard let runtime else { return nil }
         let lua = Lua(runtime.activeL)
         let top = lua.top
         defer { lua_settop(lua.L, top) }
         lua_rawgeti(lua.L, mmlab_registryindex(), lua_Integer(ref))
         if let argument { lua.push(argument) }
+        let what = argument == nil ? "count" : "scan"
         guard lua_pcallk(lua.L, argument == nil ? 0 : 1, 1, 0, 0, nil) == LUA_OK else {
-            lua_warning(lua.L, "\(self): \(runtime.errorMessage(lua, at: -1))", 0)
-            return 0
+            runtime.warn("\(self): \(what): \(runtime.errorMessage(lua, at: -1))")
+            return nil
         }
-        return max(0, Int(lua_tointegerx(lua.L, -1, nil)))
+        var isInteger: Int32 = 0
+        let n = Int(lua_tointegerx(lua.L, -1, &isInteger))
+        guard isInteger != 0, n >= 0 || (argument != nil && n == SHRINK_STOP) || (argument == nil && n == SHRINK_EMPTY) else {
+            runtime.warn("\(self): \(what) returned \(lua.describe(-1)), not \(argument == nil ? "a count" : "a count or SHRINK_STOP")")
+            return nil
+        }
+        return n
     }
 
     /// Unregisters it and lets go of its functions.
-    func release(from machine: Machine) {
+    func release(from machine: Machine) throws(KernelError) {
         guard isRegistered, let runtime else { return }
+        try machine.pageAllocator.unregister(self)
         isRegistered = false
-        machine.pageAllocator.unregister(self)
         luaL_unref(runtime.L, mmlab_registryindex(), count)
         luaL_unref(runtime.L, mmlab_registryindex(), scan)
     }
@@ -410,7 +463,7 @@ final class LuaShrinker: Shrinker, CustomStringConvertible {
 extension HandleClass {
     static let shrinker = HandleClass(.shrinker, methods: [], drop: { lua, object, _ in
         // SAFETY: `.shrinker` handles hold a LuaShrinker (registerShrinker).
-        if let machine = lua.runtime.booted { unsafeDowncast(object, to: LuaShrinker.self).release(from: machine) }
+        if let machine = lua.runtime.booted { try unsafeDowncast(object, to: LuaShrinker.self).release(from: machine) }
     })
 
     /// What `Page` and `BorrowedPage` handles share.

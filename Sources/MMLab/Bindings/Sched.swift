@@ -9,6 +9,7 @@ extension Runtime {
         lua.setFunctions([
             ("spawn", SchedBindings.spawn),
             ("run", SchedBindings.run),
+            ("tasks", SchedBindings.tasks),
             ("yield", SchedBindings.yield),
             ("cond_resched", SchedBindings.condResched),
             ("nr_cpu_ids", SchedBindings.nrCpuIds),
@@ -55,11 +56,12 @@ enum SchedBindings {
     static let spawn: Binding = { L in
         bind(L) { lua in
             try lua.checkFunction(1)
-            var name: String?, cpu: Int?, mm: MmStruct?
+            var name: String?, cpu: Int?, mm: MmStruct?, adj = 0
             if !lua.isNoneOrNil(2) {
-                let o = try lua.options(2, arg: 2, ["name", "cpu", "mm"])
+                let o = try lua.options(2, arg: 2, ["name", "cpu", "mm", "oom_score_adj"])
                 name = try o.string("name")
                 cpu = try o.integer("cpu", default: nil)
+                adj = try o.integer("oom_score_adj", default: 0) ?? 0
                 let at = o.index("mm")
                 if !lua.isNoneOrNil(at) {
                     guard let h = mmlab_tohandle(L, at),
@@ -70,7 +72,7 @@ enum SchedBindings {
                 }
             }
             let runtime = lua.runtime
-            let task = try lua.scheduler().spawn(name: name, cpu: cpu, mm: mm, site: lua.site())
+            let task = try lua.scheduler().spawn(name: name, cpu: cpu, mm: mm, oomScoreAdj: adj, site: lua.site())
             try runtime.startThread(lua, for: task, function: 1)
             lua.pushHandle(task, .task)
             return 1
@@ -88,7 +90,7 @@ enum SchedBindings {
             try scheduler.mightSleep("kernel.sched.run")
             return try lua.blocking { lua in
                 if let error = me.takeWakeError() { throw error }
-                guard scheduler.tasks.contains(where: { $0 !== me && !$0.isFinished }) else {
+                guard scheduler.tasks.contains(where: { $0 !== me && !$0.isSettled }) else {
                     // Nothing to wait for but the work queued (mmput_async):
                     // it is done when run returns, as after flush_scheduled_work.
                     scheduler.runWork()
@@ -102,6 +104,32 @@ enum SchedBindings {
                 scheduler.block(on: .all)
                 return nil
             }
+        }
+    }
+
+    /// `tasks()` → a row per task not reaped, in spawn order: `{pid=,
+    /// name=, state=, cpu=, kthread=, oom_score=, oom_score_adj=}`, as ps
+    /// shows them (kswapd0 among them once started).
+    static let tasks: Binding = { L in
+        bind(L) { lua in
+            let machine = try lua.machine()
+            let tasks = machine.scheduler.tasks
+            lua.newTable(array: Int32(tasks.count))
+            for (i, task) in tasks.enumerated() {
+                lua.newTable(hash: 7)
+                lua.set("pid", task.id)
+                lua.push(task.name)
+                lua.setField(-2, "name")
+                lua.push(task.state.rawValue)
+                lua.setField(-2, "state")
+                lua.set("cpu", task.cpu)
+                lua_pushboolean(L, task.isKernelThread ? 1 : 0)
+                lua.setField(-2, "kthread")
+                lua.set("oom_score", machine.oomScore(task))
+                lua.set("oom_score_adj", task.oomScoreAdj)
+                lua_rawseti(L, -2, lua_Integer(i + 1))
+            }
+            return 1
         }
     }
 
@@ -255,6 +283,8 @@ extension HandleClass {
         ("id", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).id); return 1 } }),
         ("pid", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).id); return 1 } }),  // Rust's Task::pid
         ("mm", TaskMethods.mm),
+        ("oom_score", { L in bind(L) { lua in lua.push(try lua.machine().oomScore(try lua.object(1, .task, as: Task.self))); return 1 } }),
+        ("oom_score_adj", { L in bind(L) { lua in lua.push(try lua.object(1, .task, as: Task.self).oomScoreAdj); return 1 } }),
     ], drop: { lua, object, _ in
         // A spawned task goes on without its handle; what it leaves is
         // forgotten once it has finished.
@@ -308,7 +338,7 @@ enum TaskMethods {
             try scheduler.mightSleep("join of task '\(target.name)'")
             return try lua.blocking { lua in
                 if let error = me.takeWakeError() { throw error }
-                if target.state == .failed {
+                if target.state == .failed || target.state == .killed {
                     runtime.pushFailure(lua, target)
                     return MMLAB_RAISE
                 }

@@ -137,6 +137,9 @@ extension Runtime {
             if let task = booted?.scheduler.current, task.id == id { booted?.scheduler.finish(task, failed: false) }
             return
         }
+        if let task = booted?.scheduler.current, task.id == id, task.oomKilled {
+            return kill(task, thread)
+        }
         state.pointee.current = thread.L
         if let scheduler = booted?.scheduler { state.pointee.budget = Int32(scheduler.nextBudget()) }
         activeL = thread.L
@@ -228,6 +231,18 @@ extension Runtime {
         if let task { forgetIfDetached(task) }
     }
 
+    /// The OOM killer's victim reached a scheduling point: its thread ends
+    /// as an error would end it (what it had open closes), and the task
+    /// is `killed`, which `join` raises. It is no failure of the run.
+    private func kill(_ task: Task, _ thread: TaskThread) {
+        closeParked(thread.L)
+        _ = lua_resetthread(thread.L)
+        forgetWaits(of: thread.L)
+        release(thread, of: task.id)
+        booted?.scheduler.finish(task, failed: false, killed: true)
+        forgetIfDetached(task)
+    }
+
     /// The script coroutines a task ended waiting in: closed innermost
     /// first, as unwinding would, and what they waited for forgotten.
     private func closeParked(_ T: OpaquePointer) {
@@ -251,7 +266,7 @@ extension Runtime {
     func forgetIfDetached(_ task: Task) {
         guard detached.contains(task.id), task.isFinished else { return }
         if let ref = taskResults.removeValue(forKey: task.id) { luaL_unref(L, mmlab_registryindex(), ref) }
-        if task.state == .done || task.failureReported {
+        if task.state != .failed || task.failureReported {
             detached.remove(task.id)
             if let failure = taskFailures.removeValue(forKey: task.id) { luaL_unref(L, mmlab_registryindex(), failure.error) }
             booted?.scheduler.reap(task)
@@ -271,6 +286,10 @@ extension Runtime {
     /// message naming the task.
     func pushFailure(_ lua: Lua, _ task: Task) {
         task.failureReported = true
+        if task.state == .killed {
+            lua.push("task '\(task.name)' was killed by the OOM killer")
+            return
+        }
         guard let failure = taskFailures[task.id] else {
             lua.push("task '\(task.name)' failed")
             return
@@ -288,6 +307,29 @@ extension Runtime {
     /// `--strict` failure): guards are meant to be scoped.
     func warnIfCollected(_ guard_: Guard, _ context: DropContext) {
         if context.reason == .gc, !guard_.isReleased { warn(guard_.collectorWarning) }
+    }
+
+    /// A line of the kernel's log (the OOM killer's report) on stderr.
+    func kernelLog(_ line: String) {
+        guard !quiet else { return }
+        fflush(stdout)
+        fputs(line + "\n", stderr)
+    }
+
+    /// Starts `kswapd0`, the machine's reclaim thread: a kernel thread
+    /// whose body is the `kswapd` binding's loop.
+    func startKswapd(_ machine: Machine) {
+        let lua = Lua(activeL)
+        do {
+            let task = try machine.scheduler.spawnKernelThread(name: "kswapd0", site: .unknown)
+            machine.pageAllocator.kswapd.task = task
+            lua.pushBinding(MemoryBindings.kswapd, name: "kswapd")
+            defer { lua.pop() }
+            try startThread(lua, for: task, function: lua.top)
+            detached.insert(task.id)
+        } catch {
+            warn("kswapd0 could not start: \(error.message)")
+        }
     }
 
     func warn(_ message: String) {

@@ -244,6 +244,16 @@ final class Runtime {
             guard let self = link.runtime, !self.closed else { return }
             _ = mmlab_gc(self.activeL, LUA_GCSTEP, Int32(clamping: pages * PAGE_SIZE / 1024))
         }
+        machine.pageAllocator.onLog = { [link] line in link.runtime?.kernelLog(line) }
+        machine.pageAllocator.onWarning = { [link] message in link.runtime?.warn("WARNING: " + message) }
+        machine.pageAllocator.spawnKswapd = { [link, unowned machine] in link.runtime?.startKswapd(machine) }
+        machine.scheduler.onKill = { [link, unowned machine] task in
+            guard task === machine.scheduler.current, let state = link.runtime?.state else { return }
+            // Its next binding call or quantum is a scheduling point, which ends it.
+            state.pointee.budget = 1
+            state.pointee.contended = 1
+            state.pointee.hooks_dirty = 1
+        }
         booted = machine
         startTraceIfAsked(machine)
         if driving { machine.scheduler.adoptMain() }

@@ -292,3 +292,97 @@ struct KswapdTests {
         for page in held + cache.held { try page.free() }
     }
 }
+
+@Suite("The OOM killer (mm/oom_kill.c)")
+struct OomTests {
+    /// 16M with `main` running.
+    func machine() throws -> Machine {
+        let machine = try Machine(MachineConfig(memory: 16 << 20, cpus: 2))
+        machine.scheduler.restartMain()
+        _ = machine.scheduler.pickNext()
+        return machine
+    }
+
+    /// A process: an mm with `pages` anonymous pages touched, and a task using it.
+    func process(_ machine: Machine, _ name: String, pages: Int, adj: Int = 0) throws -> (task: Task, mm: MmWithUser) {
+        let user = try machine.mmAlloc(site: .unknown)
+        let mm = user.mm
+        let g = try #require(try mm.mmapLock(write: true, site: .unknown))
+        let addr = try mm.mmap(under: g, addr: nil, len: UInt64(pages * PAGE_SIZE), prot: Mmap.PROT_READ | Mmap.PROT_WRITE,
+                               flags: Mmap.MAP_PRIVATE | Mmap.MAP_ANONYMOUS)
+        try mm.unlock(g)
+        for i in 0..<pages { _ = try mm.resolve(addr + UInt64(i * PAGE_SIZE), write: true) }
+        return (try machine.scheduler.spawn(name: name, cpu: nil, mm: mm, oomScoreAdj: adj, site: .unknown), user)
+    }
+
+    @Test("oom_badness is RSS plus page tables plus oom_score_adj thousandths of memory; oom_score scales it as proc_oom_score")
+    func badness() throws {
+        let machine = try machine()
+        let a = try process(machine, "a", pages: 300)
+        let b = try process(machine, "b", pages: 100, adj: 500)
+        let c = try process(machine, "c", pages: 800, adj: -1000)
+        let tables = a.mm.mm.pageTables  // PGD, PUD, PMD and one PTE table
+        #expect(tables == 4)
+        #expect(machine.oomBadness(a.task) == 300 + 4)
+        #expect(machine.oomBadness(b.task) == 100 + 4 + 500 * (4096 / 1000))
+        #expect(machine.oomBadness(c.task) == nil, "OOM_SCORE_ADJ_MIN is never a candidate")
+        #expect(machine.oomBadness(machine.scheduler.main) == nil, "main has no mm")
+        #expect(machine.oomScore(a.task) == (1000 + 304 * 1000 / 4096) * 2 / 3)
+        #expect(machine.oomScore(c.task) == 0)
+        #expect(machine.oomVictim() === b.task, "oom_score_adj 500 outweighs 200 more pages")
+        #expect(throws: KernelError(.EINVAL, "oom_score_adj 1001 is outside -1000 ... 1000")) {
+            try machine.scheduler.spawn(name: "x", cpu: nil, oomScoreAdj: 1001, site: .unknown)
+        }
+        for p in [a, b, c] { machine.scheduler.finish(p.task, failed: false); try p.mm.release() }
+    }
+
+    @Test("a tie goes to the process created later, as select_bad_process's `points < chosen_points` skips only smaller ones")
+    func tie() throws {
+        let machine = try machine()
+        let first = try process(machine, "first", pages: 50)
+        let second = try process(machine, "second", pages: 50)
+        #expect(machine.oomVictim() === second.task)
+        for p in [first, second] { machine.scheduler.finish(p.task, failed: false); try p.mm.release() }
+    }
+
+    @Test("the kill: every task of the mm is killed, the reaper frees its private memory though main still holds mm_users; the report reads as the kernel's")
+    func kill() throws {
+        let machine = try machine()
+        var log: [String] = []
+        machine.pageAllocator.onLog = { log.append($0) }
+        let hog = try process(machine, "hog", pages: 500)
+        let thread = try machine.scheduler.spawn(name: "hog-thread", cpu: nil, mm: hog.mm.mm, site: .unknown)
+        let free = machine.pageAllocator.freePages + UInt64(machine.pageAllocator.pcpPages)
+        #expect(machine.outOfMemory(.kernel, order: 0))
+        #expect(hog.task.oomKilled && thread.oomKilled)
+        #expect(machine.pageAllocator.events.oomKill == 1)
+        #expect(machine.pageAllocator.freePages + UInt64(machine.pageAllocator.pcpPages) == free + 500, "reaped while main holds a user")
+        #expect(hog.mm.mm.users == 3 && hog.mm.mm.oomSkip)
+        #expect(log.first == "main invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0")
+        #expect(log.contains("Out of memory: Killed process 2 (hog) total-vm:2000kB, anon-rss:2000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:16kB oom_score_adj:0"))
+        #expect(log.last == "oom_reaper: reaped process 2 (hog), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB")
+        #expect(machine.oomVictim() == nil, "a reaped mm is skipped (MMF_OOM_SKIP)")
+        log = []
+        #expect(!machine.outOfMemory(.kernel, order: 0))
+        #expect(log.last == "Out of memory and no killable processes...")
+        #expect(!machine.outOfMemory(.nofs, order: 0), "without __GFP_FS it kills nothing")
+        for task in [hog.task, thread] { machine.scheduler.finish(task, failed: false, killed: true) }
+        #expect(hog.task.state == .killed)
+        try hog.mm.release()
+    }
+
+    @Test("an mm whose mmap lock is held for writing is killed but not reaped")
+    func unreapable() throws {
+        let machine = try machine()
+        var log: [String] = []
+        machine.pageAllocator.onLog = { log.append($0) }
+        let hog = try process(machine, "hog", pages: 100)
+        let g = try #require(try hog.mm.mm.mmapLock(write: true, site: .unknown))
+        #expect(machine.outOfMemory(.kernel, order: 0))
+        #expect(log.last == "oom_reaper: unable to reap pid:2 (hog)")
+        #expect(machine.counters(hog.mm.mm).anon == 100)
+        try hog.mm.mm.unlock(g)
+        machine.scheduler.finish(hog.task, failed: false, killed: true)
+        try hog.mm.release()
+    }
+}

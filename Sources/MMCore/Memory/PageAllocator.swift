@@ -63,11 +63,12 @@ public final class Zone {
 
     public var pcpPages: Int { pcp.total }
 
-    /// Its watermarks, set at boot (Watermark.swift).
-    public internal(set) var watermark = Watermark()
+    /// Its watermarks, set at boot (Watermark.swift). Set once, read by
+    /// every allocation: no dynamic exclusivity check.
+    @exclusivity(unchecked) public internal(set) var watermark = Watermark()
     /// `lowmem_reserve[]`: pages kept back from allocations that could use
     /// each zone (by index) above this one.
-    public internal(set) var lowmemReserve: [UInt64] = []
+    @exclusivity(unchecked) public internal(set) var lowmemReserve: [UInt64] = []
 }
 
 /// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`).
@@ -357,8 +358,18 @@ public final class PageAllocator {
         if faultInjection?.shouldFailAllocPage(gfp, order: order, random: &random) == true {
             throw KernelError(.ENOMEM, "fail_page_alloc: injected failure of an order-\(order) allocation")
         }
-        var pfn = try allocate(gfp, order: order, flags: .wmarkLow)
-        if pfn == nil { pfn = try slowPath(gfp, order: order) }
+        var pfn: Pfn?
+        let normal = normalZone
+        if order == 0, highmemZone == nil || gfp.isDisjoint(with: [.highmem, .movable]),
+           normal.freePages > normal.watermark.low, let p = try allocatePcp(normal) {
+            // The common case, spelled out: Normal above its low mark (which
+            // keeps no lowmem reserve from a Normal allocation), order 0.
+            events.pgallocNormal &+= 1
+            pfn = Pfn(p)
+        } else {
+            pfn = try allocate(gfp, order: order, flags: .wmarkLow)
+            if pfn == nil { pfn = try slowPath(gfp, order: order) }
+        }
         guard let pfn else {
             trace?.emit(.instant, "alloc failed", category: "memory", track: .machine, args: [.init("order", order)])
             throw KernelError(.ENOMEM, failureMessage(gfp, order: order))

@@ -196,7 +196,7 @@ struct CommandLineTests {
         let script = try temporaryFile("LEAK = kernel.page.Page.alloc_page()\nlocal fine = kernel.page.Page.alloc_page()\n")
         let r = try mmlab([script])
         #expect(r.status == 0)
-        #expect(r.stderr == "mmlab: 1 native object leaked (still alive at exit):\n  Page{pfn=0x100, order=0} created at \(script):1\n")
+        #expect(r.stderr == "mmlab: 1 native object leaked (still alive at exit):\n  Page{pfn=0x400, order=0} created at \(script):1\n")
         #expect(try mmlab(["--strict", script]).status == 1)
         #expect(try mmlab(["run", "--strict", script]).status == 1)
         #expect(try mmlab(["--strict", "-e", "local p <close> = kernel.page.Page.alloc_page()"]).status == 0)
@@ -498,7 +498,7 @@ struct SubcommandTests {
         let failing = try mmlab(["/usr/bin/busted", "-o", "TAP", spec])
         #expect(failing.status == 1)
         #expect(failing.stdout.hasPrefix("ok 1 - pages leaks nothing\nnot ok 2 - pages before_each\n"), "the next spec's before_each fails")
-        #expect(failing.stdout.contains("kernel.reboot with 1 native object of the old machine alive: Page{pfn=0x100, order=0} created at"),
+        #expect(failing.stdout.contains("kernel.reboot with 1 native object of the old machine alive: Page{pfn=0x400, order=0} created at"),
                 "before_each's reboot names what the last spec kept")
     }
 

@@ -21,7 +21,7 @@ struct EngineTests {
         #expect(try engine.evaluate("return kernel.machine().seed, 2") == .integer(1))
         #expect(try engine.evaluate("kernel.machine()")["cpus"] == .integer(4))
         #expect(try engine.evaluate("x = 1") == .nil)
-        #expect(try engine.evaluate("tostring(PAGES[1])") == .string("Page{pfn=0x100, order=0}"))
+        #expect(try engine.evaluate("tostring(PAGES[1])") == .string("Page{pfn=0x400, order=0}"))
         try engine.run(string: "for i = 1, #PAGES do kernel.drop(PAGES[i]) end")
         #expect(try engine.machine.accounting.count == 0)
     }
@@ -50,7 +50,7 @@ struct EngineTests {
             try engine.run(string: "local p = kernel.page.Page.alloc_page()\nkernel.drop(p)\nkernel.drop(p)", name: "=x")
         } catch {
             #expect(error.kernelError?.isBug == true)
-            #expect(error.message.hasPrefix("x:3: BUG: double drop: Page{pfn=0x100, order=0} dropped at x:2"))
+            #expect(error.message.hasPrefix("x:3: BUG: double drop: Page{pfn=0x400, order=0} dropped at x:2"))
         }
     }
 
@@ -63,7 +63,7 @@ struct EngineTests {
         #expect(engine.leaks().count == 1, "the unreferenced page is collected, the global one leaks")
         #expect(engine.leakReport() == """
             mmlab: 1 native object leaked (still alive at exit):
-              Page{pfn=0x100, order=0} created at leak.lua:1
+              Page{pfn=0x400, order=0} created at leak.lua:1
             """)
         engine.close()
         #expect(try engine.machine.accounting.count == 0, "closing drops every handle")

@@ -263,7 +263,7 @@ struct OutputTests {
             "i starting at 0 at=\(script):4",
             "i percpu add DynamicPerCpu{u64} at=\(script):5 cpu=1 delta=1 of_cpu=1 value=1",
             "E count ",
-            "i page write at=\(script):10 bytes=1 cpu=0 offset=3 pfn=256",
+            "i page write at=\(script):10 bytes=1 cpu=0 offset=3 pfn=1024",
         ], "\(name)")
         let worker = marks.compactMap { $0["tid"] as? Int }
         #expect(Set(worker.prefix(5)).count == 1, "the worker's marks are on its track")

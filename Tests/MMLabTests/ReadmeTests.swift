@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// README examples run as written and print what the README says.
-@Suite("README")
+@Suite("README", .serialized)  // explore() and commandLines() share /tmp/races
 struct ReadmeTests {
     /// The fenced blocks of the README: (language, text).
     static func blocks() throws -> [(String, String)] {

@@ -142,3 +142,20 @@ test("spawn checks oom_score_adj", function()
   local err = expect_error("EINVAL", kernel.sched.spawn, print, {oom_score_adj = -1001})
   expect_eq(tostring(err), "EINVAL: oom_score_adj -1001 is outside -1000 ... 1000")
 end)
+
+test("anonymous memory comes from Movable pageblocks, page tables and GFP_KERNEL pages from Unmovable ones", function()
+  local before = kernel.mem.zones()[1].pageblocks
+  expect_eq(before.Movable, 8)
+  expect_eq(before.Unmovable, 0)
+  local u <close> = kernel.mm.mm_alloc()  -- its page tables: GFP_KERNEL, Unmovable
+  local addr = u:mmap{len = 64 * PAGE}
+  for i = 0, 63 do kernel.uaccess.UserSlice(u, addr + i * PAGE, 1):writer():write_raw("x") end
+  local anon = u:follow_page(addr):pfn()
+  expect_eq(kernel.mem.pageblock_type(anon), "Movable")
+  local z = kernel.mem.zones()[1]
+  expect_eq(z.pageblocks.Unmovable, 2, "the first Unmovable allocation claimed a max-order block: two pageblocks")
+  expect_eq(kernel.mem.pageblock_type(0x400), "Unmovable")
+  expect_eq(z.free_area[9].Unmovable, 1)
+  assert(kernel.mem.pagetypeinfo():find("\nNode 0, zone   Normal            2            6            0 \n$"), kernel.mem.pagetypeinfo())
+  expect_error("EINVAL", kernel.mem.pageblock_type, 0x5000)
+end)

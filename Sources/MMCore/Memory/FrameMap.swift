@@ -11,6 +11,15 @@ public struct FrameMap: Sendable {
         public var absent = 0
         /// The largest order of an allocation in the cell (-1: none).
         public var maxOrder = -1
+        /// RAM frames in Unmovable, Movable and Reclaimable pageblocks.
+        public var unmovable = 0, movable = 0, reclaimable = 0
+
+        /// The migratetype of most of its pageblocks' frames, if it has RAM.
+        public var pageblockType: MigrateType? {
+            let most = max(unmovable, movable, reclaimable)
+            guard most > 0 else { return nil }
+            return most == unmovable ? .unmovable : most == movable ? .movable : .reclaimable
+        }
     }
 
     /// The first frame the map covers, and how many frames each cell holds.
@@ -61,6 +70,16 @@ extension PageAllocator {
             case .mmio: add(start, end - start) { $0.absent += $1 }
             case .reserved: add(start, end - start) { $0.reserved += $1 }
             case .ram:
+                var block = start
+                while block < end {  // each pageblock's type
+                    let next = min(end, (block | (PAGEBLOCK_PAGES - 1)) + 1)
+                    switch blockType(block) {
+                    case .unmovable: add(block, next - block) { $0.unmovable += $1 }
+                    case .movable: add(block, next - block) { $0.movable += $1 }
+                    case .reclaimable: add(block, next - block) { $0.reclaimable += $1 }
+                    }
+                    block = next
+                }
                 var pfn = start
                 while pfn < end {
                     guard let page = memory.existingPage(Pfn(pfn)) else {

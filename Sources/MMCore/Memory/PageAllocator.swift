@@ -27,8 +27,9 @@ public final class Zone {
     /// A per-CPU list holding this many pages returns `batch` of them.
     public let high: Int
 
-    /// Free lists by order, linked through `struct page`.
-    @exclusivity(unchecked) var freeLists = [FreeList](repeating: FreeList(), count: MAX_ORDER + 1)
+    /// Free lists by order and migratetype (`free_area[order].free_list[mt]`,
+    /// at `order * 3 + mt`), linked through `struct page`.
+    @exclusivity(unchecked) var freeLists = [FreeList](repeating: FreeList(), count: (MAX_ORDER + 1) * 3)
     /// Max-order free blocks never touched since boot, lowest first: they
     /// are on no list so that booting touches no page structs.
     @exclusivity(unchecked) var pristine: [Range<UInt64>] = []
@@ -47,7 +48,7 @@ public final class Zone {
         batch = max(1 << (Int.bitWidth - 1 - (batch + batch / 2).leadingZeroBitCount) - 1, 1)
         self.batch = batch
         high = 6 * batch
-        pcp = PcpLists(cpus: cpus, capacity: high)
+        pcp = PcpLists(cpus: cpus, lists: 3, capacity: high)
     }
 
     @inline(__always)
@@ -58,7 +59,14 @@ public final class Zone {
 
     /// Free blocks of `order` (a column of /proc/buddyinfo).
     public func nrFree(_ order: Int) -> Int {
-        freeLists[order].count + (order == MAX_ORDER ? pristineBlocks : 0)
+        freeLists[order * 3].count + freeLists[order * 3 + 1].count + freeLists[order * 3 + 2].count
+            + (order == MAX_ORDER ? pristineBlocks : 0)
+    }
+
+    /// Free blocks of `order` on `type`'s list (a cell of /proc/pagetypeinfo);
+    /// pristine blocks are Movable, as every pageblock is at boot.
+    public func nrFree(_ order: Int, _ type: MigrateType) -> Int {
+        freeLists[order * 3 + type.rawValue].count + (order == MAX_ORDER && type == .movable ? pristineBlocks : 0)
     }
 
     public var pcpPages: Int { pcp.total }
@@ -71,28 +79,38 @@ public final class Zone {
     @exclusivity(unchecked) public internal(set) var lowmemReserve: [UInt64] = []
 }
 
-/// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`).
-/// Each CPU's list is a ring of at most `capacity` pfns, hot at the top
-/// (the kernel's `pcp_list` head: the last freed is the next allocated)
-/// and cold at the bottom. Rings rather than lists through `struct page`:
-/// pushing and popping touch no other frame's `struct page`. One object
-/// for all CPUs, so that reaching a list retains nothing.
+/// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`),
+/// one per migratetype on each CPU. Each list is a ring of at most
+/// `capacity` pfns, hot at the top (the kernel's `pcp_list` head: the last
+/// freed is the next allocated) and cold at the bottom. Rings rather than
+/// lists through `struct page`: pushing and popping touch no other frame's
+/// `struct page`. One object for all CPUs, so that reaching a list
+/// retains nothing.
 final class PcpLists {
     let cpus: Int
+    /// Lists per CPU: one per migratetype.
+    let lists: Int
     let capacity: Int
-    /// CPU `c`'s ring is `ring[c * capacity ..< (c + 1) * capacity]`.
+    /// List `l` (CPU `c`'s list of type `t` is `c * lists + t`) is
+    /// `ring[l * capacity ..< (l + 1) * capacity]`.
     private let ring: UnsafeMutablePointer<UInt32>
     private let bottom: UnsafeMutablePointer<Int>
     private let counts: UnsafeMutablePointer<Int>
+    /// Pages on each CPU's lists together (`pcp->count`).
+    private let totals: UnsafeMutablePointer<Int>
 
-    init(cpus: Int, capacity: Int) {
+    init(cpus: Int, lists: Int, capacity: Int) {
         self.cpus = max(cpus, 1)
+        self.lists = max(lists, 1)
         self.capacity = max(capacity, 1)
-        ring = .allocate(capacity: self.cpus * self.capacity)
-        bottom = .allocate(capacity: self.cpus)
-        bottom.initialize(repeating: 0, count: self.cpus)
-        counts = .allocate(capacity: self.cpus)
-        counts.initialize(repeating: 0, count: self.cpus)
+        let n = self.cpus * self.lists
+        ring = .allocate(capacity: n * self.capacity)
+        bottom = .allocate(capacity: n)
+        bottom.initialize(repeating: 0, count: n)
+        counts = .allocate(capacity: n)
+        counts.initialize(repeating: 0, count: n)
+        totals = .allocate(capacity: self.cpus)
+        totals.initialize(repeating: 0, count: self.cpus)
     }
 
     deinit {
@@ -100,64 +118,79 @@ final class PcpLists {
         ring.deallocate()
         bottom.deallocate()
         counts.deallocate()
+        totals.deallocate()
     }
 
-    /// An out-of-range CPU uses the first list.
+    /// The list of `cpu` and `type`; an out-of-range CPU or type uses the first.
     @inline(__always)
-    private func valid(_ cpu: Int) -> Int { cpu >= 0 && cpu < cpus ? cpu : 0 }
-
-    /// The ring index of the `i`th frame from the bottom of `cpu`'s list.
-    @inline(__always)
-    private func slot(_ cpu: Int, _ i: Int) -> Int {
-        // SAFETY: `cpu` is valid, so `bottom[cpu]` is initialized.
-        let j = bottom[cpu] + i
-        return cpu * capacity + (j >= capacity ? j - capacity : j)
+    private func list(_ cpu: Int, _ type: Int) -> Int {
+        (cpu >= 0 && cpu < cpus ? cpu : 0) * lists + (type >= 0 && type < lists ? type : 0)
     }
 
+    /// The ring index of the `i`th frame from the bottom of list `l`.
+    @inline(__always)
+    private func slot(_ l: Int, _ i: Int) -> Int {
+        // SAFETY: `l` is a valid list, so `bottom[l]` is initialized.
+        let j = bottom[l] + i
+        return l * capacity + (j >= capacity ? j - capacity : j)
+    }
+
+    /// Pages on `cpu`'s lists.
     func count(_ cpu: Int) -> Int {
-        // SAFETY: `valid` keeps the index inside `counts`.
-        counts[valid(cpu)]
+        // SAFETY: the index is a valid CPU's.
+        totals[cpu >= 0 && cpu < cpus ? cpu : 0]
+    }
+
+    /// Pages on `cpu`'s list of `type`.
+    func count(_ cpu: Int, _ type: Int) -> Int {
+        // SAFETY: `list` keeps the index inside `counts`.
+        counts[list(cpu, type)]
     }
 
     var total: Int { (0..<cpus).reduce(0) { $0 + count($1) } }
 
-    /// Frees onto the top of `cpu`'s list; false when it is full.
+    /// Frees onto the top of a list; false when it is full.
     @inline(__always)
-    func push(_ cpu: Int, _ pfn: UInt32) -> Bool {
-        let cpu = valid(cpu)
-        // SAFETY: `cpu` is valid; `slot` stays inside the CPU's ring while count < capacity.
-        guard counts[cpu] < capacity else { return false }
-        ring[slot(cpu, counts[cpu])] = pfn
-        counts[cpu] += 1
+    func push(_ cpu: Int, _ type: Int, _ pfn: UInt32) -> Bool {
+        let l = list(cpu, type)
+        // SAFETY: `l` is valid; `slot` stays inside its ring while count < capacity.
+        guard counts[l] < capacity else { return false }
+        ring[slot(l, counts[l])] = pfn
+        counts[l] += 1
+        totals[l / lists] += 1
         return true
     }
 
-    /// The hottest frame of `cpu`'s list.
+    /// The hottest frame of a list.
     @inline(__always)
-    func pop(_ cpu: Int) -> UInt32? {
-        let cpu = valid(cpu)
-        // SAFETY: `cpu` is valid; `slot` of an index below count is inside the CPU's ring.
-        guard counts[cpu] > 0 else { return nil }
-        counts[cpu] -= 1
-        return ring[slot(cpu, counts[cpu])]
+    func pop(_ cpu: Int, _ type: Int) -> UInt32? {
+        let l = list(cpu, type)
+        // SAFETY: `l` is valid; `slot` of an index below count is inside its ring.
+        guard counts[l] > 0 else { return nil }
+        counts[l] -= 1
+        totals[l / lists] -= 1
+        return ring[slot(l, counts[l])]
     }
 
-    /// The coldest frame of `cpu`'s list.
-    func popCold(_ cpu: Int) -> UInt32? {
-        let cpu = valid(cpu)
-        // SAFETY: `cpu` is valid; `slot` of an index below count is inside the CPU's ring.
-        guard counts[cpu] > 0 else { return nil }
-        let pfn = ring[slot(cpu, 0)]
-        bottom[cpu] = (bottom[cpu] + 1) % capacity
-        counts[cpu] -= 1
+    /// The coldest frame of a list.
+    func popCold(_ cpu: Int, _ type: Int) -> UInt32? {
+        let l = list(cpu, type)
+        // SAFETY: `l` is valid; `slot` of an index below count is inside its ring.
+        guard counts[l] > 0 else { return nil }
+        let pfn = ring[slot(l, 0)]
+        bottom[l] = (bottom[l] + 1) % capacity
+        counts[l] -= 1
+        totals[l / lists] -= 1
         return pfn
     }
 
-    /// `cpu`'s frames, coldest first.
+    /// `cpu`'s frames, list by list, coldest first.
     func pfns(_ cpu: Int) -> [UInt32] {
-        let cpu = valid(cpu)
-        // SAFETY: `cpu` is valid; `slot` of an index below count is inside the CPU's ring.
-        return (0..<counts[cpu]).map { ring[slot(cpu, $0)] }
+        (0..<lists).flatMap { type -> [UInt32] in
+            let l = list(cpu, type)
+            // SAFETY: `l` is valid; `slot` of an index below count is inside its ring.
+            return (0..<counts[l]).map { ring[slot(l, $0)] }
+        }
     }
 }
 
@@ -239,6 +272,13 @@ public final class PageAllocator {
     public var onLog: ((String) -> Void)?
     private var warned: Set<String> = []
 
+    /// Each pageblock's migratetype (`pageblock_flags`), by `pfn >> PAGEBLOCK_ORDER`.
+    @exclusivity(unchecked) var pageblockTypes: [UInt8]
+    /// `page_group_by_mobility_disabled`: too little memory to group by
+    /// mobility (fewer pages than `pageblock_nr_pages * MIGRATE_TYPES`, 6
+    /// with CMA and isolation): any allocation may claim any pageblock.
+    public let mobilityDisabled: Bool
+
     // As Zone's: changed only here, never across a call out.
     @exclusivity(unchecked) var random: Random
     @exclusivity(unchecked) private var generation: UInt32 = 0
@@ -264,6 +304,10 @@ public final class PageAllocator {
         random = Random(seed: config.seed ^ 0x6661_696c_5f70_6167)
         let ram = PageAllocator.ramSpans(memory.regions)
         totalPages = ram.reduce(0) { $0 + UInt64($1.count) }
+        // memmap_init: every pageblock starts Movable.
+        pageblockTypes = [UInt8](repeating: UInt8(MigrateType.movable.rawValue),
+                                 count: Int((ram.last?.upperBound ?? 0) >> UInt64(PAGEBLOCK_ORDER)) + 1)
+        mobilityDisabled = totalPages < PAGEBLOCK_PAGES * 6
         let boundary = PageAllocator.highmemStart(ram, highmemPages: config.highmem >> UInt64(PAGE_SHIFT))
         let normal = ram.compactMap { $0.clamped(to: 0..<boundary).nonEmpty }
         let high = ram.compactMap { $0.clamped(to: boundary..<UInt64.max).nonEmpty }
@@ -337,7 +381,7 @@ public final class PageAllocator {
             let page = try memory.page(Pfn(pfn))
             page.pointee.flags = StructPage.Flag.buddy
             page.pointee.order = UInt8(order)
-            addToFreeList(pfn, order: order, zone: zone, tail: true)
+            addToFreeList(pfn, order: order, type: blockType(pfn), zone: zone, tail: true)
             zone.freePages += UInt64(1) << UInt64(order)
             pfn += UInt64(1) << UInt64(order)
         }
@@ -361,7 +405,7 @@ public final class PageAllocator {
         var pfn: Pfn?
         let normal = normalZone
         if order == 0, highmemZone == nil || gfp.isDisjoint(with: [.highmem, .movable]),
-           normal.freePages > normal.watermark.low, let p = try allocatePcp(normal) {
+           normal.freePages > normal.watermark.low, let p = try allocatePcp(normal, MigrateType(gfp: gfp)) {
             // The common case, spelled out: Normal above its low mark (which
             // keeps no lowmem reserve from a Normal allocation), order 0.
             events.pgallocNormal &+= 1
@@ -401,20 +445,21 @@ public final class PageAllocator {
     /// the watermark `flags` names (`get_page_from_freelist`).
     @inline(__always) private func allocate(_ gfp: Gfp, order: Int, flags: AllocFlags) throws(KernelError) -> Pfn? {
         let highest = highestZone(gfp)
-        if highest == 1, let highmemZone, let pfn = try allocate(from: highmemZone, order: order, flags: flags, highest: 1) {
+        let type = MigrateType(gfp: gfp)
+        if highest == 1, let highmemZone, let pfn = try allocate(from: highmemZone, order: order, type: type, flags: flags, highest: 1) {
             events.pgallocHigh &+= UInt64(1) << UInt64(order)
             return Pfn(pfn)
         }
-        guard let pfn = try allocate(from: normalZone, order: order, flags: flags, highest: highest) else { return nil }
+        guard let pfn = try allocate(from: normalZone, order: order, type: type, flags: flags, highest: highest) else { return nil }
         events.pgallocNormal &+= UInt64(1) << UInt64(order)
         return Pfn(pfn)
     }
 
-    @inline(__always) private func allocate(from zone: Zone, order: Int, flags: AllocFlags, highest: Int) throws(KernelError) -> UInt64? {
+    @inline(__always) private func allocate(from zone: Zone, order: Int, type: MigrateType, flags: AllocFlags, highest: Int) throws(KernelError) -> UInt64? {
         if !flags.contains(.noWatermarks) {
             guard zone.watermarkFast(order: order, mark: zone.mark(flags), highestZone: highest, flags: flags) else { return nil }
         }
-        return try allocate(from: zone, order: order)
+        return try order == 0 ? allocatePcp(zone, type) : rmqueue(zone, order: order, type: type)
     }
 
     /// `__alloc_pages_slowpath`, without compaction (mmlab has none):
@@ -500,61 +545,85 @@ public final class PageAllocator {
         onWarning?(message)
     }
 
-    @inline(__always) private func allocate(from zone: Zone, order: Int) throws(KernelError) -> UInt64? {
-        try order == 0 ? allocatePcp(zone) : removeSmallest(zone, order: order)
-    }
-
-    /// `rmqueue_pcplist`: the head of this CPU's list, refilled by a batch
-    /// from the buddy allocator when empty (what is left, if less).
-    private func allocatePcp(_ zone: Zone) throws(KernelError) -> UInt64? {
-        let cpu = currentCpu
-        if zone.pcp.count(cpu) == 0 {
+    /// `rmqueue_pcplist`: the head of this CPU's list of `type`, refilled
+    /// by a batch when empty (`rmqueue_bulk`; what is left, if less).
+    private func allocatePcp(_ zone: Zone, _ type: MigrateType) throws(KernelError) -> UInt64? {
+        let cpu = currentCpu, t = type.rawValue
+        if zone.pcp.count(cpu, t) == 0 {
             // rmqueue_bulk: the first block taken is the first handed out.
             var refill: [UInt32] = []
             for _ in 0..<zone.batch {
-                guard let pfn = try removeSmallest(zone, order: 0) else { break }
+                guard let pfn = try rmqueue(zone, order: 0, type: type) else { break }
                 memory.existingPage(Pfn(pfn))?.pointee.flags = StructPage.Flag.pcp
                 refill.append(UInt32(pfn))
             }
-            for pfn in refill.reversed() { _ = zone.pcp.push(cpu, pfn) }
+            for pfn in refill.reversed() { _ = zone.pcp.push(cpu, t, pfn) }
         }
-        return zone.pcp.pop(cpu).map { UInt64($0) }
+        return zone.pcp.pop(cpu, t).map { UInt64($0) }
     }
 
-    /// `__rmqueue_smallest`: the smallest free block that fits, split down
-    /// to `order` with the upper halves returned to the free lists.
-    private func removeSmallest(_ zone: Zone, order: Int) throws(KernelError) -> UInt64? {
+    /// `__rmqueue`: `type`'s own lists, then a fallback pageblock claimed,
+    /// then a fallback block stolen (Migratetype.swift).
+    func rmqueue(_ zone: Zone, order: Int, type: MigrateType) throws(KernelError) -> UInt64? {
+        if let pfn = try rmqueueSmallest(zone, order: order, type: type) { return pfn }
+        if let pfn = try rmqueueClaim(zone, order: order, start: type) { return pfn }
+        return try rmqueueSteal(zone, order: order, start: type)
+    }
+
+    /// `__rmqueue_smallest`: the smallest free block of `type` that fits,
+    /// split down to `order` with the upper halves returned to its lists.
+    func rmqueueSmallest(_ zone: Zone, order: Int, type: MigrateType) throws(KernelError) -> UInt64? {
         for current in order...MAX_ORDER {
-            var pfn: UInt64
-            if zone.freeLists[current].count > 0 {
-                pfn = UInt64(zone.freeLists[current].head)
-                removeFromFreeList(pfn, order: current, zone: zone)
-            } else if current == MAX_ORDER, let range = zone.pristine.first {
-                pfn = range.lowerBound
-                _ = try memory.page(Pfn(pfn))  // the block's section, before anything changes
-                let next = pfn + (UInt64(1) << UInt64(MAX_ORDER))
-                if next == range.upperBound { zone.pristine.removeFirst() } else { zone.pristine[0] = next..<range.upperBound }
-                zone.pristineBlocks -= 1
-            } else {
-                continue
-            }
-            zone.freePages -= UInt64(1) << UInt64(current)
-            // expand(): hand back the upper halves. A block never crosses a
-            // section, so their page structs exist.
-            var size = UInt64(1) << UInt64(current)
-            var high = current
-            while high > order {
-                high -= 1
-                size >>= 1
-                guard let buddy = memory.existingPage(Pfn(pfn + size)) else { continue }
-                buddy.pointee.flags = StructPage.Flag.buddy
-                buddy.pointee.order = UInt8(high)
-                addToFreeList(pfn + size, order: high, zone: zone, tail: false)
-                zone.freePages += size
-            }
+            guard let pfn = try takeFree(zone, order: current, type: type) else { continue }
+            expand(zone, pfn, low: order, high: current, type: type)
             return pfn
         }
         return nil
+    }
+
+    /// The first free block of exactly `order` on `type`'s list (a pristine
+    /// one for Movable at the largest order), without taking it.
+    func firstFree(_ zone: Zone, order: Int, type: MigrateType) throws(KernelError) -> UInt64? {
+        let list = zone.freeLists[order * 3 + type.rawValue]
+        if list.count > 0 { return UInt64(list.head) }
+        if order == MAX_ORDER, type == .movable, let range = zone.pristine.first { return range.lowerBound }
+        return nil
+    }
+
+    /// Takes that block off its list (`del_page_from_free_list`).
+    func takeFree(_ zone: Zone, order: Int, type: MigrateType) throws(KernelError) -> UInt64? {
+        let pfn: UInt64
+        if zone.freeLists[order * 3 + type.rawValue].count > 0 {
+            pfn = UInt64(zone.freeLists[order * 3 + type.rawValue].head)
+            removeFromFreeList(pfn, order: order, type: type, zone: zone)
+        } else if order == MAX_ORDER, type == .movable, let range = zone.pristine.first {
+            pfn = range.lowerBound
+            _ = try memory.page(Pfn(pfn))  // the block's section, before anything changes
+            let next = pfn + (UInt64(1) << UInt64(MAX_ORDER))
+            if next == range.upperBound { zone.pristine.removeFirst() } else { zone.pristine[0] = next..<range.upperBound }
+            zone.pristineBlocks -= 1
+        } else {
+            return nil
+        }
+        zone.freePages -= UInt64(1) << UInt64(order)
+        return pfn
+    }
+
+    /// `expand()`: hands back the upper halves of a block of order `high`
+    /// split down to `low`, onto `type`'s lists. A block never crosses a
+    /// section, so their page structs exist.
+    func expand(_ zone: Zone, _ pfn: UInt64, low: Int, high: Int, type: MigrateType) {
+        var size = UInt64(1) << UInt64(high)
+        var high = high
+        while high > low {
+            high -= 1
+            size >>= 1
+            guard let buddy = memory.existingPage(Pfn(pfn + size)) else { continue }
+            buddy.pointee.flags = StructPage.Flag.buddy
+            buddy.pointee.order = UInt8(high)
+            addToFreeList(pfn + size, order: high, type: type, zone: zone, tail: false)
+            zone.freePages += size
+        }
     }
 
     /// `prep_new_page`: marks the block allocated, one reference on its
@@ -726,28 +795,39 @@ public final class PageAllocator {
     private func freePcp(_ pfn: UInt64, _ page: UnsafeMutablePointer<StructPage>, zone: Zone) {
         page.pointee.flags = StructPage.Flag.pcp
         let cpu = currentCpu
-        // The list holds `high` pages, and a batch leaves when it is full.
-        guard zone.pcp.push(cpu, UInt32(pfn)) else { return freeOne(pfn, order: 0, zone: zone) }
+        let type = blockType(pfn).rawValue  // get_pfnblock_migratetype
+        // The lists hold `high` pages, and a batch leaves when they are full.
+        guard zone.pcp.push(cpu, type, UInt32(pfn)) else { return freeOne(pfn, order: 0, zone: zone) }
         if zone.pcp.count(cpu) >= zone.high {
-            // free_pcppages_bulk: the coldest pages.
-            for _ in 0..<zone.batch {
-                guard let cold = zone.pcp.popCold(cpu) else { break }
-                freeOne(UInt64(cold), order: 0, zone: zone)
+            // free_pcppages_bulk: the coldest pages, list after list from
+            // the one after this page's, each emptied before the next.
+            var left = zone.batch, list = type
+            while left > 0, zone.pcp.count(cpu) > 0 {
+                list = (list + 1) % zone.pcp.lists
+                while left > 0, let cold = zone.pcp.popCold(cpu, list) {
+                    freeOne(UInt64(cold), order: 0, zone: zone)
+                    left -= 1
+                }
             }
         }
     }
 
     /// `__free_one_page`: merges with free buddies while it can, then goes
-    /// on the free list, at the tail when the next merge looks likely.
+    /// on its pageblock type's free list, at the tail when the next merge
+    /// looks likely. A buddy of a pageblock or more of another type takes
+    /// this block's type (`change_pageblock_range`).
     private func freeOne(_ pfn: UInt64, order: Int, zone: Zone) {
         memory.existingPage(Pfn(pfn))?.pointee.flags = 0
         var pfn = pfn, order = order
+        let type = blockType(pfn)
         zone.freePages += UInt64(1) << UInt64(order)
         var buddy = pfn
         while order < MAX_ORDER {
             buddy = pfn ^ (UInt64(1) << UInt64(order))
             guard isFreeBuddy(buddy, order: order, zone: zone) else { break }
-            removeFromFreeList(buddy, order: order, zone: zone)
+            let buddyType = order >= PAGEBLOCK_ORDER ? blockType(buddy) : type
+            removeFromFreeList(buddy, order: order, type: buddyType, zone: zone)
+            if buddyType != type { changePageblockRange(buddy, order: order, to: type) }
             memory.existingPage(Pfn(buddy))?.pointee.flags = 0
             pfn &= buddy
             order += 1
@@ -761,7 +841,7 @@ public final class PageAllocator {
             let higher = buddy & pfn
             tail = isFreeBuddy(higher ^ (UInt64(1) << UInt64(order + 1)), order: order + 1, zone: zone)
         }
-        addToFreeList(pfn, order: order, zone: zone, tail: tail)
+        addToFreeList(pfn, order: order, type: type, zone: zone, tail: tail)
     }
 
     private func isFreeBuddy(_ pfn: UInt64, order: Int, zone: Zone) -> Bool {
@@ -773,22 +853,31 @@ public final class PageAllocator {
     public func drainPages() {
         for zone in zones {
             for cpu in 0..<zone.pcp.cpus {
-                while let pfn = zone.pcp.popCold(cpu) { freeOne(UInt64(pfn), order: 0, zone: zone) }
+                for type in 0..<zone.pcp.lists {
+                    while let pfn = zone.pcp.popCold(cpu, type) { freeOne(UInt64(pfn), order: 0, zone: zone) }
+                }
             }
         }
     }
 
     // MARK: Free lists, linked through struct page.
 
-    private func addToFreeList(_ pfn: UInt64, order: Int, zone: Zone, tail: Bool) {
+    private func addToFreeList(_ pfn: UInt64, order: Int, type: MigrateType, zone: Zone, tail: Bool) {
         guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        link(page, UInt32(pfn), into: &zone.freeLists[order], tail: tail)
+        link(page, UInt32(pfn), into: &zone.freeLists[order * 3 + type.rawValue], tail: tail)
     }
 
-    private func removeFromFreeList(_ pfn: UInt64, order: Int, zone: Zone) {
+    private func removeFromFreeList(_ pfn: UInt64, order: Int, type: MigrateType, zone: Zone) {
         guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        unlink(page, UInt32(pfn), from: &zone.freeLists[order])
+        unlink(page, UInt32(pfn), from: &zone.freeLists[order * 3 + type.rawValue])
         page.pointee.flags &= ~StructPage.Flag.buddy
+    }
+
+    /// `move_to_free_list`: a free block onto the tail of another type's list.
+    func moveFreeBlock(_ zone: Zone, _ pfn: UInt64, order: Int, from: MigrateType, to: MigrateType) {
+        guard let page = memory.existingPage(Pfn(pfn)) else { return }
+        unlink(page, UInt32(pfn), from: &zone.freeLists[order * 3 + from.rawValue])
+        link(page, UInt32(pfn), into: &zone.freeLists[order * 3 + to.rawValue], tail: true)
     }
 
     /// `list_add` (or `list_add_tail`) of frame `p`, whose `struct page` is `page`.
@@ -867,8 +956,9 @@ public final class PageAllocator {
     public func checkConsistency() throws(KernelError) {
         for zone in zones {
             var pages = UInt64(zone.pristineBlocks) << UInt64(MAX_ORDER)
-            for order in 0...MAX_ORDER {
-                var count = 0, pfn = zone.freeLists[order].head, prev = StructPage.none
+            for order in 0...MAX_ORDER { for type in MigrateType.allCases {
+                let list = zone.freeLists[order * 3 + type.rawValue]
+                var count = 0, pfn = list.head, prev = StructPage.none
                 while pfn != StructPage.none {
                     let p = UInt64(pfn)
                     guard let page = memory.existingPage(Pfn(p)), count <= Int(zone.managedPages) else {
@@ -878,6 +968,9 @@ public final class PageAllocator {
                           page.pointee.prev == prev, p & ((UInt64(1) << UInt64(order)) - 1) == 0, zone.contains(p) else {
                         throw .bug("\(zone.name) free list \(order): block at pfn 0x\(String(p, radix: 16)) is corrupt")
                     }
+                    guard blockType(p) == type else {
+                        throw .bug("\(zone.name) free list \(order) \(type.name): block at pfn 0x\(String(p, radix: 16)) is in a \(blockType(p).name) pageblock")
+                    }
                     if order < MAX_ORDER, isFreeBuddy(p ^ (UInt64(1) << UInt64(order)), order: order, zone: zone) {
                         throw .bug("\(zone.name): free block at pfn 0x\(String(p, radix: 16)) has a free buddy of order \(order)")
                     }
@@ -885,11 +978,11 @@ public final class PageAllocator {
                     prev = pfn
                     pfn = page.pointee.next
                 }
-                guard count == zone.freeLists[order].count, prev == zone.freeLists[order].tail else {
-                    throw .bug("\(zone.name) free list \(order): \(count) blocks linked, \(zone.freeLists[order].count) counted")
+                guard count == list.count, prev == list.tail else {
+                    throw .bug("\(zone.name) free list \(order) \(type.name): \(count) blocks linked, \(list.count) counted")
                 }
                 pages += UInt64(count) << UInt64(order)
-            }
+            } }
             guard pages == zone.freePages else {
                 throw .bug("\(zone.name): \(pages) pages on the free lists, \(zone.freePages) counted free")
             }
@@ -906,8 +999,6 @@ public final class PageAllocator {
         for zone in zones where zone.contains(pfn.rawValue) { return zone }
         return nil
     }
-
-
 
     /// Whether a frame is part of an allocated block, and which allocation.
     func allocation(of pfn: Pfn) -> (allocated: Bool, generation: UInt32, freedAt: Site) {

@@ -32,6 +32,8 @@ extension Runtime {
             ("register_shrinker", MemoryBindings.registerShrinker),
             ("vmstat", MemoryBindings.vmstat),
             ("zoneinfo", MemoryBindings.zoneinfo),
+            ("pagetypeinfo", MemoryBindings.pagetypeinfo),
+            ("pageblock_type", MemoryBindings.pageblockType),
         ])
         lua.setField(-2, "mem")
 
@@ -224,10 +226,11 @@ enum MemoryBindings {
     /// `zones()` → per zone: name, managed, free, pcp, min, low, high, promo.
     static let zones: Binding = { L in
         bind(L) { lua in
-            let zones = try lua.machine().pageAllocator.zones
+            let allocator = try lua.machine().pageAllocator
+            let zones = allocator.zones
             lua.newTable(array: Int32(zones.count))
             for (i, zone) in zones.enumerated() {
-                lua.newTable(hash: 8)
+                lua.newTable(hash: 12)
                 lua.push(zone.name)
                 lua.setField(-2, "name")
                 lua.set("managed", zone.managedPages)
@@ -247,6 +250,17 @@ enum MemoryBindings {
                     lua_rawseti(L, -2, lua_Integer(j + 1))
                 }
                 lua.setField(-2, "lowmem_reserve")
+                lua.newTable(array: Int32(MAX_ORDER), hash: 1)
+                for order in 0...MAX_ORDER {
+                    lua.newTable(hash: 3)
+                    for type in MigrateType.allCases { lua.set(type.name, zone.nrFree(order, type)) }
+                    lua_rawseti(L, -2, lua_Integer(order))
+                }
+                lua.setField(-2, "free_area")
+                let blocks = allocator.pageblockCounts(zone)
+                lua.newTable(hash: 3)
+                for type in MigrateType.allCases { lua.set(type.name, blocks[type.rawValue]) }
+                lua.setField(-2, "pageblocks")
                 lua_rawseti(L, -2, lua_Integer(i + 1))
             }
             return 1
@@ -319,6 +333,28 @@ enum MemoryBindings {
     static let zoneinfo: Binding = { L in
         bind(L) { lua in
             lua.push(try lua.machine().pageAllocator.zoneinfo)
+            return 1
+        }
+    }
+
+    /// `pageblock_type(pfn)` → the migratetype of the pageblock holding a
+    /// RAM frame (`get_pageblock_migratetype`).
+    static let pageblockType: Binding = { L in
+        bind(L) { lua in
+            let pfn = try lua.integer(1)
+            let allocator = try lua.machine().pageAllocator
+            guard pfn >= 0, allocator.zone(of: Pfn(UInt64(pfn))) != nil else {
+                throw KernelError(.EINVAL, "pageblock_type: pfn 0x\(String(pfn, radix: 16)) is not RAM the page allocator manages")
+            }
+            lua.push(allocator.blockType(UInt64(pfn)).name)
+            return 1
+        }
+    }
+
+    /// `pagetypeinfo()` → the `/proc/pagetypeinfo` text.
+    static let pagetypeinfo: Binding = { L in
+        bind(L) { lua in
+            lua.push(try lua.machine().pageAllocator.pagetypeinfo)
             return 1
         }
     }

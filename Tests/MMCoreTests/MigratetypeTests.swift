@@ -128,7 +128,7 @@ struct MigratetypeTests {
         allocator.drainPages()
         let stolen = try Page.allocPage(machine, [])  // Unmovable, from a Movable pageblock
         try stolen.free()
-        #expect(zone.pcp.count(0, MigrateType.movable.rawValue) == 1 && zone.pcp.count(0, MigrateType.unmovable.rawValue) == 0)
+        #expect(zone.pcp.entries(0, PcpLists.index(order: 0, type: MigrateType.movable.rawValue)) == 1 && zone.pcp.entries(0, PcpLists.index(order: 0, type: MigrateType.unmovable.rawValue)) == 0)
         for p in held { try p.free() }
         allocator.drainPages()
         try allocator.checkConsistency()

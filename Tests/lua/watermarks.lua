@@ -12,7 +12,12 @@ test("kernel.mem.zones reports each zone's pages and watermarks", function()
   expect_eq(z.high, 768)
   expect_eq(z.promo, 896)
   expect_eq(z.free + z.pcp.count, kernel.mem.stats().free_pages + kernel.mem.stats().pcp_pages)
-  expect_eq(z.pcp.high, 6 * z.pcp.batch)
+  -- zone_batchsize: min(65536 >> 10, 256) / 4 = 16, rounddown_pow_of_two(24) - 1;
+  -- zone_highsize over 4 CPUs: low / 4 up to an eighth of the zone / 4.
+  expect_eq(z.pcp.batch, 15)
+  expect_eq(z.pcp.high_min, 160)
+  expect_eq(z.pcp.high_max, 2048)
+  expect_eq(z.pcp.high, 160)
   expect_eq(kernel.machine().min_free_kbytes, 2048)
   expect_eq(kernel.machine().watermark_scale_factor, 10)
 end)

@@ -22,10 +22,17 @@ public final class Zone {
 
     /// Pages in the buddy free lists (`NR_FREE_PAGES`), pcp pages excluded.
     @exclusivity(unchecked) public internal(set) var freePages: UInt64 = 0
-    /// Pages moved to or from the per-CPU lists at once.
+    /// Pages moved to or from the per-CPU lists at once (`zone_batchsize`).
     public let batch: Int
-    /// A per-CPU list holding this many pages returns `batch` of them.
-    public let high: Int
+    /// The bounds of each CPU's `high` (`zone_highsize`): the low
+    /// watermark shared among the CPUs, and an eighth of the zone.
+    @exclusivity(unchecked) public internal(set) var highMin = 0
+    @exclusivity(unchecked) public internal(set) var highMax = 0
+    /// `ZONE_BELOW_HIGH`: an allocation found free memory at the high
+    /// watermark; the per-CPU lists shrink until it is above again.
+    @exclusivity(unchecked) var belowHigh = false
+    /// `ZONE_RECLAIM_ACTIVE`: kswapd is reclaiming from it.
+    @exclusivity(unchecked) var reclaimActive = false
 
     /// Free lists by order and migratetype (`free_area[order].free_list[mt]`,
     /// at `order * 3 + mt`), linked through `struct page`.
@@ -47,8 +54,7 @@ public final class Zone {
         batch = max(batch, 1)
         batch = max(1 << (Int.bitWidth - 1 - (batch + batch / 2).leadingZeroBitCount) - 1, 1)
         self.batch = batch
-        high = 6 * batch
-        pcp = PcpLists(cpus: cpus, lists: 3, capacity: high)
+        pcp = PcpLists(cpus: cpus)
     }
 
     @inline(__always)
@@ -70,6 +76,8 @@ public final class Zone {
     }
 
     public var pcpPages: Int { pcp.total }
+    /// CPU `cpu`'s `pcp->high`.
+    public func pcpHigh(_ cpu: Int) -> Int { pcp.high(cpu, self) }
 
     /// Its watermarks, set at boot (Watermark.swift). Set once, read by
     /// every allocation: no dynamic exclusivity check.
@@ -77,121 +85,6 @@ public final class Zone {
     /// `lowmem_reserve[]`: pages kept back from allocations that could use
     /// each zone (by index) above this one.
     @exclusivity(unchecked) public internal(set) var lowmemReserve: [UInt64] = []
-}
-
-/// The per-CPU lists of free order-0 frames of a zone (`per_cpu_pages`),
-/// one per migratetype on each CPU. Each list is a ring of at most
-/// `capacity` pfns, hot at the top (the kernel's `pcp_list` head: the last
-/// freed is the next allocated) and cold at the bottom. Rings rather than
-/// lists through `struct page`: pushing and popping touch no other frame's
-/// `struct page`. One object for all CPUs, so that reaching a list
-/// retains nothing.
-final class PcpLists {
-    let cpus: Int
-    /// Lists per CPU: one per migratetype.
-    let lists: Int
-    let capacity: Int
-    /// List `l` (CPU `c`'s list of type `t` is `c * lists + t`) is
-    /// `ring[l * capacity ..< (l + 1) * capacity]`.
-    private let ring: UnsafeMutablePointer<UInt32>
-    private let bottom: UnsafeMutablePointer<Int>
-    private let counts: UnsafeMutablePointer<Int>
-    /// Pages on each CPU's lists together (`pcp->count`).
-    private let totals: UnsafeMutablePointer<Int>
-
-    init(cpus: Int, lists: Int, capacity: Int) {
-        self.cpus = max(cpus, 1)
-        self.lists = max(lists, 1)
-        self.capacity = max(capacity, 1)
-        let n = self.cpus * self.lists
-        ring = .allocate(capacity: n * self.capacity)
-        bottom = .allocate(capacity: n)
-        bottom.initialize(repeating: 0, count: n)
-        counts = .allocate(capacity: n)
-        counts.initialize(repeating: 0, count: n)
-        totals = .allocate(capacity: self.cpus)
-        totals.initialize(repeating: 0, count: self.cpus)
-    }
-
-    deinit {
-        // SAFETY: `init` allocated these; nothing else holds them.
-        ring.deallocate()
-        bottom.deallocate()
-        counts.deallocate()
-        totals.deallocate()
-    }
-
-    /// The list of `cpu` and `type`; an out-of-range CPU or type uses the first.
-    @inline(__always)
-    private func list(_ cpu: Int, _ type: Int) -> Int {
-        (cpu >= 0 && cpu < cpus ? cpu : 0) * lists + (type >= 0 && type < lists ? type : 0)
-    }
-
-    /// The ring index of the `i`th frame from the bottom of list `l`.
-    @inline(__always)
-    private func slot(_ l: Int, _ i: Int) -> Int {
-        // SAFETY: `l` is a valid list, so `bottom[l]` is initialized.
-        let j = bottom[l] + i
-        return l * capacity + (j >= capacity ? j - capacity : j)
-    }
-
-    /// Pages on `cpu`'s lists.
-    func count(_ cpu: Int) -> Int {
-        // SAFETY: the index is a valid CPU's.
-        totals[cpu >= 0 && cpu < cpus ? cpu : 0]
-    }
-
-    /// Pages on `cpu`'s list of `type`.
-    func count(_ cpu: Int, _ type: Int) -> Int {
-        // SAFETY: `list` keeps the index inside `counts`.
-        counts[list(cpu, type)]
-    }
-
-    var total: Int { (0..<cpus).reduce(0) { $0 + count($1) } }
-
-    /// Frees onto the top of a list; false when it is full.
-    @inline(__always)
-    func push(_ cpu: Int, _ type: Int, _ pfn: UInt32) -> Bool {
-        let l = list(cpu, type)
-        // SAFETY: `l` is valid; `slot` stays inside its ring while count < capacity.
-        guard counts[l] < capacity else { return false }
-        ring[slot(l, counts[l])] = pfn
-        counts[l] += 1
-        totals[l / lists] += 1
-        return true
-    }
-
-    /// The hottest frame of a list.
-    @inline(__always)
-    func pop(_ cpu: Int, _ type: Int) -> UInt32? {
-        let l = list(cpu, type)
-        // SAFETY: `l` is valid; `slot` of an index below count is inside its ring.
-        guard counts[l] > 0 else { return nil }
-        counts[l] -= 1
-        totals[l / lists] -= 1
-        return ring[slot(l, counts[l])]
-    }
-
-    /// The coldest frame of a list.
-    func popCold(_ cpu: Int, _ type: Int) -> UInt32? {
-        let l = list(cpu, type)
-        // SAFETY: `l` is valid; `slot` of an index below count is inside its ring.
-        guard counts[l] > 0 else { return nil }
-        let pfn = ring[slot(l, 0)]
-        bottom[l] = (bottom[l] + 1) % capacity
-        counts[l] -= 1
-        totals[l / lists] -= 1
-        return pfn
-    }
-
-    /// `cpu`'s frames, list by list, coldest first.
-    func pfns(_ cpu: Int) -> [UInt32] {
-        (0..<lists).flatMap { type -> [UInt32] in
-            let l = list(cpu, type)
-            // SAFETY: `l` is valid; `slot` of an index below count is inside its ring.
-            return (0..<counts[l]).map { ring[slot(l, $0)] }
-        }
-    }
 }
 
 /// A list of frames linked through their `struct page` (`list_head`).
@@ -275,8 +168,9 @@ public final class PageAllocator {
     /// Each pageblock's migratetype (`pageblock_flags`), by `pfn >> PAGEBLOCK_ORDER`.
     @exclusivity(unchecked) var pageblockTypes: [UInt8]
     /// `page_group_by_mobility_disabled`: too little memory to group by
-    /// mobility (fewer pages than `pageblock_nr_pages * MIGRATE_TYPES`, 6
-    /// with CMA and isolation): any allocation may claim any pageblock.
+    /// mobility (fewer pages than `pageblock_nr_pages * MIGRATE_TYPES`, 5
+    /// in Debian's 6.12, with isolation and without CMA): any allocation
+    /// may claim any pageblock.
     public let mobilityDisabled: Bool
 
     // As Zone's: changed only here, never across a call out.
@@ -307,7 +201,7 @@ public final class PageAllocator {
         // memmap_init: every pageblock starts Movable.
         pageblockTypes = [UInt8](repeating: UInt8(MigrateType.movable.rawValue),
                                  count: Int((ram.last?.upperBound ?? 0) >> UInt64(PAGEBLOCK_ORDER)) + 1)
-        mobilityDisabled = totalPages < PAGEBLOCK_PAGES * 6
+        mobilityDisabled = totalPages < PAGEBLOCK_PAGES * 5
         let boundary = PageAllocator.highmemStart(ram, highmemPages: config.highmem >> UInt64(PAGE_SHIFT))
         let normal = ram.compactMap { $0.clamped(to: 0..<boundary).nonEmpty }
         let high = ram.compactMap { $0.clamped(to: boundary..<UInt64.max).nonEmpty }
@@ -327,6 +221,9 @@ public final class PageAllocator {
                 throw KernelError(.EINVAL, "min_free_kbytes \(minFreeKbytes) puts the \(zone.name) zone's min watermark (\(mark.min) pages) above its \(zone.managedPages) managed pages")
             }
             zone.watermark = mark
+            // zone_set_pageset_high_and_batch: zone_highsize over the node's CPUs.
+            zone.highMin = max(Int(mark.low) / config.cpus, zone.batch << 2)
+            zone.highMax = max(Int(zone.managedPages / 8) / config.cpus, zone.batch << 2)
         }
         let reserves = Watermark.lowmemReserve(managed: zones.map(\.managedPages), ratios: config.lowmemReserveRatio)
         for (zone, reserve) in zip(zones, reserves) { zone.lowmemReserve = reserve }
@@ -408,6 +305,7 @@ public final class PageAllocator {
            normal.freePages > normal.watermark.low, let p = try allocatePcp(normal, MigrateType(gfp: gfp)) {
             // The common case, spelled out: Normal above its low mark (which
             // keeps no lowmem reserve from a Normal allocation), order 0.
+            if normal.freePages <= normal.watermark.high { normal.belowHigh = true }
             events.pgallocNormal &+= 1
             pfn = Pfn(p)
         } else {
@@ -457,9 +355,14 @@ public final class PageAllocator {
 
     @inline(__always) private func allocate(from zone: Zone, order: Int, type: MigrateType, flags: AllocFlags, highest: Int) throws(KernelError) -> UInt64? {
         if !flags.contains(.noWatermarks) {
+            // ZONE_BELOW_HIGH: set by the first allocation that finds the zone at its high watermark.
+            if !zone.belowHigh, !zone.watermarkFast(order: order, mark: zone.watermark.high, highestZone: highest, flags: flags) {
+                zone.belowHigh = true
+            }
             guard zone.watermarkFast(order: order, mark: zone.mark(flags), highestZone: highest, flags: flags) else { return nil }
         }
-        return try order == 0 ? allocatePcp(zone, type) : rmqueue(zone, order: order, type: type)
+        if PcpLists.allowed(order), let pfn = try allocatePcp(zone, order: order, type) { return pfn }
+        return try rmqueue(zone, order: order, type: type)
     }
 
     /// `__alloc_pages_slowpath`, without compaction (mmlab has none):
@@ -543,23 +446,6 @@ public final class PageAllocator {
     private func warnOnce(_ message: String) {
         guard warned.insert(message).inserted else { return }
         onWarning?(message)
-    }
-
-    /// `rmqueue_pcplist`: the head of this CPU's list of `type`, refilled
-    /// by a batch when empty (`rmqueue_bulk`; what is left, if less).
-    private func allocatePcp(_ zone: Zone, _ type: MigrateType) throws(KernelError) -> UInt64? {
-        let cpu = currentCpu, t = type.rawValue
-        if zone.pcp.count(cpu, t) == 0 {
-            // rmqueue_bulk: the first block taken is the first handed out.
-            var refill: [UInt32] = []
-            for _ in 0..<zone.batch {
-                guard let pfn = try rmqueue(zone, order: 0, type: type) else { break }
-                memory.existingPage(Pfn(pfn))?.pointee.flags = StructPage.Flag.pcp
-                refill.append(UInt32(pfn))
-            }
-            for pfn in refill.reversed() { _ = zone.pcp.push(cpu, t, pfn) }
-        }
-        return zone.pcp.pop(cpu, t).map { UInt64($0) }
     }
 
     /// `__rmqueue`: `type`'s own lists, then a fallback pageblock claimed,
@@ -783,32 +669,10 @@ public final class PageAllocator {
     }
 
     @inline(__always) private func release(_ pfn: Pfn, _ head: UnsafeMutablePointer<StructPage>, order: Int, to zone: Zone) {
-        if order == 0 {
-            freePcp(pfn.rawValue, head, zone: zone)
+        if PcpLists.allowed(order) {
+            freePcp(pfn.rawValue, head, order: order, zone: zone)
         } else {
             freeOne(pfn.rawValue, order: order, zone: zone)
-        }
-    }
-
-    /// `free_unref_page`: onto this CPU's list; past `high`, a batch of the
-    /// coldest pages goes back to the buddy allocator.
-    private func freePcp(_ pfn: UInt64, _ page: UnsafeMutablePointer<StructPage>, zone: Zone) {
-        page.pointee.flags = StructPage.Flag.pcp
-        let cpu = currentCpu
-        let type = blockType(pfn).rawValue  // get_pfnblock_migratetype
-        // The lists hold `high` pages, and a batch leaves when they are full.
-        guard zone.pcp.push(cpu, type, UInt32(pfn)) else { return freeOne(pfn, order: 0, zone: zone) }
-        if zone.pcp.count(cpu) >= zone.high {
-            // free_pcppages_bulk: the coldest pages, list after list from
-            // the one after this page's, each emptied before the next.
-            var left = zone.batch, list = type
-            while left > 0, zone.pcp.count(cpu) > 0 {
-                list = (list + 1) % zone.pcp.lists
-                while left > 0, let cold = zone.pcp.popCold(cpu, list) {
-                    freeOne(UInt64(cold), order: 0, zone: zone)
-                    left -= 1
-                }
-            }
         }
     }
 
@@ -816,7 +680,7 @@ public final class PageAllocator {
     /// on its pageblock type's free list, at the tail when the next merge
     /// looks likely. A buddy of a pageblock or more of another type takes
     /// this block's type (`change_pageblock_range`).
-    private func freeOne(_ pfn: UInt64, order: Int, zone: Zone) {
+    func freeOne(_ pfn: UInt64, order: Int, zone: Zone) {
         memory.existingPage(Pfn(pfn))?.pointee.flags = 0
         var pfn = pfn, order = order
         let type = blockType(pfn)
@@ -853,8 +717,8 @@ public final class PageAllocator {
     public func drainPages() {
         for zone in zones {
             for cpu in 0..<zone.pcp.cpus {
-                for type in 0..<zone.pcp.lists {
-                    while let pfn = zone.pcp.popCold(cpu, type) { freeOne(UInt64(pfn), order: 0, zone: zone) }
+                for index in 0..<PcpLists.lists {
+                    while let pfn = zone.pcp.popCold(cpu, index) { freeOne(UInt64(pfn), order: PcpLists.order(ofList: index), zone: zone) }
                 }
             }
         }
@@ -987,8 +851,16 @@ public final class PageAllocator {
                 throw .bug("\(zone.name): \(pages) pages on the free lists, \(zone.freePages) counted free")
             }
             for cpu in 0..<zone.pcp.cpus {
-                for pfn in zone.pcp.pfns(cpu) where memory.existingPage(Pfn(UInt64(pfn)))?.pointee.has(StructPage.Flag.pcp) != true {
-                    throw .bug("\(zone.name): per-CPU page 0x\(String(pfn, radix: 16)) is not flagged")
+                var pages = 0
+                for (pfn, order) in zone.pcp.blocks(cpu) {
+                    pages += 1 << order
+                    guard let page = memory.existingPage(Pfn(UInt64(pfn))), page.pointee.has(StructPage.Flag.pcp),
+                          Int(page.pointee.order) == order else {
+                        throw .bug("\(zone.name): per-CPU block 0x\(String(pfn, radix: 16)) of order \(order) is not flagged as one")
+                    }
+                }
+                guard pages == zone.pcp.count(cpu) else {
+                    throw .bug("\(zone.name): CPU \(cpu)'s per-CPU lists hold \(pages) pages, \(zone.pcp.count(cpu)) counted")
                 }
             }
         }

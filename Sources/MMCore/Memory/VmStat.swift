@@ -68,7 +68,7 @@ extension PageAllocator {
             lines.append("  pagesets")
             for cpu in 0..<zone.pcp.cpus {
                 lines += ["    cpu: \(cpu)", "              count: \(zone.pcp.count(cpu))",
-                          "              high:  \(zone.high)", "              batch: \(zone.batch)"]
+                          "              high:  \(zone.pcp.high(cpu, zone))", "              batch: \(zone.batch)"]
             }
             lines.append("  node_unreclaimable:  \(kswapd.failures >= MAX_RECLAIM_RETRIES ? 1 : 0)")
             lines.append("  start_pfn:           \(zone.spans.first?.lowerBound ?? 0)")

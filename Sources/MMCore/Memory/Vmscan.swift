@@ -95,6 +95,8 @@ extension PageAllocator {
     /// a zone is balanced. A run that frees nothing counts a failure.
     func balancePgdat(order: Int, highestZone: Int) {
         events.pageoutrun &+= 1
+        for zone in zones.prefix(highestZone + 1) { zone.reclaimActive = true }  // set_reclaim_active
+        defer { for zone in zones { zone.reclaimActive = false } }
         let freed = reclaim {
             var priority = DEF_PRIORITY
             while priority >= 1 {

@@ -169,4 +169,28 @@ struct MmTests {
         #expect(Array(buffer) == [1, 2, 0, 0] && reader.isEmpty, "the bytes before the hole were written")
         #expect(throws: KernelError(.EFAULT, "1 bytes requested, 0 left in the user slice")) { try reader.skip(1) }
     }
+
+    @Test("a page-table entry written behind the model's back is the kernel's bad pgd: logged, cleared, and every table page still freed")
+    func badEntry() throws {
+        let machine = try machine()
+        let baseline = free(machine)
+        var log: [String] = []
+        machine.pageAllocator.onLog = { log.append($0) }
+        let user = try machine.mmAlloc(site: .unknown)
+        let mm = user.mm
+        let g = try #require(try mm.mmapLock(write: true, site: .unknown))
+        let addr = try mm.mmap(under: g, addr: nil, len: UInt64(PAGE_SIZE), prot: Mmap.PROT_READ | Mmap.PROT_WRITE, flags: anon)
+        try mm.unlock(g)
+        _ = try mm.resolve(addr, write: true)
+        let pgd = try #require(mm.pageTable.pgd)
+        // A script's raw write into the PGD (borrow_phys + write_u64): a present entry to pfn 0.
+        let base = try #require(machine.memory.address(of: pgd))
+        // SAFETY: the PGD is one page of RAM; entry 0 is its first 8 bytes.
+        base.storeBytes(of: UInt64(1), as: UInt64.self)
+        try user.release()
+        #expect(log == ["mm/pgtable-generic.c: bad pgd (0000000000000001)"])
+        #expect(machine.brokenInvariants.isEmpty)
+        try machine.pageAllocator.checkConsistency()
+        #expect(free(machine) == baseline, "the tables and the mapped page are freed")
+    }
 }

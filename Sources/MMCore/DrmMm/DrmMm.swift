@@ -706,10 +706,7 @@ public final class DrmMm: NativeObject {
 
     /// `drm_mm_print`: each hole and node, then the totals.
     public func print() -> String {
-        func hex(_ v: UInt64) -> String {
-            let digits = String(v, radix: 16)
-            return "0x" + String(repeating: "0", count: max(0, 16 - digits.count)) + digits
-        }
+        func hex(_ v: UInt64) -> String { "0x" + hex16(v) }
         var lines: [String] = []
         var used: UInt64 = 0, free: UInt64 = 0
         var id: Int32 = 0

@@ -16,6 +16,12 @@ public func page_align(_ addr: UInt64) -> UInt64? {
     return overflow ? nil : sum & UInt64(bitPattern: Int64(PAGE_MASK))
 }
 
+/// `%016lx`: sixteen hex digits, as the kernel prints a 64-bit value.
+func hex16(_ v: UInt64) -> String {
+    let digits = String(v, radix: 16)
+    return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
+}
+
 /// A page frame number (`unsigned long pfn`).
 public struct Pfn: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
     public let rawValue: UInt64

@@ -36,6 +36,8 @@ struct StructPage {
         static let intoPhys: UInt8 = 1 << 5
         /// Anonymous memory a page fault mapped (`folio_test_anon`).
         static let anonymous: UInt8 = 1 << 6
+        /// A page table's page (`PageTable`, `__folio_set_pgtable`).
+        static let pgtable: UInt8 = 1 << 7
     }
 
     func has(_ flag: UInt8) -> Bool { flags & flag != 0 }

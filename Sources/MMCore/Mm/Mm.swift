@@ -34,6 +34,7 @@ public final class MmStruct: CustomStringConvertible {
         self.id = id
         self.machine = machine
         pageTable = try PageTable(allocator: machine.pageAllocator, memory: machine.memory)
+        pageTable.log = { [unowned machine] in machine.pageAllocator.onLog?($0) }
         mmapLock = machine.scheduler.makeRwSemaphore(name: "mmap_lock of mm \(id)", site: site, className: "mmap_lock")
     }
 

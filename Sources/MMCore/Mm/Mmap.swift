@@ -294,7 +294,13 @@ extension MmStruct {
     /// Clears the PTEs in `range`; each drops its page's reference.
     func zap(_ range: Range<UInt64>) {
         for addr in pageTable.mapped(in: range) {
-            if let pfn = pageTable.unmap(addr), machine.memory.isManaged(pfn) { put(pfn) }
+            guard let pfn = pageTable.unmap(addr), machine.memory.isManaged(pfn), pfn != ZERO_PAGE_PFN else { continue }
+            guard machine.pageAllocator.refcount(pfn) > 0 else {
+                // A PTE written behind the model's back (print_bad_pte).
+                machine.pageAllocator.onLog?("BUG: Bad page map in \(self): pte:\(hex16(pfn.rawValue << UInt64(PAGE_SHIFT))) of a page that is not allocated")
+                continue
+            }
+            put(pfn)
         }
     }
 

@@ -5,15 +5,22 @@
 ///
 /// # Invariants
 ///
-/// `pgd` is an allocated page while the tables exist; every present
-/// non-leaf entry points at a table page this object allocated
-/// (`tables` counts them, the PGD included).
+/// `pgd` is an allocated page while the tables exist; `owned` holds the
+/// table pages this object allocated (`tables` counts them, the PGD
+/// included), each flagged `pgtable`. A present non-leaf entry that
+/// points elsewhere was written by something else (a script through a
+/// raw page): the walk treats it as the kernel treats a bad pmd
+/// (`pmd_clear_bad`), logging and clearing it; the tables it reached are
+/// still freed with the rest.
 final class PageTable {
     let allocator: PageAllocator
     let memory: PhysicalMemory
     private(set) var pgd: Pfn?
     /// Table pages allocated, the PGD included (`mm_pgtables_bytes / PAGE_SIZE`).
     private(set) var tables = 0
+    private var owned: Set<UInt64> = []
+    /// Where a line of the kernel log goes (the bad-entry reports).
+    var log: ((String) -> Void)?
 
     static let present: UInt64 = 1 << 0
     static let writable: UInt64 = 1 << 1
@@ -30,7 +37,23 @@ final class PageTable {
 
     private func allocateTable() throws(KernelError) -> Pfn {
         let pfn = try allocator.allocPages([.kernel, .zero], order: 0)
+        allocator.memory.existingPage(pfn)?.pointee.flags |= StructPage.Flag.pgtable
+        owned.insert(pfn.rawValue)
         tables += 1
+        return pfn
+    }
+
+    /// The table a present entry of level `level` (3: pgd ... 1: pmd)
+    /// points at, or nil: a bad entry, reported and cleared.
+    @inline(__always)
+    private func child(_ e: UnsafeMutablePointer<UInt64>, level: Int) -> Pfn? {
+        let pfn = Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT))
+        guard let page = allocator.memory.existingPage(pfn), page.pointee.has(StructPage.Flag.pgtable) else {
+            let name = ["pmd", "pud", "pgd"][max(0, min(level - 1, 2))]
+            log?("mm/pgtable-generic.c: bad \(name) (\(hex16(e.pointee)))")
+            e.pointee = 0
+            return nil
+        }
         return pfn
     }
 
@@ -51,11 +74,13 @@ final class PageTable {
         guard var table = pgd else { return nil }
         for level in stride(from: 3, to: 0, by: -1) {
             guard let e = entry(table, Self.index(addr, level: level)) else { return nil }
-            if e.pointee & Self.present == 0 {
-                let child = try allocateTable()
-                e.pointee = (child.rawValue << UInt64(PAGE_SHIFT)) | Self.present | Self.writable | Self.user
+            if e.pointee & Self.present != 0, let next = child(e, level: level) {
+                table = next
+                continue
             }
-            table = Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT))
+            let next = try allocateTable()
+            e.pointee = (next.rawValue << UInt64(PAGE_SHIFT)) | Self.present | Self.writable | Self.user
+            table = next
         }
         return entry(table, Self.index(addr, level: 0))
     }
@@ -64,8 +89,9 @@ final class PageTable {
     func pte(_ addr: UInt64) -> UnsafeMutablePointer<UInt64>? {
         guard var table = pgd else { return nil }
         for level in stride(from: 3, to: 0, by: -1) {
-            guard let e = entry(table, Self.index(addr, level: level)), e.pointee & Self.present != 0 else { return nil }
-            table = Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT))
+            guard let e = entry(table, Self.index(addr, level: level)), e.pointee & Self.present != 0,
+                  let next = child(e, level: level) else { return nil }
+            table = next
         }
         return entry(table, Self.index(addr, level: 0))
     }
@@ -109,9 +135,8 @@ final class PageTable {
                   let e = entry(table, i), e.pointee & Self.present != 0 else { continue }
             if level == 0 {
                 visit(start)
-            } else {
-                walk(Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT)), level: level - 1, base: start,
-                     range: range, visit)
+            } else if let next = child(e, level: level) {
+                walk(next, level: level - 1, base: start, range: range, visit)
             }
         }
     }
@@ -128,8 +153,8 @@ final class PageTable {
         guard level > 0 else { return }
         let span = UInt64(1) << UInt64(PAGE_SHIFT + 9 * level)
         for i in 0..<512 {
-            guard let e = entry(table, i), e.pointee & Self.present != 0 else { continue }
-            let child = Pfn((e.pointee & Self.addressMask) >> UInt64(PAGE_SHIFT))
+            guard let e = entry(table, i), e.pointee & Self.present != 0, let child = self.child(e, level: level),
+                  owned.contains(child.rawValue) else { continue }  // another mm's table is not ours to free
             let start = base + UInt64(i) * span
             let used = kept.contains { $0.lowerBound < start + span && start < $0.upperBound }
             if used {
@@ -138,6 +163,7 @@ final class PageTable {
             }
             freeChildren(child, level: level - 1, base: start, kept: [])
             e.pointee = 0
+            owned.remove(child.rawValue)
             allocator.freeOwned(child, order: 0, by: "a page table")
             tables -= 1
         }
@@ -146,8 +172,10 @@ final class PageTable {
     /// `pgd_free`: the PGD too (the mm itself goes).
     func freeAll() {
         freeTables()
-        if let pgd { allocator.freeOwned(pgd, order: 0, by: "a page table") }
-        if pgd != nil { tables -= 1 }
+        // The PGD, and tables only bad entries led to (pmd_clear_bad leaks them; mmlab does not).
+        for pfn in owned.sorted() { allocator.freeOwned(Pfn(pfn), order: 0, by: "a page table") }
+        tables -= owned.count
+        owned = []
         pgd = nil
     }
 }

@@ -91,7 +91,7 @@ extension PageAllocator {
             guard let (fallback, canSteal) = suitableFallback(zone, order: current, start: start) else { continue }
             guard canSteal else { break }
             guard let pfn = try firstFree(zone, order: current, type: fallback) else { continue }
-            if let page = try tryToStealBlock(zone, pfn, current: current, order: order, start: start) {
+            if let page = try tryToStealBlock(zone, pfn, of: fallback, current: current, order: order, start: start) {
                 return page
             }
         }
@@ -115,10 +115,11 @@ extension PageAllocator {
     /// of it is free or already of the new type's kind (movable pages for
     /// a Movable allocation; for another, the pages of a Movable pageblock
     /// that are not movable), and the allocation then takes its own type.
-    func tryToStealBlock(_ zone: Zone, _ pfn: UInt64, current: Int, order: Int, start: MigrateType) throws(KernelError) -> UInt64? {
-        let blockType = self.blockType(pfn)
+    func tryToStealBlock(_ zone: Zone, _ pfn: UInt64, of blockType: MigrateType, current: Int, order: Int,
+                         start: MigrateType) throws(KernelError) -> UInt64? {
+        // `pfn` heads `blockType`'s list (`firstFree`): the list is its pageblock's type.
         if current >= PAGEBLOCK_ORDER {
-            guard let taken = try takeFree(zone, order: current, type: blockType), taken == pfn else { return nil }
+            guard try takeFree(zone, order: current, type: blockType) != nil else { return nil }
             changePageblockRange(pfn, order: current, to: start)
             expand(zone, pfn, low: order, high: current, type: start)
             return pfn

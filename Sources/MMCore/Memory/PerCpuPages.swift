@@ -125,7 +125,6 @@ final class PcpLists {
         rings[l] = new
         capacity[l] = max(16, oldCapacity * 2)
         bottom[l] = 0
-        _ = oldCapacity
     }
 
     /// `list_add`: a block of `order` onto the top of its list.

@@ -96,7 +96,7 @@ do
     for _ = 1, 3 do
       local out = assert(io.popen(("%q -E Benchmarks/pressure.lua %s 400000"):format(mmlab, memory))):read("a")
       local r, pageoutrun, allocstall = out:match("^pressure (%d+) (%d+) (%d+)")
-      best, runs, stalls = math.max(best, assert(tonumber(r), out)), tonumber(pageoutrun), tonumber(allocstall)
+      best, runs, stalls = math.max(best, (assert(tonumber(r), out))), tonumber(pageoutrun), tonumber(allocstall)
     end
     return best, runs, stalls
   end

@@ -1,5 +1,6 @@
 #include <stdlib.h>
 #include <string.h>
+#include <lualib.h>
 #include "shim.h"
 
 // luaL_argerror, naming the binding from its upvalue when the call site
@@ -98,20 +99,19 @@ int mmlab_checklimits(lua_State *L, mmlab_State *s) {
     return 0;
 }
 
-// What upvalue 1 of every binding holds: a full userdata scripts cannot
-// forge (debug.setupvalue can only move one between bindings).
+// What upvalue 1 of every binding holds. Scripts cannot change a
+// binding's upvalues (mmlab_guardupvalues), so the trampoline trusts it.
 typedef struct BindingCell {
-    uint64_t magic;
     mmlab_Binding fn;
 } BindingCell;
-#define BINDING_MAGIC 0x6d6d6c616262696eULL
+
+static int handle_gc(lua_State *L);
 
 int mmlab_trampoline(lua_State *L) {
-    // SAFETY: a full userdata of our size with our magic is a cell we made.
+    // SAFETY: upvalue 1 is the cell mmlab_pushbinding made: only
+    // lua_setupvalue changes a C closure's upvalues, and debug.setupvalue
+    // refuses bindings (mmlab_guardupvalues).
     const BindingCell *cell = (const BindingCell *)lua_touserdata(L, lua_upvalueindex(1));
-    if (lua_type(L, lua_upvalueindex(1)) != LUA_TUSERDATA || lua_rawlen(L, lua_upvalueindex(1)) != sizeof(BindingCell) ||
-        cell->magic != BINDING_MAGIC)
-        return luaL_error(L, "this binding's upvalues were changed (debug.setupvalue): it cannot run");
     mmlab_Binding fn = cell->fn;
     mmlab_State *s = mmlab_state(L);
     int vm_only = s->vm_only;
@@ -134,6 +134,32 @@ int mmlab_trampoline(lua_State *L) {
         return r;
     }
     return preemption_point(L, s, r);
+}
+
+// debug.setupvalue (ldblib.c's db_setupvalue), refusing the engine's
+// bindings: their upvalues are the engine's state, and a changed one would
+// call anything.
+static int db_setupvalue(lua_State *L) {
+    luaL_checkany(L, 3);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_CFunction f = lua_tocfunction(L, 1);
+    if (f == mmlab_trampoline || f == handle_gc)
+        return luaL_error(L, "cannot change the upvalues of a kernel binding");
+    const char *name = lua_setupvalue(L, 1, (int)n);
+    if (name == NULL)
+        return 0;
+    lua_pushstring(L, name);
+    return 1;
+}
+
+void mmlab_guardupvalues(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE) {
+        lua_pushcfunction(L, db_setupvalue);
+        lua_setfield(L, -2, "setupvalue");
+    }
+    lua_pop(L, 2);
 }
 
 // A handle's __gc: one whose drop already let go of its object has
@@ -164,7 +190,6 @@ void mmlab_pushgc(lua_State *L, mmlab_Binding fn) {
 
 void mmlab_pushbinding(lua_State *L, mmlab_Binding fn, const char *name, int nup) {
     BindingCell *cell = (BindingCell *)lua_newuserdatauv(L, sizeof(BindingCell), 0);
-    cell->magic = BINDING_MAGIC;
     cell->fn = fn;
     lua_pushstring(L, name);
     if (nup > 0)

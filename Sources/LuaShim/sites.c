@@ -7,6 +7,7 @@
 // for Lua 5.4's layout, checked against the running library first.
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "shim.h"
 
@@ -44,6 +45,49 @@ const void *mmlab_callsite(lua_State *L, int *level) {
         }
     }
     return NULL;
+}
+
+// A direct-mapped cache: one slot per hashed call site.
+#define SITE_CACHE_SIZE 1024
+struct mmlab_SiteSlot {
+    const void *pc;
+    uint32_t site;
+};
+
+static size_t site_slot(const void *pc) {
+    uint64_t h = ((uint64_t)(uintptr_t)pc >> 2) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> 40) & (SITE_CACHE_SIZE - 1);
+}
+
+uint32_t mmlab_cachedsite(lua_State *L, const void **pc, int *level) {
+    *pc = mmlab_callsite(L, level);
+    mmlab_State *s = mmlab_state(L);
+    if (*pc == NULL || s->site_cache == NULL)
+        return 0;
+    if (s->site_cache_epoch != s->site_epoch) {
+        // A collection may have freed a function and reused its code's address.
+        memset(s->site_cache, 0, SITE_CACHE_SIZE * sizeof *s->site_cache);
+        s->site_cache_epoch = s->site_epoch;
+        return 0;
+    }
+    const struct mmlab_SiteSlot *slot = &s->site_cache[site_slot(*pc)];
+    return slot->pc == *pc ? slot->site : 0;
+}
+
+void mmlab_cachesite(mmlab_State *s, const void *pc, uint32_t site) {
+    if (s->site_cache != NULL && s->site_cache_epoch == s->site_epoch)
+        s->site_cache[site_slot(pc)] = (struct mmlab_SiteSlot){pc, site};
+}
+
+int mmlab_opensitecache(mmlab_State *s) {
+    s->site_cache = calloc(SITE_CACHE_SIZE, sizeof *s->site_cache);
+    s->site_cache_epoch = s->site_epoch;
+    return s->site_cache != NULL;
+}
+
+void mmlab_closesitecache(mmlab_State *s) {
+    free(s->site_cache);
+    s->site_cache = NULL;
 }
 
 static const void *seen[3];

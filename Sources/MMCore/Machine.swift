@@ -5,6 +5,14 @@ public final class Machine {
     public let config: MachineConfig
     public let sites: SiteTable
     public let accounting = Accounting()
+    /// The same without a retain, for the paths that create and drop pages
+    /// (Unretained.swift): the machine holds them for its life.
+    struct Unretained {
+        let pageAllocator: Unmanaged<PageAllocator>
+        let accounting: Unmanaged<Accounting>
+        let scheduler: Unmanaged<Scheduler>
+    }
+    let unretained: Unretained
     public let memory: PhysicalMemory
     public let pageAllocator: PageAllocator
     /// The CPUs and the tasks on them.
@@ -40,6 +48,8 @@ public final class Machine {
         memory = try PhysicalMemory(regions: config.regions)
         pageAllocator = try PageAllocator(memory: memory, config: config, sites: sites)
         scheduler = Scheduler(cpus: config.cpus, seed: config.seed, sites: sites, accounting: accounting)
+        unretained = Unretained(pageAllocator: .passUnretained(pageAllocator), accounting: .passUnretained(accounting),
+                                scheduler: .passUnretained(scheduler))
         kmap = scheduler.current.kmap
         // Unowned, not weak: a weak reference gives the machine a side
         // table, and every retain of it (each new page holds one) then

@@ -22,6 +22,9 @@ typedef int (*mmlab_Binding)(lua_State *L);
 // The C function every binding is registered as: upvalue 1 is the binding,
 // upvalue 2 its name for error messages, the binding's own upvalues follow.
 int mmlab_trampoline(lua_State *L);
+// Replaces debug.setupvalue with one that refuses the engine's bindings,
+// whose upvalue 1 the trampoline trusts.
+void mmlab_guardupvalues(lua_State *L);
 #define MMLAB_FIRST_UPVALUE 3
 
 // The value a waiting binding's thread yields: a coroutine wrapper that
@@ -122,6 +125,8 @@ typedef struct mmlab_State {
     int64_t live_handles;       // handles still holding their object (kernel.reboot waits for none)
     volatile int interrupted;   // SIGINT arrived: raise "interrupted!" at the next hook
     uint64_t site_epoch;        // collections seen (sites.c)
+    struct mmlab_SiteSlot *site_cache;  // call site -> site id, valid for `site_cache_epoch`
+    uint64_t site_cache_epoch;
     int hook_interval;          // VM instructions between the engine's count hooks
                                 // (--quantum; MMLAB_HOOK_INTERVAL by default)
 } mmlab_State;
@@ -190,6 +195,17 @@ int mmlab_canwait(lua_State *L);
 // have freed one.
 const void *mmlab_callsite(lua_State *L, int *level);
 int mmlab_checkcallsite(lua_State *L);
+
+// The site id the engine named the calling Lua frame's call site with,
+// cached by its address since the last collection that may have freed a
+// function; 0 when not cached, with `*pc` (NULL: no such frame, or the
+// layout is unknown) and `*level` for the engine to name it and
+// mmlab_cachesite. The cache is the state's own (mmlab_opensitecache,
+// mmlab_closesitecache): site ids are the engine's, per state.
+uint32_t mmlab_cachedsite(lua_State *L, const void **pc, int *level);
+void mmlab_cachesite(mmlab_State *s, const void *pc, uint32_t site);
+int mmlab_opensitecache(mmlab_State *s);
+void mmlab_closesitecache(mmlab_State *s);
 
 // Whether the running __index was reached from a method call `v:name()`
 // rather than a field read `v.name` (1 when unknown); the opcode read is

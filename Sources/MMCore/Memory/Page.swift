@@ -131,14 +131,19 @@ public final class Page: NativeObject, PageAccess {
 
     /// Allocates `1 << order` contiguous pages (`alloc_pages`).
     public static func allocPages(_ machine: Machine, _ gfp: Gfp, order: Int, site: Site = .unknown) throws(KernelError) -> Page {
-        if gfp.allowsBlocking { try machine.scheduler.mightSleep("alloc_pages(GFP_KERNEL)") }
-        let pfn = try machine.pageAllocator.allocPages(gfp, order: order, site: site)
+        // The caller holds the machine, which holds its scheduler and allocator.
+        if gfp.allowsBlocking {
+            try withUnretained(machine.unretained.scheduler) { (scheduler) throws(KernelError) in try scheduler.mightSleep("alloc_pages(GFP_KERNEL)") }
+        }
+        let pfn = try withUnretained(machine.unretained.pageAllocator) { (allocator) throws(KernelError) in
+            try allocator.allocPages(gfp, order: order, site: site)
+        }
         guard let base = machine.memory.address(of: pfn) else {
             throw KernelError.bug("the allocator returned pfn \(pfn), which has no memory behind it")
         }
         // INVARIANT: the allocator just gave us the block and its one reference.
         let page = Page(machine: machine, pfn: pfn, order: order, base: base, site: site)
-        machine.accounting.track(page)
+        withUnretained(machine.unretained.accounting) { $0.track(page) }
         return page
     }
 
@@ -147,13 +152,12 @@ public final class Page: NativeObject, PageAccess {
     public func free(site: Site = .unknown) throws(KernelError) {
         if let freedAt { throw .bug("double free: \(self) freed at \(machine.sites.name(freedAt))") }
         if isGivenAway { throw .bug("free of \(self), which was given away with into_phys") }
-        // Locals, not `machine.x.f()`: in a typed-throws function, Swift 6.3
-        // retains a class reference loaded for a call, and atomic retains
-        // are a large part of a page's cost.
-        let allocator = machine.pageAllocator, accounting = machine.accounting
-        try allocator.freePages(pfn, order: order, site: site)
+        // `self` holds the machine, which holds its allocator and accounting.
+        try withUnretained(machine.unretained.pageAllocator) { (allocator) throws(KernelError) in
+            try allocator.freePages(pfn, order: order, site: site)
+        }
         freedAt = site
-        accounting.untrack(self)
+        withUnretained(machine.unretained.accounting) { $0.untrack(self) }
     }
 
     public var isFreed: Bool { freedAt != nil }

@@ -23,56 +23,48 @@ final class PcpLists {
 
     let cpus: Int
     private let n: Int
-    /// List `l`'s ring is `rings[l]` of `capacity[l]` slots; its oldest
-    /// entry is at `bottom[l]`, and it holds `counts[l]` entries.
-    private let rings: UnsafeMutablePointer<UnsafeMutablePointer<UInt32>?>
-    private let capacity: UnsafeMutablePointer<Int>
-    private let bottom: UnsafeMutablePointer<Int>
-    private let counts: UnsafeMutablePointer<Int>
-    /// Per CPU: pages on its lists (`pcp->count`), `high`, `free_count`,
+    /// One list: its ring of `capacity` slots, its oldest entry at
+    /// `bottom`, `count` entries.
+    private struct List {
+        var ring: UnsafeMutablePointer<UInt32>?
+        var capacity = 0
+        var bottom = 0
+        var count = 0
+
+        @inline(__always)
+        func slot(_ i: Int) -> Int {
+            let j = bottom + i
+            return j >= capacity ? j - capacity : j
+        }
+    }
+    /// One CPU's: pages on its lists (`pcp->count`), `high`, `free_count`,
     /// `alloc_factor`, and whether its last free was of order 1 to 3
     /// (`PCPF_PREV_FREE_HIGH_ORDER`).
-    private let pages: UnsafeMutablePointer<Int>
-    private let highs: UnsafeMutablePointer<Int>
-    private let freeCounts: UnsafeMutablePointer<Int>
-    private let allocFactors: UnsafeMutablePointer<Int>
-    private let prevFreeHighOrder: UnsafeMutablePointer<Bool>
+    private struct Cpu {
+        var pages = 0
+        var high = 0
+        var freeCount = 0
+        var allocFactor = 0
+        var prevFreeHighOrder = false
+    }
+    /// CPU `c`'s list `i` is `lists[c * PcpLists.lists + i]`.
+    private let lists: UnsafeMutablePointer<List>
+    private let perCpu: UnsafeMutablePointer<Cpu>
 
     init(cpus: Int) {
         self.cpus = max(cpus, 1)
         n = self.cpus * PcpLists.lists
-        rings = .allocate(capacity: n)
-        rings.initialize(repeating: nil, count: n)
-        capacity = .allocate(capacity: n)
-        capacity.initialize(repeating: 0, count: n)
-        bottom = .allocate(capacity: n)
-        bottom.initialize(repeating: 0, count: n)
-        counts = .allocate(capacity: n)
-        counts.initialize(repeating: 0, count: n)
-        pages = .allocate(capacity: self.cpus)
-        pages.initialize(repeating: 0, count: self.cpus)
-        highs = .allocate(capacity: self.cpus)
-        highs.initialize(repeating: 0, count: self.cpus)
-        freeCounts = .allocate(capacity: self.cpus)
-        freeCounts.initialize(repeating: 0, count: self.cpus)
-        allocFactors = .allocate(capacity: self.cpus)
-        allocFactors.initialize(repeating: 0, count: self.cpus)
-        prevFreeHighOrder = .allocate(capacity: self.cpus)
-        prevFreeHighOrder.initialize(repeating: false, count: self.cpus)
+        lists = .allocate(capacity: n)
+        lists.initialize(repeating: List(), count: n)
+        perCpu = .allocate(capacity: self.cpus)
+        perCpu.initialize(repeating: Cpu(), count: self.cpus)
     }
 
     deinit {
         // SAFETY: `init` and `grow` allocated these; nothing else holds them.
-        for l in 0..<n { rings[l]?.deallocate() }
-        rings.deallocate()
-        capacity.deallocate()
-        bottom.deallocate()
-        counts.deallocate()
-        pages.deallocate()
-        highs.deallocate()
-        freeCounts.deallocate()
-        allocFactors.deallocate()
-        prevFreeHighOrder.deallocate()
+        for l in 0..<n { lists[l].ring?.deallocate() }
+        lists.deallocate()
+        perCpu.deallocate()
     }
 
     /// `pcp_allowed_order`.
@@ -86,89 +78,90 @@ final class PcpLists {
     }
 
     /// `pindex_to_order`.
+    @inline(__always)
     static func order(ofList index: Int) -> Int { index < 3 * (PAGE_ALLOC_COSTLY_ORDER + 1) ? index / 3 : PAGEBLOCK_ORDER }
 
     /// A valid CPU (an out-of-range one uses the first).
     @inline(__always)
-    func valid(_ cpu: Int) -> Int { cpu >= 0 && cpu < cpus ? cpu : 0 }
+    func valid(_ cpu: Int) -> Int { UInt(bitPattern: cpu) < UInt(cpus) ? cpu : 0 }
 
+    /// `cpu`'s state, for a CPU `valid` returned.
     @inline(__always)
-    private func slot(_ l: Int, _ i: Int) -> Int {
-        // SAFETY: `l` is below `n`, so its bottom and capacity are initialized.
-        let j = bottom[l] + i
-        return j >= capacity[l] ? j - capacity[l] : j
+    private func state(_ cpu: Int) -> UnsafeMutablePointer<Cpu> {
+        // SAFETY: `cpu` is below `cpus`, the count `perCpu` holds.
+        perCpu + cpu
+    }
+
+    /// `cpu`'s list `index`, for a CPU `valid` returned and an index below `lists`.
+    @inline(__always)
+    private func list(_ cpu: Int, _ index: Int) -> UnsafeMutablePointer<List> {
+        // SAFETY: `cpu * lists + index` is below `n`, the count `lists` holds.
+        lists + (cpu * PcpLists.lists + index)
     }
 
     /// Pages on `cpu`'s lists (`pcp->count`).
-    func count(_ cpu: Int) -> Int {
-        // SAFETY: `valid` keeps the index inside `pages`.
-        pages[valid(cpu)]
-    }
+    func count(_ cpu: Int) -> Int { state(valid(cpu)).pointee.pages }
 
     /// Entries on `cpu`'s list `index`.
-    func entries(_ cpu: Int, _ index: Int) -> Int {
-        // SAFETY: a valid CPU's list is below `n`.
-        counts[valid(cpu) * PcpLists.lists + index]
-    }
+    @inline(__always)
+    func entries(_ cpu: Int, _ index: Int) -> Int { list(valid(cpu), index).pointee.count }
 
     var total: Int { (0..<cpus).reduce(0) { $0 + count($1) } }
 
-    /// Doubles list `l`'s ring, its entries in order from the bottom.
-    private func grow(_ l: Int) {
-        // SAFETY: `l` is below `n`; the new ring holds every entry of the old one.
-        let old = rings[l], oldCapacity = capacity[l]
-        let new = UnsafeMutablePointer<UInt32>.allocate(capacity: max(16, oldCapacity * 2))
-        if let old {
-            for i in 0..<counts[l] { new[i] = old[slot(l, i)] }
-            old.deallocate()
+    /// Doubles a list's ring, its entries in order from the bottom.
+    private func grow(_ list: UnsafeMutablePointer<List>) {
+        let old = list.pointee, capacity = max(16, old.capacity * 2)
+        let new = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        if let ring = old.ring {
+            // SAFETY: the new ring holds every entry of the old one; `slot` of an index below count is inside the old.
+            for i in 0..<old.count { new[i] = ring[old.slot(i)] }
+            ring.deallocate()
         }
-        rings[l] = new
-        capacity[l] = max(16, oldCapacity * 2)
-        bottom[l] = 0
+        list.pointee = List(ring: new, capacity: capacity, bottom: 0, count: old.count)
     }
 
     /// `list_add`: a block of `order` onto the top of its list.
     @inline(__always)
     func push(_ cpu: Int, _ index: Int, _ pfn: UInt32, order: Int) {
-        let cpu = valid(cpu), l = cpu * PcpLists.lists + index
-        // SAFETY: `l` is below `n`; after `grow` the ring has room for one more.
-        if counts[l] == capacity[l] { grow(l) }
-        rings[l]?[slot(l, counts[l])] = pfn
-        counts[l] += 1
-        pages[cpu] += 1 << order
+        let cpu = valid(cpu), list = self.list(cpu, index)
+        if list.pointee.count == list.pointee.capacity { grow(list) }
+        // SAFETY: after `grow` the ring has room for one more.
+        list.pointee.ring?[list.pointee.slot(list.pointee.count)] = pfn
+        list.pointee.count += 1
+        state(cpu).pointee.pages += 1 << order
     }
 
     /// `list_add_tail`: a block onto the bottom (a refill keeps its order).
     func pushCold(_ cpu: Int, _ index: Int, _ pfn: UInt32, order: Int) {
-        let cpu = valid(cpu), l = cpu * PcpLists.lists + index
-        // SAFETY: `l` is below `n`; after `grow` the ring has room for one more.
-        if counts[l] == capacity[l] { grow(l) }
-        bottom[l] = bottom[l] == 0 ? capacity[l] - 1 : bottom[l] - 1
-        rings[l]?[bottom[l]] = pfn
-        counts[l] += 1
-        pages[cpu] += 1 << order
+        let cpu = valid(cpu), list = self.list(cpu, index)
+        if list.pointee.count == list.pointee.capacity { grow(list) }
+        list.pointee.bottom = list.pointee.bottom == 0 ? list.pointee.capacity - 1 : list.pointee.bottom - 1
+        // SAFETY: after `grow` the ring has room for one more, and `bottom` is below its capacity.
+        list.pointee.ring?[list.pointee.bottom] = pfn
+        list.pointee.count += 1
+        state(cpu).pointee.pages += 1 << order
     }
 
-    /// The hottest block of a list.
+    /// The hottest block of list `index`, of blocks of `order`.
     @inline(__always)
-    func pop(_ cpu: Int, _ index: Int) -> UInt32? {
-        let cpu = valid(cpu), l = cpu * PcpLists.lists + index
-        // SAFETY: `l` is below `n`; `slot` of an index below count is inside its ring.
-        guard counts[l] > 0, let ring = rings[l] else { return nil }
-        counts[l] -= 1
-        pages[cpu] -= 1 << PcpLists.order(ofList: index)
-        return ring[slot(l, counts[l])]
+    func pop(_ cpu: Int, _ index: Int, order: Int) -> UInt32? {
+        let cpu = valid(cpu), list = self.list(cpu, index)
+        guard list.pointee.count > 0, let ring = list.pointee.ring else { return nil }
+        list.pointee.count -= 1
+        state(cpu).pointee.pages -= 1 << order
+        // SAFETY: `slot` of an index below count is inside the ring.
+        return ring[list.pointee.slot(list.pointee.count)]
     }
 
     /// The coldest block of a list (`list_last_entry`).
     func popCold(_ cpu: Int, _ index: Int) -> UInt32? {
-        let cpu = valid(cpu), l = cpu * PcpLists.lists + index
-        // SAFETY: `l` is below `n`; the bottom slot of a list with entries is inside its ring.
-        guard counts[l] > 0, let ring = rings[l] else { return nil }
-        let pfn = ring[bottom[l]]
-        bottom[l] = bottom[l] + 1 == capacity[l] ? 0 : bottom[l] + 1
-        counts[l] -= 1
-        pages[cpu] -= 1 << PcpLists.order(ofList: index)
+        let cpu = valid(cpu), list = self.list(cpu, index)
+        guard list.pointee.count > 0, let ring = list.pointee.ring else { return nil }
+        // SAFETY: the bottom slot of a list with entries is inside its ring.
+        let pfn = ring[list.pointee.bottom]
+        list.pointee.bottom = list.pointee.bottom + 1 == list.pointee.capacity ? 0 : list.pointee.bottom + 1
+        list.pointee.count -= 1
+        state(cpu).pointee.pages -= 1 << PcpLists.order(ofList: index)
         return pfn
     }
 
@@ -176,20 +169,19 @@ final class PcpLists {
     func blocks(_ cpu: Int) -> [(pfn: UInt32, order: Int)] {
         let cpu = valid(cpu)
         return (0..<PcpLists.lists).flatMap { index -> [(pfn: UInt32, order: Int)] in
-            let l = cpu * PcpLists.lists + index
-            // SAFETY: `l` is below `n`; `slot` of an index below count is inside its ring.
-            guard let ring = rings[l] else { return [] }
-            return (0..<counts[l]).map { (ring[slot(l, $0)], PcpLists.order(ofList: index)) }
+            let list = self.list(cpu, index).pointee
+            guard let ring = list.ring else { return [] }
+            // SAFETY: `slot` of an index below count is inside the ring.
+            return (0..<list.count).map { (ring[list.slot($0)], PcpLists.order(ofList: index)) }
         }
     }
 
     /// `cpu`'s `high`, clamped into the zone's bounds as `nr_pcp_high` and
     /// `nr_pcp_alloc` do first.
     func high(_ cpu: Int, _ zone: Zone) -> Int {
-        let cpu = valid(cpu)
-        // SAFETY: a valid CPU's index.
-        highs[cpu] = min(max(highs[cpu], zone.highMin), zone.highMax)
-        return highs[cpu]
+        let pcp = state(valid(cpu))
+        pcp.pointee.high = min(max(pcp.pointee.high, zone.highMin), zone.highMax)
+        return pcp.pointee.high
     }
 
     // MARK: The kernel's sizing (mm/page_alloc.c)
@@ -199,18 +191,17 @@ final class PcpLists {
     /// `high` raises, up to `batch << CONFIG_PCP_BATCH_SCALE_MAX`; and
     /// `high` grows by the batch while the zone is not below its high watermark.
     func allocCount(_ cpu: Int, _ zone: Zone, order: Int) -> Int {
-        let cpu = valid(cpu), base = zone.batch
+        let base = zone.batch, pcp = state(valid(cpu))
         var high = self.high(cpu, zone)
-        // SAFETY: a valid CPU's index.
         guard high >= base else { return 1 }
-        var batch = order > 0 ? base : base << allocFactors[cpu]
+        var batch = order > 0 ? base : base << pcp.pointee.allocFactor
         if zone.highMin != zone.highMax, !zone.belowHigh {
             high = min(high + batch, zone.highMax)
-            highs[cpu] = high
+            pcp.pointee.high = high
         }
         if order == 0 {
-            let maxAlloc = max(high - pages[cpu] - base, base)
-            if batch <= maxAlloc, allocFactors[cpu] < PcpLists.batchScaleMax { allocFactors[cpu] += 1 }
+            let maxAlloc = max(high - pcp.pointee.pages - base, base)
+            if batch <= maxAlloc, pcp.pointee.allocFactor < PcpLists.batchScaleMax { pcp.pointee.allocFactor += 1 }
             batch = min(batch, maxAlloc)
         }
         if batch > 1 { batch = max(batch >> order, 2) }
@@ -220,64 +211,63 @@ final class PcpLists {
     /// `rmqueue_pcplist`'s bookkeeping: an allocation halves `free_count`.
     @inline(__always)
     func allocated(_ cpu: Int) {
-        // SAFETY: a valid CPU's index.
-        freeCounts[valid(cpu)] >>= 1
+        state(valid(cpu)).pointee.freeCount >>= 1
     }
 
     /// `free_unref_page_commit` after the block went on its list: how many
     /// pages go back to the buddy allocator now (0: none).
+    @inline(__always)
     func freeCount(_ cpu: Int, _ zone: Zone, order: Int) -> Int {
-        let cpu = valid(cpu), batch = zone.batch
-        // SAFETY: a valid CPU's index.
-        allocFactors[cpu] >>= 1
+        let batch = zone.batch, pcp = state(valid(cpu))
+        pcp.pointee.allocFactor >>= 1
         var freeHigh = false
         if order > 0 && order <= PAGE_ALLOC_COSTLY_ORDER {
             // PCPF_FREE_HIGH_BATCH is set only for a zone that is its node's last (not here).
-            freeHigh = freeCounts[cpu] >= batch && prevFreeHighOrder[cpu]
-            prevFreeHighOrder[cpu] = true
+            freeHigh = pcp.pointee.freeCount >= batch && pcp.pointee.prevFreeHighOrder
+            pcp.pointee.prevFreeHighOrder = true
         } else {
-            prevFreeHighOrder[cpu] = false
+            pcp.pointee.prevFreeHighOrder = false
         }
-        if freeCounts[cpu] < batch << PcpLists.batchScaleMax { freeCounts[cpu] += 1 << order }
-        let high = nrPcpHigh(cpu, zone, freeHigh: freeHigh)
-        guard pages[cpu] >= high else { return 0 }
-        return nrPcpFree(cpu, zone, high: high, freeHigh: freeHigh)
+        if pcp.pointee.freeCount < batch << PcpLists.batchScaleMax { pcp.pointee.freeCount += 1 << order }
+        let high = nrPcpHigh(pcp, zone, freeHigh: freeHigh)
+        guard pcp.pointee.pages >= high else { return 0 }
+        return nrPcpFree(pcp, zone, high: high, freeHigh: freeHigh)
     }
 
     /// `nr_pcp_high`: the `high` this free is measured against, adjusting
     /// `pcp->high` on the way.
-    private func nrPcpHigh(_ cpu: Int, _ zone: Zone, freeHigh: Bool) -> Int {
+    @inline(__always)
+    private func nrPcpHigh(_ pcp: UnsafeMutablePointer<Cpu>, _ zone: Zone, freeHigh: Bool) -> Int {
         let batch = zone.batch
-        var high = self.high(cpu, zone)
-        // SAFETY: `cpu` is valid (the caller's).
+        pcp.pointee.high = min(max(pcp.pointee.high, zone.highMin), zone.highMax)
+        var high = pcp.pointee.high
         guard high > 0 else { return 0 }
         if freeHigh {
-            highs[cpu] = max(high - (batch << PcpLists.batchScaleMax), zone.highMin)
+            pcp.pointee.high = max(high - (batch << PcpLists.batchScaleMax), zone.highMin)
             return 0
         }
         if zone.reclaimActive {
-            highs[cpu] = max(high - max(freeCounts[cpu], batch), zone.highMin)
-            return min(batch << 2, highs[cpu])
+            pcp.pointee.high = max(high - max(pcp.pointee.freeCount, batch), zone.highMin)
+            return min(batch << 2, pcp.pointee.high)
         }
         if zone.highMin == zone.highMax { return high }
         if zone.belowHigh {
-            highs[cpu] = max(high - max(freeCounts[cpu], batch), zone.highMin)
-            high = max(pages[cpu], zone.highMin)
-        } else if pages[cpu] >= high {
-            let need = freeCounts[cpu] + batch
-            if highs[cpu] < need { highs[cpu] = min(max(need, zone.highMin), zone.highMax) }
+            pcp.pointee.high = max(high - max(pcp.pointee.freeCount, batch), zone.highMin)
+            high = max(pcp.pointee.pages, zone.highMin)
+        } else if pcp.pointee.pages >= high {
+            let need = pcp.pointee.freeCount + batch
+            if pcp.pointee.high < need { pcp.pointee.high = min(max(need, zone.highMin), zone.highMax) }
         }
         return high
     }
 
     /// `nr_pcp_free`: all a batch-scaled run of high-order frees, else
     /// `free_count` clamped to leave a batch (`batch` ... `high - batch`).
-    private func nrPcpFree(_ cpu: Int, _ zone: Zone, high: Int, freeHigh: Bool) -> Int {
+    private func nrPcpFree(_ pcp: UnsafeMutablePointer<Cpu>, _ zone: Zone, high: Int, freeHigh: Bool) -> Int {
         let batch = zone.batch
-        // SAFETY: `cpu` is valid (the caller's).
-        if freeHigh { return min(pages[cpu], batch << PcpLists.batchScaleMax) }
+        if freeHigh { return min(pcp.pointee.pages, batch << PcpLists.batchScaleMax) }
         if high < batch { return 1 }
-        return min(max(freeCounts[cpu], batch), max(high - batch, batch))
+        return min(max(pcp.pointee.freeCount, batch), max(high - batch, batch))
     }
 }
 
@@ -285,26 +275,32 @@ extension PageAllocator {
     /// `rmqueue_pcplist`: the head of this CPU's list of `order` and
     /// `type`, refilled when empty by `rmqueue_bulk` (the blocks in the
     /// order taken, the first taken handed out first).
+    @inline(__always)
     func allocatePcp(_ zone: Zone, order: Int = 0, _ type: MigrateType) throws(KernelError) -> UInt64? {
         let cpu = currentCpu, index = PcpLists.index(order: order, type: type.rawValue)
         let pcp = zone.pcp
         pcp.allocated(cpu)
-        if pcp.entries(cpu, index) == 0 {
-            for _ in 0..<pcp.allocCount(cpu, zone, order: order) {
-                guard let pfn = try rmqueue(zone, order: order, type: type) else { break }
-                if let page = memory.existingPage(Pfn(pfn)) {
-                    page.pointee.flags = StructPage.Flag.pcp
-                    page.pointee.order = UInt8(order)
-                }
-                pcp.pushCold(cpu, index, UInt32(pfn), order: order)
+        if pcp.entries(cpu, index) == 0 { try refillPcp(zone, cpu: cpu, index: index, order: order, type) }
+        return pcp.pop(cpu, index, order: order).map { UInt64($0) }
+    }
+
+    /// `rmqueue_bulk`: `nr_pcp_alloc` blocks onto an empty list.
+    private func refillPcp(_ zone: Zone, cpu: Int, index: Int, order: Int, _ type: MigrateType) throws(KernelError) {
+        let pcp = zone.pcp
+        for _ in 0..<pcp.allocCount(cpu, zone, order: order) {
+            guard let pfn = try rmqueue(zone, order: order, type: type) else { break }
+            if let page = memory.existingPage(Pfn(pfn)) {
+                page.pointee.flags = StructPage.Flag.pcp
+                page.pointee.order = UInt8(order)
             }
+            pcp.pushCold(cpu, index, UInt32(pfn), order: order)
         }
-        return pcp.pop(cpu, index).map { UInt64($0) }
     }
 
     /// `free_unref_page`: onto this CPU's list of the block's pageblock
     /// type; past `high`, `nr_pcp_free` pages go back, coldest first, list
     /// after list from this one (`free_pcppages_bulk`).
+    @inline(__always)
     func freePcp(_ pfn: UInt64, _ page: UnsafeMutablePointer<StructPage>, order: Int, zone: Zone) {
         page.pointee.flags = StructPage.Flag.pcp
         page.pointee.order = UInt8(order)

@@ -498,10 +498,9 @@ public final class Scheduler {
     /// `might_sleep`: sleeping with preemption disabled (a spinlock, a
     /// CpuGuard) is a bug.
     public func mightSleep(_ what: String) throws(KernelError) {
+        guard current.preemptCount != 0 else { return }
         let task = current
-        guard task.preemptCount == 0 else {
-            throw .bug("sleeping function called from invalid context: \(what) in task '\(task.name)' with preempt_count \(task.preemptCount)\(heldDescription(task))")
-        }
+        throw .bug("sleeping function called from invalid context: \(what) in task '\(task.name)' with preempt_count \(task.preemptCount)\(heldDescription(task))")
     }
 
     /// `smp_processor_id()`: a bug in preemptible code of an unbound task

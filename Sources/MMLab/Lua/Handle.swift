@@ -282,9 +282,13 @@ extension Lua {
         runtime.borrowers[lender, default: []].append(h)
     }
 
-    /// Ends the borrow the handle at `idx` holds on its lender, if any.
-    private func endBorrow(_ idx: Int32) {
-        guard let h = mmlab_tohandle(L, idx), h.pointee.flags & (HandleFlag.borrowing | HandleFlag.viewing) != 0 else { return }
+    /// Ends the borrow the handle `h` at `idx` holds on its lender, if any.
+    @inline(__always)
+    private func endBorrow(_ idx: Int32, _ h: HandlePointer) {
+        if h.pointee.flags & (HandleFlag.borrowing | HandleFlag.viewing) != 0 { endLoan(idx, h) }
+    }
+
+    private func endLoan(_ idx: Int32, _ h: HandlePointer) {
         let viewing = h.pointee.flags & HandleFlag.viewing != 0
         h.pointee.flags &= ~(HandleFlag.borrowing | HandleFlag.viewing)
         if lua_getiuservalue(L, idx, 1) != LUA_TNONE, let lender = mmlab_tohandle(L, -1) {
@@ -341,7 +345,7 @@ extension Lua {
                     // The collector frees the userdata whatever __gc raises:
                     // the handle ends here, so that __gc lets go of its object.
                     h.pointee.state = HandleState.dropped.rawValue
-                    endBorrow(idx)
+                    endBorrow(idx, h)
                     throw error
                 }
             }
@@ -349,7 +353,7 @@ extension Lua {
         h.pointee.state = HandleState.dropped.rawValue
         h.pointee.site = site.id
         if reason != .gc { bury(h) }
-        endBorrow(idx)
+        endBorrow(idx, h)
         withRuntime { $0.stats.count(reason) }
     }
 
@@ -404,7 +408,7 @@ extension Lua {
         } else {
             h.pointee.site = site().id
         }
-        endBorrow(absIndex(idx))
+        endBorrow(absIndex(idx), h)
     }
 }
 

@@ -41,9 +41,16 @@ struct Lua {
         return try result.unsafelyUnwrapped.get()
     }
 
-    /// Where the running script is, as a `Site` (`exp.lua:12`).
+    /// Where the running script is, as a `Site` (`exp.lua:12`): every
+    /// handle records where it was created and dropped, so a call site
+    /// already named is looked up in C (sites.c), without the runtime.
     @inline(__always)
-    func site() -> Site { withRuntime { $0.currentSite(self) } }
+    func site() -> Site {
+        var pc: UnsafeRawPointer?, level: Int32 = 0
+        let id = mmlab_cachedsite(L, &pc, &level)
+        if id != 0 { return Site(id: id) }
+        return withRuntime { $0.nameSite(self, pc: pc, level: level) }
+    }
 
     var top: Int32 { lua_gettop(L) }
     func pop(_ n: Int32 = 1) { lua_settop(L, -n - 1) }

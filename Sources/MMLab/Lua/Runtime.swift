@@ -104,8 +104,6 @@ final class Runtime {
     /// Who makes the scheduler's choices (a controlled run), set before the machine boots.
     var controller: ScheduleController?
 
-    private let siteCache = SiteCache()
-
     init(configuration: Engine.Configuration) throws(EngineError) {
         guard let L = luaL_newstate() else { throw EngineError(message: "cannot create a Lua state: out of memory") }
         self.L = L
@@ -147,11 +145,13 @@ final class Runtime {
         // Raises only when the host is out of memory, which ends us anyway.
         luaL_openlibs(L)
         mmlab_openhooks(L)
+        mmlab_guardupvalues(L)
         mmlab_opencoroutines(L)
         mmlab_opennext(L)
         mmlab_openos(L)
         mmlab_watchcollections(L)
         _ = mmlab_checkcallsite(L)
+        _ = mmlab_opensitecache(state)
         _ = mmlab_checkmethodcalls(L)
         mmlab_gcgenerational(L)  // as lua.c runs its scripts
         mmlab_synchook(L, L)
@@ -165,6 +165,7 @@ final class Runtime {
     deinit {
         link.clear()
         close()
+        mmlab_closesitecache(state)
         state.deallocate()
     }
 
@@ -329,19 +330,17 @@ final class Runtime {
         classes[Int(cls.type.rawValue)] = Unmanaged.passUnretained(cls)
     }
 
-    /// The script position running now, interned: where a handle was
-    /// created or dropped. Cached by call site: this runs on every
-    /// allocation.
-    func currentSite(_ lua: Lua) -> Site {
-        var level: Int32 = 0
-        guard let pc = mmlab_callsite(lua.L, &level) else { return lua.slowSite() }
-        if let site = siteCache.lookup(pc, epoch: state.pointee.site_epoch) { return site }
+    /// Names the call site `pc` at stack `level` that `Lua.site` found
+    /// uncached (no `pc`: the first Lua frame's line, the slow way), and
+    /// caches it.
+    func nameSite(_ lua: Lua, pc: UnsafeRawPointer?, level: Int32) -> Site {
+        guard let pc else { return lua.slowSite() }
         var ar = lua_Debug()
         guard lua_getstack(lua.L, level, &ar) != 0, lua_getinfo(lua.L, "Sl", &ar) != 0, ar.currentline > 0 else {
             return .unknown
         }
         let site = sites.intern("\(Lua.shortSource(&ar)):\(ar.currentline)")
-        siteCache.insert(pc, site: site)
+        mmlab_cachesite(state, pc, site.id)
         return site
     }
 

@@ -29,12 +29,12 @@ struct MigratetypeTests {
         let machine = try machine()
         let allocator = machine.pageAllocator
         let zone = allocator.zones[0]
-        #expect(allocator.pageblockCounts(zone) == [0, 8, 0])
+        #expect(allocator.pageblockCounts(zone) == [0, 8, 0, 0])
         let page = try Page.allocPage(machine, .kernel)
         #expect(page.pfn.rawValue == 0x400, "claimed from MAX_ORDER down: the first pristine block")
         #expect(allocator.blockType(0x400) == .unmovable && allocator.blockType(0x600) == .unmovable)
         #expect((0...9).map { zone.nrFree($0, .unmovable) } == [Int](repeating: 1, count: 10), "its halves, Unmovable")
-        #expect(allocator.pageblockCounts(zone) == [2, 6, 0])
+        #expect(allocator.pageblockCounts(zone) == [2, 6, 0, 0])
         let movable = try Page.allocPage(machine, .highuserMovable)
         #expect(movable.pfn.rawValue == 0x100, "Movable takes its own smallest block")
         try page.free()
@@ -49,9 +49,10 @@ struct MigratetypeTests {
             Node    0, zone   Normal, type    Unmovable      0      0      0      0      0      0      0      0      0      0      1 
             Node    0, zone   Normal, type      Movable      0      0      0      0      0      0      0      0      2      1      2 
             Node    0, zone   Normal, type  Reclaimable      0      0      0      0      0      0      0      0      0      0      0 
+            Node    0, zone   Normal, type   HighAtomic      0      0      0      0      0      0      0      0      0      0      0 
 
-            Number of blocks type     Unmovable      Movable  Reclaimable 
-            Node 0, zone   Normal            2            6            0 
+            Number of blocks type     Unmovable      Movable  Reclaimable   HighAtomic 
+            Node 0, zone   Normal            2            6            0            0 
 
             """, "freed, the block merges back whole, still Unmovable")
     }

@@ -156,6 +156,6 @@ test("anonymous memory comes from Movable pageblocks, page tables and GFP_KERNEL
   expect_eq(z.pageblocks.Unmovable, 2, "the first Unmovable allocation claimed a max-order block: two pageblocks")
   expect_eq(kernel.mem.pageblock_type(0x400), "Unmovable")
   expect_eq(z.free_area[9].Unmovable, 1)
-  assert(kernel.mem.pagetypeinfo():find("\nNode 0, zone   Normal            2            6            0 \n$"), kernel.mem.pagetypeinfo())
+  assert(kernel.mem.pagetypeinfo():find("\nNode 0, zone   Normal            2            6            0            0 \n$"), kernel.mem.pagetypeinfo())
   expect_error("EINVAL", kernel.mem.pageblock_type, 0x5000)
 end)

@@ -79,3 +79,20 @@ test("a lowmem_reserve_ratio below 1 keeps nothing back", function()
   kernel.boot{memory = "4G", highmem = "1G", lowmem_reserve_ratio = {0}}
   expect_eq(kernel.mem.zones()[1].lowmem_reserve[2], 0)
 end)
+
+test("a high-order GFP_ATOMIC allocation under pressure reserves its pageblock: HighAtomic in zones(), pagetypeinfo and pageblock_type", function()
+  -- min_free_kbytes 240000: low (75000) above what is free, so the slow
+  -- path runs, where GFP_ATOMIC above order 0 has ALLOC_HIGHATOMIC.
+  kernel.boot{memory = "256M", cpus = 1, min_free_kbytes = 240000}
+  local page <close> = kernel.page.Page.alloc_pages(kernel.gfp.GFP_ATOMIC, 2)
+  expect_eq(kernel.mem.pageblock_type(page:pfn()), "HighAtomic")
+  local z = kernel.mem.zones()[1]
+  expect_eq(z.pageblocks.HighAtomic, 1)
+  local free = 0
+  for order = 0, 10 do free = free + z.free_area[order].HighAtomic * (1 << order) end
+  assert(free > 0, "the pageblock's free blocks are on the reserve's lists")
+  assert(kernel.mem.pagetypeinfo():find("\nNumber of blocks type     Unmovable      Movable  Reclaimable   HighAtomic \n", 1, true),
+    kernel.mem.pagetypeinfo())
+  local small <close> = kernel.page.Page.alloc_page(kernel.gfp.GFP_ATOMIC)
+  assert(kernel.mem.pageblock_type(small:pfn()) ~= "HighAtomic", "order 0 does not take the reserve while it has other pages")
+end)

@@ -11,14 +11,14 @@ public struct FrameMap: Sendable {
         public var absent = 0
         /// The largest order of an allocation in the cell (-1: none).
         public var maxOrder = -1
-        /// RAM frames in Unmovable, Movable and Reclaimable pageblocks.
-        public var unmovable = 0, movable = 0, reclaimable = 0
+        /// RAM frames in Unmovable, Movable, Reclaimable and HighAtomic pageblocks.
+        public var unmovable = 0, movable = 0, reclaimable = 0, highatomic = 0
 
         /// The migratetype of most of its pageblocks' frames, if it has RAM.
         public var pageblockType: MigrateType? {
-            let most = max(unmovable, movable, reclaimable)
+            let most = max(unmovable, movable, reclaimable, highatomic)
             guard most > 0 else { return nil }
-            return most == unmovable ? .unmovable : most == movable ? .movable : .reclaimable
+            return most == unmovable ? .unmovable : most == movable ? .movable : most == reclaimable ? .reclaimable : .highatomic
         }
     }
 
@@ -77,6 +77,7 @@ extension PageAllocator {
                     case .unmovable: add(block, next - block) { $0.unmovable += $1 }
                     case .movable: add(block, next - block) { $0.movable += $1 }
                     case .reclaimable: add(block, next - block) { $0.reclaimable += $1 }
+                    case .highatomic: add(block, next - block) { $0.highatomic += $1 }
                     }
                     block = next
                 }

@@ -7,11 +7,18 @@
 /// `try_to_steal_block`), and otherwise steals a block and leaves its
 /// pageblock's type alone (`__rmqueue_steal`).
 ///
-/// mmlab has Unmovable, Movable and Reclaimable (`MIGRATE_PCPTYPES`): no
-/// high-atomic reserve, no CMA, no isolation, and no watermark boosting
-/// when a pageblock changes type.
+/// mmlab has Unmovable, Movable and Reclaimable (`MIGRATE_PCPTYPES`) and
+/// the high-atomic reserve: pageblocks a high-order atomic allocation took
+/// for the next ones (`reserve_highatomic_pageblock`), given back when an
+/// allocation is about to fail (`unreserve_highatomic_pageblock`). No CMA,
+/// no isolation, and no watermark boosting when a pageblock changes type.
 public enum MigrateType: Int, CaseIterable, Sendable {
     case unmovable = 0, movable = 1, reclaimable = 2
+    /// `MIGRATE_HIGHATOMIC`.
+    case highatomic = 3
+
+    /// `MIGRATE_PCPTYPES`: the types with per-CPU lists and fallbacks.
+    static let pcpTypes = 3
 
     /// As /proc/pagetypeinfo names them (`migratetype_names`).
     public var name: String {
@@ -19,17 +26,28 @@ public enum MigrateType: Int, CaseIterable, Sendable {
         case .unmovable: "Unmovable"
         case .movable: "Movable"
         case .reclaimable: "Reclaimable"
+        case .highatomic: "HighAtomic"
         }
     }
 
     /// `fallbacks[]`: where an allocation of this type looks next, in order.
+    /// No allocation starts from the reserve, and none falls back to it.
     public var fallbacks: [MigrateType] {
         switch self {
         case .unmovable: [.reclaimable, .movable]
         case .movable: [.reclaimable, .unmovable]
         case .reclaimable: [.unmovable, .movable]
+        case .highatomic: []
         }
     }
+
+    /// `migratetype_is_mergeable`: a type whose pageblocks may be reserved.
+    var isMergeable: Bool { rawValue < MigrateType.pcpTypes }
+
+    /// The per-CPU list a freed block of this pageblock type goes on
+    /// (`free_unref_page`: the reserve's go on Movable's).
+    @inline(__always)
+    var pcpType: Int { rawValue < MigrateType.pcpTypes ? rawValue : MigrateType.movable.rawValue }
 
     /// `gfp_migratetype`: `__GFP_MOVABLE` is Movable, `__GFP_RECLAIMABLE`
     /// Reclaimable, neither Unmovable (both is a kernel WARN; Movable here).
@@ -166,6 +184,65 @@ extension PageAllocator {
         setBlockType(start, type)
     }
 
+    /// `move_freepages_block`: whether the pageblock holding `pfn` lies in
+    /// `zone` (`prep_move_freepages_block`; -1 in the kernel otherwise),
+    /// and if so its free blocks move to `type`'s lists and it becomes `type`.
+    func moveFreepagesBlock(_ zone: Zone, _ pfn: UInt64, to type: MigrateType) -> Bool {
+        let start = pfn & ~(PAGEBLOCK_PAGES - 1)
+        guard zone.contains(start), zone.contains(start + PAGEBLOCK_PAGES - 1) else { return false }
+        moveFreeBlocks(zone, start, to: type)
+        return true
+    }
+
+    /// `reserve_highatomic_pageblock`: after a high-order atomic allocation
+    /// at `pfn`, its pageblock becomes the reserve's, up to about 1% of the
+    /// zone rounded up to pageblocks (none when 1% is less than one), and
+    /// only from a type that can merge with others.
+    func reserveHighatomic(_ zone: Zone, _ pfn: UInt64, order: Int) {
+        guard zone.managedPages / 100 >= PAGEBLOCK_PAGES else { return }
+        let maxManaged = (zone.managedPages / 100 + PAGEBLOCK_PAGES - 1) & ~(PAGEBLOCK_PAGES - 1)  // ALIGN
+        guard zone.nrReservedHighatomic < maxManaged, blockType(pfn).isMergeable else { return }
+        if order < PAGEBLOCK_ORDER {
+            guard moveFreepagesBlock(zone, pfn, to: .highatomic) else { return }
+            zone.nrReservedHighatomic += PAGEBLOCK_PAGES
+        } else {
+            changePageblockRange(pfn, order: order, to: .highatomic)
+            zone.nrReservedHighatomic += UInt64(1) << UInt64(order)
+        }
+    }
+
+    /// `unreserve_highatomic_pageblock`: when an allocation of `gfp` is
+    /// about to fail, the first free block on a reserve's list, smallest
+    /// order first, takes its pageblock back to the allocation's type, in
+    /// the zones it may use; unless `force`, each zone keeps one pageblock.
+    /// Whether it gave one back.
+    func unreserveHighatomic(_ gfp: Gfp, force: Bool) throws(KernelError) -> Bool {
+        let type = MigrateType(gfp: gfp)
+        for zone in zones.prefix(highestZone(gfp) + 1).reversed() {
+            if !force && zone.nrReservedHighatomic <= PAGEBLOCK_PAGES { continue }
+            for order in 0...MAX_ORDER {
+                guard let pfn = try firstFree(zone, order: order, type: .highatomic) else { continue }
+                let old = blockType(pfn)
+                if old == .highatomic {
+                    // Never below zero, should the count and the lists disagree.
+                    let size = min(max(PAGEBLOCK_PAGES, UInt64(1) << UInt64(order)), zone.nrReservedHighatomic)
+                    zone.nrReservedHighatomic -= size
+                }
+                if order < PAGEBLOCK_ORDER {
+                    // Reserving the pageblock succeeded, so it lies in the zone.
+                    guard moveFreepagesBlock(zone, pfn, to: type) else {
+                        throw .bug("\(zone.name): the high-atomic pageblock of pfn 0x\(String(pfn, radix: 16)) crosses the zone's end")
+                    }
+                } else {
+                    moveFreeBlock(zone, pfn, order: order, from: old, to: type)
+                    changePageblockRange(pfn, order: order, to: type)
+                }
+                return true
+            }
+        }
+        return false
+    }
+
     /// `/proc/pagetypeinfo`: free blocks per order and migratetype, and
     /// pageblocks per migratetype, per zone.
     public var pagetypeinfo: String {
@@ -194,7 +271,7 @@ extension PageAllocator {
     /// Pageblocks of each type in `zone`, counted from its first frame in
     /// steps of a pageblock (`pagetypeinfo_showblockcount_print`).
     public func pageblockCounts(_ zone: Zone) -> [Int] {
-        var counts = [0, 0, 0]
+        var counts = [Int](repeating: 0, count: MigrateType.allCases.count)
         for span in zone.spans {
             var pfn = span.lowerBound
             while pfn < span.upperBound {

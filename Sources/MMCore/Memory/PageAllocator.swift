@@ -35,8 +35,14 @@ public final class Zone {
     @exclusivity(unchecked) var reclaimActive = false
 
     /// Free lists by order and migratetype (`free_area[order].free_list[mt]`,
-    /// at `order * 3 + mt`), linked through `struct page`.
-    @exclusivity(unchecked) var freeLists = [FreeList](repeating: FreeList(), count: (MAX_ORDER + 1) * 3)
+    /// at `Zone.list(order, mt)`), linked through `struct page`.
+    @exclusivity(unchecked) var freeLists = [FreeList](repeating: FreeList(), count: (MAX_ORDER + 1) * MigrateType.allCases.count)
+    /// `nr_reserved_highatomic`: pages of the pageblocks reserved for
+    /// high-order atomic allocations.
+    @exclusivity(unchecked) public internal(set) var nrReservedHighatomic: UInt64 = 0
+    /// `nr_free_highatomic`: free pages on the reserve's lists, which
+    /// allocations without a right to reserves do not count as free.
+    @exclusivity(unchecked) public internal(set) var nrFreeHighatomic: UInt64 = 0
     /// Max-order free blocks never touched since boot, lowest first: they
     /// are on no list so that booting touches no page structs.
     @exclusivity(unchecked) var pristine: [Range<UInt64>] = []
@@ -63,16 +69,19 @@ public final class Zone {
         return spans.contains { $0.contains(pfn) }
     }
 
+    /// Where the free list of `order` and `type` is in `freeLists`.
+    @inline(__always)
+    static func list(_ order: Int, _ type: MigrateType) -> Int { order * MigrateType.allCases.count + type.rawValue }
+
     /// Free blocks of `order` (a column of /proc/buddyinfo).
     public func nrFree(_ order: Int) -> Int {
-        freeLists[order * 3].count + freeLists[order * 3 + 1].count + freeLists[order * 3 + 2].count
-            + (order == MAX_ORDER ? pristineBlocks : 0)
+        MigrateType.allCases.reduce(order == MAX_ORDER ? pristineBlocks : 0) { $0 + freeLists[Zone.list(order, $1)].count }
     }
 
     /// Free blocks of `order` on `type`'s list (a cell of /proc/pagetypeinfo);
     /// pristine blocks are Movable, as every pageblock is at boot.
     public func nrFree(_ order: Int, _ type: MigrateType) -> Int {
-        freeLists[order * 3 + type.rawValue].count + (order == MAX_ORDER && type == .movable ? pristineBlocks : 0)
+        freeLists[Zone.list(order, type)].count + (order == MAX_ORDER && type == .movable ? pristineBlocks : 0)
     }
 
     public var pcpPages: Int { pcp.total }
@@ -302,10 +311,12 @@ public final class PageAllocator {
         var pfn: Pfn?
         let normal = normalZone
         if order == 0, highmemZone == nil || gfp.isDisjoint(with: [.highmem, .movable]),
-           normal.freePages > normal.watermark.low, let p = try allocatePcp(normal, MigrateType(gfp: gfp)) {
+           normal.freePages > normal.watermark.low + normal.nrFreeHighatomic,
+           let p = try allocatePcp(normal, MigrateType(gfp: gfp)) {
             // The common case, spelled out: Normal above its low mark (which
-            // keeps no lowmem reserve from a Normal allocation), order 0.
-            if normal.freePages <= normal.watermark.high { normal.belowHigh = true }
+            // keeps no lowmem reserve from a Normal allocation, and counts
+            // no free high-atomic reserve), order 0.
+            if normal.freePages <= normal.watermark.high + normal.nrFreeHighatomic { normal.belowHigh = true }
             events.pgallocNormal &+= 1
             pfn = Pfn(p)
         } else {
@@ -361,8 +372,13 @@ public final class PageAllocator {
             }
             guard zone.watermarkFast(order: order, mark: zone.mark(flags), highestZone: highest, flags: flags) else { return nil }
         }
-        if PcpLists.allowed(order), let pfn = try allocatePcp(zone, order: order, type) { return pfn }
-        return try rmqueue(zone, order: order, type: type)
+        // rmqueue: the per-CPU lists for their orders, else the buddy allocator.
+        var pfn = PcpLists.allowed(order) ? try allocatePcp(zone, order: order, type) : nil
+        if pfn == nil { pfn = try rmqueueBuddy(zone, order: order, type: type, flags: flags) }
+        guard let pfn else { return nil }
+        // get_page_from_freelist: a high-order atomic allocation reserves its pageblock for the next ones.
+        if flags.contains(.highatomic) { reserveHighatomic(zone, pfn, order: order) }
+        return pfn
     }
 
     /// `__alloc_pages_slowpath`, without compaction (mmlab has none):
@@ -399,12 +415,14 @@ public final class PageAllocator {
             if progress > 0 {
                 if let pfn = try allocate(gfp, order: order, flags: flags) { return pfn }
             }
-            // __alloc_pages_direct_reclaim: the per-CPU lists go back to the buddy allocator once.
+            // __alloc_pages_direct_reclaim: the high-atomic reserve but one
+            // pageblock and the per-CPU lists go back to the buddy allocator.
+            _ = try unreserveHighatomic(gfp, force: false)
             drainPages()
             if let pfn = try allocate(gfp, order: order, flags: flags) { return pfn }
             if gfp.contains(.noretry) { break }
             if costly && !(gfp.contains(.io) && gfp.contains(.retryMayfail)) { break }
-            if shouldReclaimRetry(gfp, order: order, flags: flags, progress: progress > 0, loops: &noProgressLoops) { continue }
+            if try shouldReclaimRetry(gfp, order: order, flags: flags, progress: progress > 0, loops: &noProgressLoops) { continue }
             // __alloc_pages_may_oom: one more try at the high watermark first.
             if let pfn = try allocate(gfp, order: order, flags: .wmarkHigh) { return pfn }
             guard !costly, !gfp.contains(.retryMayfail) else { break }
@@ -426,14 +444,16 @@ public final class PageAllocator {
     /// `should_reclaim_retry`: up to `MAX_RECLAIM_RETRIES` passes without
     /// progress (progress at a costly order does not count), while some
     /// zone could meet its min watermark with what is free (mmlab has no
-    /// LRU pages that reclaim could still free).
-    private func shouldReclaimRetry(_ gfp: Gfp, order: Int, flags: AllocFlags, progress: Bool, loops: inout Int) -> Bool {
+    /// LRU pages that reclaim could still free). Where it would stop, it
+    /// retries instead while a high-atomic pageblock can be given back:
+    /// the reserve goes before the OOM killer comes.
+    private func shouldReclaimRetry(_ gfp: Gfp, order: Int, flags: AllocFlags, progress: Bool, loops: inout Int) throws(KernelError) -> Bool {
         if progress && order <= PAGE_ALLOC_COSTLY_ORDER { loops = 0 } else { loops += 1 }
-        guard loops <= MAX_RECLAIM_RETRIES else { return false }
         let highest = highestZone(gfp)
-        return zones.prefix(highest + 1).reversed().contains { zone in
+        if loops <= MAX_RECLAIM_RETRIES, zones.prefix(highest + 1).reversed().contains(where: { zone in
             zone.watermarkOk(order: order, mark: zone.watermark.min, highestZone: highest, flags: flags, free: Int64(zone.freePages))
-        }
+        }) { return true }
+        return try unreserveHighatomic(gfp, force: true)
     }
 
     /// `warn_alloc`'s line, with what the zones had.
@@ -446,6 +466,17 @@ public final class PageAllocator {
     private func warnOnce(_ message: String) {
         guard warned.insert(message).inserted else { return }
         onWarning?(message)
+    }
+
+    /// `rmqueue_buddy`: with `ALLOC_HIGHATOMIC` the reserve first; then
+    /// `__rmqueue`; failing that, an OOM victim or an allocation that
+    /// cannot block takes from the reserve, as failing now is worse than
+    /// failing a high-order atomic allocation later.
+    func rmqueueBuddy(_ zone: Zone, order: Int, type: MigrateType, flags: AllocFlags) throws(KernelError) -> UInt64? {
+        if flags.contains(.highatomic), let pfn = try rmqueueSmallest(zone, order: order, type: .highatomic) { return pfn }
+        if let pfn = try rmqueue(zone, order: order, type: type) { return pfn }
+        guard !flags.isDisjoint(with: [.oom, .nonBlock]) else { return nil }
+        return try rmqueueSmallest(zone, order: order, type: .highatomic)
     }
 
     /// `__rmqueue`: `type`'s own lists, then a fallback pageblock claimed,
@@ -470,7 +501,7 @@ public final class PageAllocator {
     /// The first free block of exactly `order` on `type`'s list (a pristine
     /// one for Movable at the largest order), without taking it.
     func firstFree(_ zone: Zone, order: Int, type: MigrateType) throws(KernelError) -> UInt64? {
-        let list = zone.freeLists[order * 3 + type.rawValue]
+        let list = zone.freeLists[Zone.list(order, type)]
         if list.count > 0 { return UInt64(list.head) }
         if order == MAX_ORDER, type == .movable, let range = zone.pristine.first { return range.lowerBound }
         return nil
@@ -479,8 +510,8 @@ public final class PageAllocator {
     /// Takes that block off its list (`del_page_from_free_list`).
     func takeFree(_ zone: Zone, order: Int, type: MigrateType) throws(KernelError) -> UInt64? {
         let pfn: UInt64
-        if zone.freeLists[order * 3 + type.rawValue].count > 0 {
-            pfn = UInt64(zone.freeLists[order * 3 + type.rawValue].head)
+        if zone.freeLists[Zone.list(order, type)].count > 0 {
+            pfn = UInt64(zone.freeLists[Zone.list(order, type)].head)
             removeFromFreeList(pfn, order: order, type: type, zone: zone)
         } else if order == MAX_ORDER, type == .movable, let range = zone.pristine.first {
             pfn = range.lowerBound
@@ -728,20 +759,25 @@ public final class PageAllocator {
 
     private func addToFreeList(_ pfn: UInt64, order: Int, type: MigrateType, zone: Zone, tail: Bool) {
         guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        link(page, UInt32(pfn), into: &zone.freeLists[order * 3 + type.rawValue], tail: tail)
+        link(page, UInt32(pfn), into: &zone.freeLists[Zone.list(order, type)], tail: tail)
+        if type == .highatomic { zone.nrFreeHighatomic += UInt64(1) << UInt64(order) }
     }
 
     private func removeFromFreeList(_ pfn: UInt64, order: Int, type: MigrateType, zone: Zone) {
         guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        unlink(page, UInt32(pfn), from: &zone.freeLists[order * 3 + type.rawValue])
+        unlink(page, UInt32(pfn), from: &zone.freeLists[Zone.list(order, type)])
         page.pointee.flags &= ~StructPage.Flag.buddy
+        if type == .highatomic { zone.nrFreeHighatomic -= UInt64(1) << UInt64(order) }
     }
 
     /// `move_to_free_list`: a free block onto the tail of another type's list.
     func moveFreeBlock(_ zone: Zone, _ pfn: UInt64, order: Int, from: MigrateType, to: MigrateType) {
         guard let page = memory.existingPage(Pfn(pfn)) else { return }
-        unlink(page, UInt32(pfn), from: &zone.freeLists[order * 3 + from.rawValue])
-        link(page, UInt32(pfn), into: &zone.freeLists[order * 3 + to.rawValue], tail: true)
+        unlink(page, UInt32(pfn), from: &zone.freeLists[Zone.list(order, from)])
+        link(page, UInt32(pfn), into: &zone.freeLists[Zone.list(order, to)], tail: true)
+        // account_freepages of both types.
+        if from == .highatomic { zone.nrFreeHighatomic -= UInt64(1) << UInt64(order) }
+        if to == .highatomic { zone.nrFreeHighatomic += UInt64(1) << UInt64(order) }
     }
 
     /// `list_add` (or `list_add_tail`) of frame `p`, whose `struct page` is `page`.
@@ -819,9 +855,9 @@ public final class PageAllocator {
     /// per-CPU pages flagged; the free page count adds up. A violation is a bug.
     public func checkConsistency() throws(KernelError) {
         for zone in zones {
-            var pages = UInt64(zone.pristineBlocks) << UInt64(MAX_ORDER)
+            var pages = UInt64(zone.pristineBlocks) << UInt64(MAX_ORDER), highatomic: UInt64 = 0
             for order in 0...MAX_ORDER { for type in MigrateType.allCases {
-                let list = zone.freeLists[order * 3 + type.rawValue]
+                let list = zone.freeLists[Zone.list(order, type)]
                 var count = 0, pfn = list.head, prev = StructPage.none
                 while pfn != StructPage.none {
                     let p = UInt64(pfn)
@@ -846,9 +882,13 @@ public final class PageAllocator {
                     throw .bug("\(zone.name) free list \(order) \(type.name): \(count) blocks linked, \(list.count) counted")
                 }
                 pages += UInt64(count) << UInt64(order)
+                if type == .highatomic { highatomic += UInt64(count) << UInt64(order) }
             } }
             guard pages == zone.freePages else {
                 throw .bug("\(zone.name): \(pages) pages on the free lists, \(zone.freePages) counted free")
+            }
+            guard highatomic == zone.nrFreeHighatomic else {
+                throw .bug("\(zone.name): \(highatomic) pages on the high-atomic lists, \(zone.nrFreeHighatomic) counted (nr_free_highatomic)")
             }
             for cpu in 0..<zone.pcp.cpus {
                 var pages = 0

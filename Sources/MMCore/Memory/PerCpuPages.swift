@@ -298,14 +298,15 @@ extension PageAllocator {
     }
 
     /// `free_unref_page`: onto this CPU's list of the block's pageblock
-    /// type; past `high`, `nr_pcp_free` pages go back, coldest first, list
-    /// after list from this one (`free_pcppages_bulk`).
+    /// type (Movable's for the high-atomic reserve); past `high`,
+    /// `nr_pcp_free` pages go back, coldest first, list after list from
+    /// this one (`free_pcppages_bulk`).
     @inline(__always)
     func freePcp(_ pfn: UInt64, _ page: UnsafeMutablePointer<StructPage>, order: Int, zone: Zone) {
         page.pointee.flags = StructPage.Flag.pcp
         page.pointee.order = UInt8(order)
         let cpu = currentCpu, pcp = zone.pcp
-        let index = PcpLists.index(order: order, type: blockType(pfn).rawValue)
+        let index = PcpLists.index(order: order, type: blockType(pfn).pcpType)
         pcp.push(cpu, index, UInt32(pfn), order: order)
         let count = pcp.freeCount(cpu, zone, order: order)
         guard count > 0 else { return }

@@ -120,14 +120,24 @@ extension Zone {
         }
     }
 
-    /// `__zone_watermark_ok`: whether `free` pages leave more than `mark`
-    /// (less what the reserves in `flags` allow) plus the lowmem reserve
-    /// kept from allocations that could use zone `highestZone`, after the
-    /// `(1 << order) - 1` pages the block itself needs; and, above order 0,
-    /// whether a free block of at least `order` exists.
+    /// `__zone_watermark_unusable_free`: of the free pages, those an
+    /// allocation of `order` with `flags` cannot count: the rest of its
+    /// block, and the free high-atomic reserve unless it has a right to
+    /// reserves.
+    @inline(__always)
+    func unusableFree(order: Int, flags: AllocFlags) -> Int64 {
+        Int64((1 << order) - 1) + (flags.isDisjoint(with: AllocFlags.reserves) ? Int64(nrFreeHighatomic) : 0)
+    }
+
+    /// `__zone_watermark_ok`: whether `free` pages, less the unusable ones,
+    /// leave more than `mark` (less what the reserves in `flags` allow)
+    /// plus the lowmem reserve kept from allocations that could use zone
+    /// `highestZone`; and, above order 0, whether a free block of at least
+    /// `order` exists that `flags` may take (the reserve's only with
+    /// `ALLOC_HIGHATOMIC` or `ALLOC_OOM`).
     public func watermarkOk(order: Int, mark: UInt64, highestZone: Int, flags: AllocFlags, free: Int64) -> Bool {
         var min = Int64(mark)
-        let free = free - Int64((1 << order) - 1)
+        let free = free - unusableFree(order: order, flags: flags)
         if !flags.isDisjoint(with: AllocFlags.reserves) {
             if flags.contains(.minReserve) {
                 min -= min / 2
@@ -138,7 +148,10 @@ extension Zone {
         let reserve = highestZone < lowmemReserve.count ? Int64(lowmemReserve[highestZone]) : 0
         guard free > min + reserve else { return false }
         guard order > 0 else { return true }
-        return (order...MAX_ORDER).contains { nrFree($0) > 0 }
+        let reserveToo = !flags.isDisjoint(with: [.highatomic, .oom])
+        return (order...MAX_ORDER).contains { o in
+            MigrateType.allCases.contains { ($0 != .highatomic || reserveToo) && nrFree(o, $0) > 0 }
+        }
     }
 
     /// `zone_watermark_fast`: the order-0 check first, which needs no
@@ -148,7 +161,8 @@ extension Zone {
         if order == 0 {
             // A zone keeps nothing back from allocations that could use no higher zone.
             let reserve = highestZone <= index || highestZone >= lowmemReserve.count ? 0 : lowmemReserve[highestZone]
-            if freePages > mark + reserve { return true }
+            let unusable = flags.isDisjoint(with: AllocFlags.reserves) ? nrFreeHighatomic : 0
+            if freePages - Swift.min(freePages, unusable) > mark + reserve { return true }
         }
         return watermarkOk(order: order, mark: mark, highestZone: highestZone, flags: flags, free: Int64(freePages))
     }

@@ -307,7 +307,7 @@ enum Pictures {
         let columns = few ? min(64, max(1, map.cells.count)) : 256
         let rows = (map.cells.count + columns - 1) / columns
         let cellW = 896.0 / Double(columns), cellH = few ? 16.0 : 9.0, left = 160.0, top = 60.0
-        let typeColors = ["#d32f2f", "#2e7d32", "#f9a825"]  // under each cell: its pageblocks' migratetype
+        let typeColors = ["#d32f2f", "#2e7d32", "#f9a825", "#6a1b9a"]  // under each cell: its pageblocks' migratetype
         let orderColors = ["#90caf9", "#64b5f6", "#42a5f5", "#1e88e5", "#1565c0", "#5e35b1", "#7b1fa2", "#ad1457", "#c62828", "#d84315", "#bf360c"]
         func fill(_ cell: FrameMap.Cell) -> (String, Double) {
             let total = cell.free + cell.allocated + cell.reserved + cell.absent
@@ -352,7 +352,7 @@ enum Pictures {
                                                    (orderColors[10], "order 10")])
         svg.legend(left, Double(svg.height) - 20, [("#8d8d8d", "reserved"), ("#ffe082", "MMIO or hole"),
                                                    (typeColors[0], "pageblock Unmovable"), (typeColors[1], "Movable"),
-                                                   (typeColors[2], "Reclaimable")])
+                                                   (typeColors[2], "Reclaimable"), (typeColors[3], "HighAtomic")])
         return svg.document
     }
 

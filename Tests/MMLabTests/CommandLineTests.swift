@@ -502,6 +502,31 @@ struct SubcommandTests {
                 "before_each's reboot names what the last spec kept")
     }
 
+    @Test("a shrinker that raises or counts garbage is warned of by name and line; reclaim still ends, in the kernel's ENOMEM")
+    func badShrinkers() throws {
+        let script = try temporaryFile("""
+            kernel.boot{memory = "16M", cpus = 1}
+            local held = {}
+            for i = 1, 500 do held[i] = kernel.page.Page.alloc_page(0) end
+            local raises <close> = kernel.mem.register_shrinker{name = "raises", count = function() return #held end, scan = function() error("boom") end}
+            local garbage <close> = kernel.mem.register_shrinker{name = "garbage", count = function() return "lots" end, scan = function() return 0 end}
+            local same <close> = kernel.mem.register_shrinker{name = "raises", count = function() return 0 end, scan = function() return 0 end}
+            local keep = {}
+            local ok, err = pcall(function() while true do keep[#keep + 1] = kernel.page.Page.alloc_page() end end)
+            print(ok, err.errno, #held)
+            for _, p in ipairs(keep) do kernel.drop(p) end
+            for _, p in ipairs(held) do kernel.drop(p) end
+            """)
+        defer { try? FileManager.default.removeItem(atPath: script) }
+        let r = try mmlab([script])
+        #expect(r.status == 0)
+        #expect(r.stdout == "false\tENOMEM\t500\n", "the raising scan freed nothing; a second shrinker of the same name is allowed")
+        let lines = Set(r.stderr.split(separator: "\n").map(String.init))
+        #expect(lines.isSuperset(of: ["mmlab: warning: Shrinker{raises}: scan: \(script):4: boom",
+                                      "mmlab: warning: Shrinker{garbage}: count returned lots, not a count",
+                                      "Out of memory and no killable processes..."]), "\(lines)")
+    }
+
     @Test("the shipped regressions pass")
     func regressions() throws {
         let r = try mmlab(["test", "Tests/lua"])

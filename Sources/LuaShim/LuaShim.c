@@ -154,11 +154,14 @@ static int db_setupvalue(lua_State *L) {
 }
 
 void mmlab_guardupvalues(lua_State *L) {
+    static const luaL_Reg funcs[] = {{"setupvalue", db_setupvalue}, {NULL, NULL}};
+    mmlab_replacefuncs(L, LUA_DBLIBNAME, funcs);
+}
+
+void mmlab_replacefuncs(lua_State *L, const char *lib, const luaL_Reg *funcs) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE) {
-        lua_pushcfunction(L, db_setupvalue);
-        lua_setfield(L, -2, "setupvalue");
-    }
+    if (lua_getfield(L, -1, lib) == LUA_TTABLE)
+        luaL_setfuncs(L, funcs, 0);
     lua_pop(L, 2);
 }
 

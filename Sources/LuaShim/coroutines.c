@@ -293,8 +293,5 @@ void mmlab_opencoroutines(lua_State *L) {
         {"create", co_create}, {"resume", co_resume}, {"wrap", co_wrap}, {"yield", co_yield}, {"status", co_status},
         {"isyieldable", co_isyieldable}, {"running", co_running}, {"close", co_close}, {NULL, NULL},
     };
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE)
-        luaL_setfuncs(L, funcs, 0);
-    lua_pop(L, 2);
+    mmlab_replacefuncs(L, LUA_COLIBNAME, funcs);
 }

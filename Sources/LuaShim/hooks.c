@@ -342,12 +342,6 @@ static int db_gethook(lua_State *L) {
 void mmlab_openhooks(lua_State *L) {
     if (layout_known < 0 && !check_layout(L, 0))
         layout_known = 0;
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    if (lua_getfield(L, -1, LUA_DBLIBNAME) == LUA_TTABLE) {
-        lua_pushcfunction(L, db_sethook);
-        lua_setfield(L, -2, "sethook");
-        lua_pushcfunction(L, db_gethook);
-        lua_setfield(L, -2, "gethook");
-    }
-    lua_pop(L, 2);
+    static const luaL_Reg funcs[] = {{"sethook", db_sethook}, {"gethook", db_gethook}, {NULL, NULL}};
+    mmlab_replacefuncs(L, LUA_DBLIBNAME, funcs);
 }

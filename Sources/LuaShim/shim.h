@@ -4,6 +4,10 @@
 
 #include "LuaShim.h"
 
+// Sets `funcs` in the loaded standard library `lib` (package.loaded[lib]),
+// replacing its own: how the engine gives scripts its versions of them.
+void mmlab_replacefuncs(lua_State *L, const char *lib, const luaL_Reg *funcs);
+
 // Raises the limit that was passed (--max-memory deferred, or the sticky
 // stop of --timeout/--max-instructions), if any; returns 0 otherwise.
 int mmlab_checklimits(lua_State *L, mmlab_State *s);

@@ -29,12 +29,8 @@ static int os_exit(lua_State *L) {
 }
 
 void mmlab_openos(lua_State *L) {
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    if (lua_getfield(L, -1, LUA_OSLIBNAME) == LUA_TTABLE) {
-        lua_pushcfunction(L, os_exit);
-        lua_setfield(L, -2, "exit");
-    }
-    lua_pop(L, 2);
+    static const luaL_Reg funcs[] = {{"exit", os_exit}, {NULL, NULL}};
+    mmlab_replacefuncs(L, LUA_OSLIBNAME, funcs);
 }
 
 // lua.c's laction/lstop, on the engine's hook: the running thread gets a

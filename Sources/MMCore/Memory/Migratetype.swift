@@ -142,8 +142,7 @@ extension PageAllocator {
             expand(zone, pfn, low: order, high: current, type: start)
             return pfn
         }
-        let blockStart = pfn & ~(PAGEBLOCK_PAGES - 1)
-        guard zone.contains(blockStart), zone.contains(blockStart + PAGEBLOCK_PAGES - 1) else { return nil }
+        guard let blockStart = pageblockStart(pfn, in: zone) else { return nil }
         let (free, movable) = pageblockCounts(blockStart)
         let alike = start == .movable ? movable : blockType == .movable ? Int(PAGEBLOCK_PAGES) - (free + movable) : 0
         guard free + alike >= Int(PAGEBLOCK_PAGES / 2) || mobilityDisabled else { return nil }
@@ -184,12 +183,18 @@ extension PageAllocator {
         setBlockType(start, type)
     }
 
-    /// `move_freepages_block`: whether the pageblock holding `pfn` lies in
-    /// `zone` (`prep_move_freepages_block`; -1 in the kernel otherwise),
-    /// and if so its free blocks move to `type`'s lists and it becomes `type`.
-    func moveFreepagesBlock(_ zone: Zone, _ pfn: UInt64, to type: MigrateType) -> Bool {
+    /// `prep_move_freepages_block`'s check: the first frame of the
+    /// pageblock holding `pfn`, if the whole pageblock lies in `zone`.
+    func pageblockStart(_ pfn: UInt64, in zone: Zone) -> UInt64? {
         let start = pfn & ~(PAGEBLOCK_PAGES - 1)
-        guard zone.contains(start), zone.contains(start + PAGEBLOCK_PAGES - 1) else { return false }
+        return zone.contains(start) && zone.contains(start + PAGEBLOCK_PAGES - 1) ? start : nil
+    }
+
+    /// `move_freepages_block`: whether the pageblock holding `pfn` lies in
+    /// `zone` (-1 in the kernel otherwise), and if so its free blocks move
+    /// to `type`'s lists and it becomes `type`.
+    func moveFreepagesBlock(_ zone: Zone, _ pfn: UInt64, to type: MigrateType) -> Bool {
+        guard let start = pageblockStart(pfn, in: zone) else { return false }
         moveFreeBlocks(zone, start, to: type)
         return true
     }

@@ -178,8 +178,10 @@ final class PcpLists {
 
     /// `cpu`'s `high`, clamped into the zone's bounds as `nr_pcp_high` and
     /// `nr_pcp_alloc` do first.
-    func high(_ cpu: Int, _ zone: Zone) -> Int {
-        let pcp = state(valid(cpu))
+    func high(_ cpu: Int, _ zone: Zone) -> Int { clampHigh(state(valid(cpu)), zone) }
+
+    @inline(__always)
+    private func clampHigh(_ pcp: UnsafeMutablePointer<Cpu>, _ zone: Zone) -> Int {
         pcp.pointee.high = min(max(pcp.pointee.high, zone.highMin), zone.highMax)
         return pcp.pointee.high
     }
@@ -192,7 +194,7 @@ final class PcpLists {
     /// `high` grows by the batch while the zone is not below its high watermark.
     func allocCount(_ cpu: Int, _ zone: Zone, order: Int) -> Int {
         let base = zone.batch, pcp = state(valid(cpu))
-        var high = self.high(cpu, zone)
+        var high = clampHigh(pcp, zone)
         guard high >= base else { return 1 }
         var batch = order > 0 ? base : base << pcp.pointee.allocFactor
         if zone.highMin != zone.highMax, !zone.belowHigh {
@@ -239,8 +241,7 @@ final class PcpLists {
     @inline(__always)
     private func nrPcpHigh(_ pcp: UnsafeMutablePointer<Cpu>, _ zone: Zone, freeHigh: Bool) -> Int {
         let batch = zone.batch
-        pcp.pointee.high = min(max(pcp.pointee.high, zone.highMin), zone.highMax)
-        var high = pcp.pointee.high
+        var high = clampHigh(pcp, zone)
         guard high > 0 else { return 0 }
         if freeHigh {
             pcp.pointee.high = max(high - (batch << PcpLists.batchScaleMax), zone.highMin)

@@ -161,7 +161,8 @@ extension Zone {
         if order == 0 {
             // A zone keeps nothing back from allocations that could use no higher zone.
             let reserve = highestZone <= index || highestZone >= lowmemReserve.count ? 0 : lowmemReserve[highestZone]
-            let unusable = flags.isDisjoint(with: AllocFlags.reserves) ? nrFreeHighatomic : 0
+            // As the kernel: what is reserved may exceed what is free, so never below zero.
+            let unusable = UInt64(unusableFree(order: 0, flags: flags))
             if freePages - Swift.min(freePages, unusable) > mark + reserve { return true }
         }
         return watermarkOk(order: order, mark: mark, highestZone: highestZone, flags: flags, free: Int64(freePages))

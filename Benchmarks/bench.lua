@@ -42,8 +42,9 @@ end
 
 -- A new handle: Page.alloc_page + kernel.drop against the C floor's
 -- userdata over a malloc'd 4 KiB block, freed. Ours also takes a page from
--- the buddy allocator (and poisons it on free), records where the script
--- created and dropped it, and counts it in kernel.debug.
+-- the buddy allocator (and checks its poison; a page nobody touched keeps
+-- it on free), records where the script created and dropped it, and counts
+-- it in kernel.debug.
 do
   local alloc, drop = kernel.page.Page.alloc_page, kernel.drop
   local new, free = floor.new, floor.free
@@ -58,9 +59,10 @@ do
 end
 
 -- Order-0 pages in MMCore alone (Benchmarks/MMBench): with page_poison (the
--- default: PAGE_POISON written on free, checked on allocation) against
--- malloc+memcmp+memset+free, and without it (page_poison = false) against
--- malloc+free.
+-- default: PAGE_POISON written on free, checked on allocation; a byte of
+-- each page written, or the free would have no poison to rewrite) against
+-- malloc+memcmp+write+memset+free, and without it (page_poison = false)
+-- against malloc+free.
 do
   local mmbench = assert(os.getenv("MMBENCH"), "set MMBENCH to the mmbench binary")
   local out = assert(io.popen(("%q pages %d"):format(mmbench, N // 2))):read("a")

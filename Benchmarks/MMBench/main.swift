@@ -27,11 +27,15 @@ func best(_ n: Int, rounds: Int = 7, _ body: (Int) -> Void) -> Double {
 @inline(never) func consume(_ x: UInt) { if x == 1 { print("", terminator: "") } }
 
 /// Order-0 alloc+free through MMCore's page allocator, n times.
-func allocFree(_ allocator: PageAllocator, _ n: Int) throws {
+/// With `write`, a byte is written into each page, as its user would:
+/// a page nobody reached keeps its poison on free, and is not poisoned again.
+func allocFree(_ machine: Machine, _ n: Int, write: Bool) throws {
+    let allocator = machine.pageAllocator, memory = machine.memory
     var sum: UInt = 0
     for _ in 0..<n {
         let pfn = try allocator.allocPages(.kernel, order: 0)
         sum &+= UInt(pfn.rawValue)
+        if write { memory.address(of: pfn)?.storeBytes(of: 1, toByteOffset: 100, as: UInt8.self) }
         try allocator.freePages(pfn, order: 0)
     }
     consume(sum)
@@ -51,7 +55,8 @@ nonisolated(unsafe) var compare: (UnsafeRawPointer, UnsafeRawPointer, Int) -> In
 
 /// malloc(4096)+free, n times; with `poison`, what page_poison does: the
 /// block poisoned before its free and the poison checked after its
-/// malloc (but the first 16 bytes, where malloc keeps its free list).
+/// malloc (but the first 16 bytes, where malloc keeps its free list),
+/// with a byte written between, as `allocFree` writes one.
 func mallocFree(_ n: Int, poison: Bool) {
     var sum: UInt = 0
     for _ in 0..<n {
@@ -59,6 +64,7 @@ func mallocFree(_ n: Int, poison: Bool) {
         sum &+= UInt(bitPattern: p)
         if poison, let p {
             sum &+= UInt(bitPattern: Int(compare(p + 16, poisonPattern + 16, 4096 - 16)))
+            p.storeBytes(of: 1, toByteOffset: 100, as: UInt8.self)
             _ = fill(p, 0xaa, 4096)
         }
         free(p)
@@ -73,14 +79,14 @@ func mallocFree(_ n: Int, poison: Bool) {
 func pages(_ n: Int) throws {
     // Both machines first, kept for the whole run: creating and freeing
     // one changes how glibc trims its heap, and so what malloc costs.
-    let poisoned = try Machine(MachineConfig(memory: 256 << 20, cpus: 1)).pageAllocator
-    let plain = try Machine(MachineConfig(memory: 256 << 20, cpus: 1, pagePoison: false)).pageAllocator
+    let poisoned = try Machine(MachineConfig(memory: 256 << 20, cpus: 1))
+    let plain = try Machine(MachineConfig(memory: 256 << 20, cpus: 1, pagePoison: false))
     var bestOf = [UInt64](repeating: .max, count: 4)
     var failure: (any Error)?
     let runs: [(Int) -> Void] = [
-        { n in do { try allocFree(poisoned, n) } catch { failure = error } },
+        { n in do { try allocFree(poisoned, n, write: true) } catch { failure = error } },
         { n in mallocFree(n, poison: true) },
-        { n in do { try allocFree(plain, n) } catch { failure = error } },
+        { n in do { try allocFree(plain, n, write: false) } catch { failure = error } },
         { n in mallocFree(n, poison: false) },
     ]
     for _ in 0..<7 {

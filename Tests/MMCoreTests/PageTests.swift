@@ -61,6 +61,35 @@ struct PageTests {
         #expect(try Page.allocPage(zeroing, .kernel).pfn == zpfn)
     }
 
+    @Test("page_poison: a frame nobody reached keeps its poison on free, and its next allocation checks it all the same")
+    func poisonIntact() throws {
+        let machine = try Machine(MachineConfig(memory: 16 << 20))
+        let first = try Page.allocPage(machine, .kernel)
+        let pfn = first.pfn
+        try first.free()
+        let frame = try #require(machine.memory.existingPage(pfn))
+        #expect(frame.pointee.intact, "poisoned, and nobody has its memory")
+        let page = try Page.allocPage(machine, .kernel)
+        #expect(page.pfn == pfn && frame.pointee.intact, "the check passed and the poison is still all there")
+        // Written behind the model's back (no address(of:), no accessor):
+        // the free believes the poison intact and leaves it, and the next
+        // allocation's check finds the write.
+        try #require(machine.memory.rawAddress(of: pfn)).storeBytes(of: 0x41, toByteOffset: 9, as: UInt8.self)
+        try page.free()
+        #expect(throws: KernelError.bug("pagealloc: memory corruption: pfn \(pfn) was written: bytes 0x9-0x9 are not the poison 0xaa (byte 0x9 is 0x41)")) {
+            try Page.allocPage(machine, .kernel)
+        }
+        // Any accessor says it reached the memory; so does address(of:).
+        let again = try Page.allocPage(machine, .kernel)
+        #expect(again.pfn == pfn && frame.pointee.intact)
+        _ = try again.read(UInt8.self, at: 0)
+        #expect(!frame.pointee.intact)
+        try again.free()
+        #expect(frame.pointee.intact)
+        _ = machine.memory.address(of: pfn)
+        #expect(!frame.pointee.intact)
+    }
+
     @Test("bounds: allowed only if off <= size, len <= size and off + len <= size",
           arguments: [
             (PAGE_SIZE, 0, true), (0, PAGE_SIZE, true), (PAGE_SIZE - 1, 1, true),

@@ -144,6 +144,67 @@ test("freed memory is poisoned with PAGE_POISON (mm/page_poison.c); __GFP_ZERO z
   expect_eq(z:read_raw(0, 4096), string.rep("\0", 4096))
 end)
 
+-- A frame nobody reached keeps its poison when freed and is not poisoned
+-- again; every way of writing a page must make its next free poison it.
+test("a freed page is poisoned again, whichever way it was written", function()
+  local POISON = string.char(mem.PAGE_POISON)
+  -- Takes pages until the frame `pfn` comes back (freed frames are reused
+  -- first), and checks it holds only the poison.
+  local function poisoned_again(pfn, order)
+    order = order or 0
+    local taken = {}
+    for _ = 1, 64 do
+      local q = Page.alloc_pages(kernel.gfp.GFP_KERNEL, order)
+      taken[#taken + 1] = q
+      if q:pfn() == pfn then
+        expect_eq(q:read_raw(0, q:size()) == POISON:rep(q:size()), true, ("pfn %#x is all poison"):format(pfn))
+        break
+      end
+    end
+    expect_eq(taken[#taken]:pfn(), pfn, "the frame came back")
+    for _, q in ipairs(taken) do kernel.drop(q) end
+  end
+  local writers = {
+    write_u8 = function(p) p:write_u8(4095, 1) end,
+    write_u64 = function(p) p:write_u64(8, -1) end,
+    write_raw = function(p) p:write_raw("secret", 100) end,
+    fill_zero_raw = function(p) p:fill_zero_raw(0, 4096) end,
+    with_page_mapped = function(p) p:with_page_mapped(function(map) map:write("kmap", 8) end) end,
+    with_pointer_into_page = function(p) p:with_pointer_into_page(16, 4, function(ptr) ptr:write("ptr!") end) end,
+    borrow_phys = function(p) kernel.page.borrow_phys(p:phys()):write_raw("borrowed", 0) end,
+    user_mapping = function(p)
+      local u = kernel.mm.mm_alloc()
+      local a = u:mmap{len = 4096, hook = function(vma) vma:set_mixedmap():vm_insert_page(vma:vm_start(), p) end}
+      kernel.uaccess.UserSlice(u, a, 4):writer():write_raw("user")
+      kernel.drop(u)
+    end,
+  }
+  local names = {}
+  for name in pairs(writers) do names[#names + 1] = name end
+  table.sort(names)
+  kernel.drop(Page.alloc_page())  -- a frame that holds the poison, as each writer's will
+  for _, name in ipairs(names) do
+    local p = Page.alloc_page()
+    local pfn = p:pfn()
+    writers[name](p)
+    kernel.drop(p)
+    poisoned_again(pfn)
+  end
+  -- Read, or not touched at all: still the poison.
+  local p = Page.alloc_page()
+  local pfn = p:pfn()
+  expect_eq(p:read_raw(0, 4096), POISON:rep(4096))
+  kernel.drop(p)
+  poisoned_again(pfn)
+  -- Every frame of a block, not only its first.
+  kernel.drop(Page.alloc_pages(kernel.gfp.GFP_KERNEL, 2))
+  local b = Page.alloc_pages(kernel.gfp.GFP_KERNEL, 2)
+  pfn = b:pfn()
+  b:write_raw("third frame", 2 * 4096 + 7)
+  kernel.drop(b)
+  poisoned_again(pfn, 2)
+end)
+
 test("pfn and physical address helpers", function()
   expect_eq(mem.pfn_valid(0x100), true)
   expect_eq(mem.pfn_valid(0x40ff), true)

@@ -114,6 +114,9 @@ public final class Page: NativeObject, PageAccess {
     /// Where it was freed, once it is. Read on every access, written once
     /// by `free`: no dynamic exclusivity check is needed.
     @exclusivity(unchecked) public private(set) var freedAt: Site?
+    /// Whether an accessor has reached the memory yet: the first one
+    /// tells the frames they may be written (`PhysicalMemory.reached`).
+    @usableFromInline @exclusivity(unchecked) var touched = false
 
     private init(machine: Machine, pfn: Pfn, order: Int, base: UnsafeMutableRawPointer, site: Site) {
         self.machine = machine
@@ -138,7 +141,7 @@ public final class Page: NativeObject, PageAccess {
         let pfn = try withUnretained(machine.unretained.pageAllocator) { (allocator) throws(KernelError) in
             try allocator.allocPages(gfp, order: order, site: site)
         }
-        guard let base = machine.memory.address(of: pfn) else {
+        guard let base = machine.memory.rawAddress(of: pfn) else {
             throw KernelError.bug("the allocator returned pfn \(pfn), which has no memory behind it")
         }
         // INVARIANT: the allocator just gave us the block and its one reference.
@@ -175,8 +178,15 @@ public final class Page: NativeObject, PageAccess {
     public func pointerIntoPage(_ off: Int, _ len: Int) throws(KernelError) -> UnsafeMutableRawPointer {
         try checkPageBounds(off, len, size: size)
         try checkAccess()
+        if !touched { touch() }
         // SAFETY: `off <= size`, so the result is in bounds or one past the end.
         return base + off
+    }
+
+    @usableFromInline
+    func touch() {
+        touched = true
+        machine.memory.reached(pfn, frames: 1 << order)
     }
 
     /// A highmem page's accessor maps it for the access: it needs a slot.

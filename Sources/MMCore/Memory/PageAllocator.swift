@@ -559,13 +559,15 @@ public final class PageAllocator {
             if page.pointee.poisoned {
                 page.pointee.poisoned = false
                 if corruption == nil { corruption = checkPoison(pfn + UInt64(i), freedAt: Site(id: page.pointee.freedAt)) }
+                page.pointee.intact = corruption == nil
             }
             page.pointee.flags = i == 0 ? flags | StructPage.Flag.head : flags
             page.pointee.generation = generation
             page.pointee.refcount = i == 0 ? 1 : 0
             page.pointee.order = i == 0 ? UInt8(order) : 0
         }
-        if (gfp.contains(.zero) || initOnAlloc) && !initOnFree, let base = memory.address(of: pfn) {
+        if (gfp.contains(.zero) || initOnAlloc) && !initOnFree, let base = memory.rawAddress(of: pfn) {
+            memory.reached(pfn, frames: count)
             // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
             base.initializeMemory(as: UInt8.self, repeating: 0, count: count * PAGE_SIZE)
         }
@@ -575,7 +577,7 @@ public final class PageAllocator {
     /// `check_poison_mem`: a frame freed with `PAGE_POISON` in it must still
     /// hold it; anything else was written behind the allocator's back.
     private func checkPoison(_ pfn: Pfn, freedAt: Site) -> KernelError? {
-        guard let base = memory.address(of: pfn),
+        guard let base = memory.rawAddress(of: pfn),
               memcmp(base, PageAllocator.poisonPage, PAGE_SIZE) != 0 else { return nil }
         // SAFETY: the frame is PAGE_SIZE bytes of RAM.
         let bytes = UnsafeRawBufferPointer(start: base, count: PAGE_SIZE)
@@ -687,10 +689,17 @@ public final class PageAllocator {
             page.pointee.freedAt = site.id
             page.pointee.poisoned = poisons
         }
-        if initOnFree || pagePoison, let base = memory.address(of: pfn) {
+        if initOnFree, let base = memory.address(of: pfn) {
             // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
-            base.initializeMemory(as: UInt8.self, repeating: initOnFree ? 0 : PageAllocator.poison,
-                                  count: count * PAGE_SIZE)
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: count * PAGE_SIZE)
+        } else if poisons, let base = memory.rawAddress(of: pfn) {
+            // A frame that still holds only the poison keeps it: writing it
+            // again would change no byte.
+            for i in 0..<count where !(head + i).pointee.intact {
+                // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
+                (base + i * PAGE_SIZE).initializeMemory(as: UInt8.self, repeating: PageAllocator.poison, count: PAGE_SIZE)
+                (head + i).pointee.intact = true
+            }
         }
         if let highmemZone, highmemZone.contains(pfn.rawValue) {
             release(pfn, head, order: order, to: highmemZone)

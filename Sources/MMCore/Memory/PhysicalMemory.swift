@@ -118,8 +118,24 @@ public final class PhysicalMemory {
     func isManaged(_ pfn: Pfn) -> Bool { region(of: pfn)?.kind == .ram }
 
     /// The host memory behind a valid frame: what the direct map and
-    /// kmap both reach.
+    /// kmap both reach. Whoever asks may write it, so the frame no longer
+    /// counts as holding only the poison (`StructPage.intact`).
     public func address(of pfn: Pfn) -> UnsafeMutableRawPointer? {
+        existingPage(pfn)?.pointee.intact = false
+        return rawAddress(of: pfn)
+    }
+
+    /// `frames` frames from `pfn` were reached through a pointer kept
+    /// from `rawAddress(of:)`: as `address(of:)` does.
+    func reached(_ pfn: Pfn, frames: Int) {
+        guard let head = existingPage(pfn) else { return }
+        // SAFETY: an allocated block lies in one section, whose `struct page`s are contiguous.
+        for i in 0..<frames { (head + i).pointee.intact = false }
+    }
+
+    /// `address(of:)` for the allocator, which keeps `intact` itself, and
+    /// for a `Page`, which calls `reached` when first touched.
+    func rawAddress(of pfn: Pfn) -> UnsafeMutableRawPointer? {
         if pfn == ZERO_PAGE_PFN { return zeroPage }
         guard let i = regionIndex(of: pfn), let base = backing[i] else { return nil }
         let offset = (pfn.rawValue - regions[i].startPfn.rawValue) << UInt64(PAGE_SHIFT)

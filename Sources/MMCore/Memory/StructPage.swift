@@ -18,6 +18,11 @@ struct StructPage {
     /// next allocation checks it (`check_poison_mem`). Apart from `flags`,
     /// which merges and splits rewrite.
     var poisoned = false
+    /// Holds nothing but `PAGE_POISON`, and nobody has been given its
+    /// memory since (`PhysicalMemory.address(of:)`, a `Page`'s first
+    /// access): freeing it again need not rewrite the poison. The check
+    /// on allocation runs all the same.
+    var intact = false
 
     static let none = UInt32.max
 

@@ -687,24 +687,31 @@ public final class PageAllocator {
             page.pointee.refcount = 0
             page.pointee.order = 0
             page.pointee.freedAt = site.id
-            page.pointee.poisoned = poisons
+            if poisons { page.pointee.poisoned = true }  // an allocated frame is never poisoned
         }
-        if initOnFree, let base = memory.address(of: pfn) {
-            // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
-            base.initializeMemory(as: UInt8.self, repeating: 0, count: count * PAGE_SIZE)
-        } else if poisons, let base = memory.rawAddress(of: pfn) {
-            // A frame that still holds only the poison keeps it: writing it
-            // again would change no byte.
-            for i in 0..<count where !(head + i).pointee.intact {
-                // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
-                (base + i * PAGE_SIZE).initializeMemory(as: UInt8.self, repeating: PageAllocator.poison, count: PAGE_SIZE)
-                (head + i).pointee.intact = true
-            }
-        }
+        if initOnFree || pagePoison { fillFreed(pfn, head, count: count) }
         if let highmemZone, highmemZone.contains(pfn.rawValue) {
             release(pfn, head, order: order, to: highmemZone)
         } else {
             release(pfn, head, order: order, to: normalZone)
+        }
+    }
+
+    /// Zeroes (init_on_free) or poisons a freed block. Out of line: the
+    /// free path without either stays small enough to inline.
+    @inline(never) private func fillFreed(_ pfn: Pfn, _ head: UnsafeMutablePointer<StructPage>, count: Int) {
+        guard let base = memory.rawAddress(of: pfn) else { return }
+        if initOnFree {
+            // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
+            base.initializeMemory(as: UInt8.self, repeating: 0, count: count * PAGE_SIZE)
+            return
+        }
+        // A frame that still holds only the poison keeps it: writing it
+        // again would change no byte.
+        for i in 0..<count where !(head + i).pointee.intact {
+            // SAFETY: the block is `count` frames of RAM, contiguous in one region's mapping.
+            (base + i * PAGE_SIZE).initializeMemory(as: UInt8.self, repeating: PageAllocator.poison, count: PAGE_SIZE)
+            (head + i).pointee.intact = true
         }
     }
 

@@ -24,13 +24,14 @@ public final class KmapLocal {
 
     /// Maps one page: a highmem page past `maxDepth` slots is a bug
     /// (`BUG_ON(idx >= KM_MAX_IDX)`).
-    public func map(_ pfn: Pfn, pointer: UnsafeMutableRawPointer, highmem: Bool, cpu: Int) throws(KernelError) -> KmapMapping {
+    public func map(_ page: any PageAccess, pointer: UnsafeMutableRawPointer, highmem: Bool, cpu: Int) throws(KernelError) -> KmapMapping {
+        let pfn = page.pfn
         guard highmem else {
-            return KmapMapping(pfn: pfn, address: KmapLocal.pageOffset + pfn.phys.rawValue, pointer: pointer, slotted: false)
+            return KmapMapping(page, address: KmapLocal.pageOffset + pfn.phys.rawValue, pointer: pointer, slotted: false)
         }
         guard depth < KmapLocal.maxDepth else { throw KmapLocal.overflow() }
         let slot = UInt64(stack.count + cpu * KmapLocal.maxDepth)
-        let mapping = KmapMapping(pfn: pfn, address: KmapLocal.fixaddrTop - slot * UInt64(PAGE_SIZE), pointer: pointer,
+        let mapping = KmapMapping(page, address: KmapLocal.fixaddrTop - slot * UInt64(PAGE_SIZE), pointer: pointer,
                                   slotted: true)
         stack.append(mapping)
         return mapping
@@ -65,7 +66,9 @@ public final class KmapLocal {
 
 /// One kmap_local mapping of a page: valid for `PAGE_SIZE` bytes until unmapped.
 public final class KmapMapping: CustomStringConvertible {
-    public let pfn: Pfn
+    /// The page it maps: each access checks the page is still there.
+    let page: any PageAccess
+    public var pfn: Pfn { page.pfn }
     /// The kernel virtual address.
     public let address: UInt64
     let pointer: UnsafeMutableRawPointer
@@ -73,8 +76,8 @@ public final class KmapMapping: CustomStringConvertible {
     public let slotted: Bool
     public internal(set) var isMapped = true
 
-    init(pfn: Pfn, address: UInt64, pointer: UnsafeMutableRawPointer, slotted: Bool) {
-        self.pfn = pfn
+    init(_ page: any PageAccess, address: UInt64, pointer: UnsafeMutableRawPointer, slotted: Bool) {
+        self.page = page
         self.address = address
         self.pointer = pointer
         self.slotted = slotted
@@ -82,10 +85,12 @@ public final class KmapMapping: CustomStringConvertible {
 
     public var description: String { "Mapping{pfn=\(pfn), addr=0x\(String(address, radix: 16))}" }
 
-    /// The host pointer for `len` bytes at `off`; out of the page, or after
-    /// unmapping, is a bug.
+    /// The host pointer for `len` bytes at `off`; out of the page, after
+    /// unmapping, or once the page is freed (a borrowed page's owner may
+    /// free it while it is mapped), is a bug.
     public func pointer(_ off: Int, _ len: Int) throws(KernelError) -> UnsafeMutableRawPointer {
         guard isMapped else { throw KernelError.bug("use of \(self) after kunmap_local") }
+        try page.checkAlive()
         guard UInt(bitPattern: off) <= UInt(PAGE_SIZE), UInt(bitPattern: len) <= UInt(PAGE_SIZE),
               UInt(bitPattern: off) + UInt(bitPattern: len) <= UInt(PAGE_SIZE) else {
             throw KernelError.bug("out of bounds: \(len) bytes at offset \(off) through \(self), valid for \(PAGE_SIZE) bytes")

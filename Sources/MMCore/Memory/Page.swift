@@ -31,6 +31,9 @@ public protocol PageAccess: AnyObject, CustomStringConvertible {
     func pointerIntoPage(_ off: Int, _ len: Int) throws(KernelError) -> UnsafeMutableRawPointer
     /// Throws unless the page may be touched now.
     func checkAccess() throws(KernelError)
+    /// Throws if the page was freed (a borrowed one: or reallocated)
+    /// since: `checkAccess` for a pointer that holds its kmap slot.
+    func checkAlive() throws(KernelError)
 }
 
 extension PageAccess {
@@ -92,7 +95,7 @@ extension PageAccess {
         guard let pointer = machine.memory.address(of: pfn) else {
             throw KernelError.bug("kmap_local_page of pfn \(pfn), which has no memory behind it")
         }
-        return try machine.kmap.map(pfn, pointer: pointer, highmem: isHighmem, cpu: machine.scheduler.current.cpu)
+        return try machine.kmap.map(self, pointer: pointer, highmem: isHighmem, cpu: machine.scheduler.current.cpu)
     }
 }
 
@@ -196,6 +199,10 @@ public final class Page: NativeObject, PageAccess {
         if pfn.rawValue >= machine.pageAllocator.highmemStart { try machine.kmap.checkSlot() }
     }
 
+    public func checkAlive() throws(KernelError) {
+        if freedAt != nil { throw useAfterFree() }
+    }
+
     @usableFromInline
     func useAfterFree() -> KernelError {
         .bug("use after free: \(self) freed at \(machine.sites.name(freedAt ?? .unknown))")
@@ -242,13 +249,17 @@ public final class BorrowedPage: PageAccess {
     }
 
     public func checkAccess() throws(KernelError) {
+        try checkAlive()
+        if isHighmem { try machine.kmap.checkSlot() }
+    }
+
+    public func checkAlive() throws(KernelError) {
         if let generation {
             let now = machine.pageAllocator.allocation(of: pfn)
             if !now.allocated || now.generation != generation || generation == 0 {
                 throw useAfterFree(now)
             }
         }
-        if isHighmem { try machine.kmap.checkSlot() }
     }
 
     private func useAfterFree(_ now: (allocated: Bool, generation: UInt32, freedAt: Site)) -> KernelError {

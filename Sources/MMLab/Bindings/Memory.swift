@@ -116,7 +116,7 @@ final class PagePointer: CustomStringConvertible {
         guard uoff <= size, ulen <= size, uoff + ulen <= size else {
             throw KernelError.bug("out of bounds: \(what) of \(len) bytes at offset \(off) through \(self), valid for \(length) bytes")
         }
-        try page.checkAccess()
+        try page.checkAlive()  // the pointer's mapping holds the kmap slot
         // SAFETY: `off + len <= length`, and the pointer is valid for `length` bytes while mapped.
         return pointer + off
     }

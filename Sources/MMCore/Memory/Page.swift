@@ -195,10 +195,11 @@ public final class Page: NativeObject, PageAccess {
     /// A highmem page's accessor maps it for the access: it needs a slot.
     @inlinable
     public func checkAccess() throws(KernelError) {
-        if freedAt != nil { throw useAfterFree() }
+        try checkAlive()
         if pfn.rawValue >= machine.pageAllocator.highmemStart { try machine.kmap.checkSlot() }
     }
 
+    @inlinable
     public func checkAlive() throws(KernelError) {
         if freedAt != nil { throw useAfterFree() }
     }

@@ -67,7 +67,7 @@ public final class KmapLocal {
 /// One kmap_local mapping of a page: valid for `PAGE_SIZE` bytes until unmapped.
 public final class KmapMapping: CustomStringConvertible {
     /// The page it maps: each access checks the page is still there.
-    let page: any PageAccess
+    public let page: any PageAccess
     public var pfn: Pfn { page.pfn }
     /// The kernel virtual address.
     public let address: UInt64

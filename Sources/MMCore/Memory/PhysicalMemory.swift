@@ -121,12 +121,12 @@ public final class PhysicalMemory {
     /// kmap both reach. Whoever asks may write it, so the frame no longer
     /// counts as holding only the poison (`StructPage.intact`).
     public func address(of pfn: Pfn) -> UnsafeMutableRawPointer? {
-        existingPage(pfn)?.pointee.intact = false
+        reached(pfn, frames: 1)
         return rawAddress(of: pfn)
     }
 
-    /// `frames` frames from `pfn` were reached through a pointer kept
-    /// from `rawAddress(of:)`: as `address(of:)` does.
+    /// `frames` frames from `pfn` may be written from now on: none of them
+    /// counts as holding only the poison.
     func reached(_ pfn: Pfn, frames: Int) {
         guard let head = existingPage(pfn) else { return }
         // SAFETY: an allocated block lies in one section, whose `struct page`s are contiguous.

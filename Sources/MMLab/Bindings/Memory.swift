@@ -93,14 +93,13 @@ extension Lua {
 /// The pointer `with_pointer_into_page` passes to its callback: valid for
 /// `length` bytes, only during the call.
 final class PagePointer: CustomStringConvertible {
-    let page: any PageAccess
     let mapping: KmapMapping
+    var page: any PageAccess { mapping.page }
     let pointer: UnsafeMutableRawPointer
     let offset: Int
     let length: Int
 
-    init(page: any PageAccess, mapping: KmapMapping, pointer: UnsafeMutableRawPointer, offset: Int, length: Int) {
-        self.page = page
+    init(mapping: KmapMapping, pointer: UnsafeMutableRawPointer, offset: Int, length: Int) {
         self.mapping = mapping
         self.pointer = pointer
         self.offset = offset
@@ -630,7 +629,7 @@ extension HandleClass {
             let pointer = try page.pointerIntoPage(off, len)
             let mapping = try page.map()
             lua_settop(L, 4)
-            lua.pushHandle(PagePointer(page: page, mapping: mapping, pointer: pointer, offset: off, length: len),
+            lua.pushHandle(PagePointer(mapping: mapping, pointer: pointer, offset: off, length: len),
                            .pagePointer, state: .borrowed, lender: 1)  // 5
             lua_pushvalue(L, 4)
             lua_pushvalue(L, 5)
